@@ -1,0 +1,44 @@
+"""kdq_tf: knowledge distillation + quantization-aware training -> int8 TFLite for microcontrollers.
+
+The public API, grouped by stage. Names resolve lazily so that `import kdq_tf`
+stays free of TensorFlow on devices that only have the runtime extra.
+"""
+
+import importlib
+
+__version__ = "0.1.0"
+
+_API = {
+    # Configuration: frozen dataclasses, TOML/--set loading.
+    "Config": "kdq_tf.config", "DataConfig": "kdq_tf.config", "TeacherConfig": "kdq_tf.config",
+    "DistillConfig": "kdq_tf.config", "QATConfig": "kdq_tf.config", "ExportConfig": "kdq_tf.config",
+    "RunConfig": "kdq_tf.config", "load_config": "kdq_tf.config",
+    # Errors shown to users as one line (exit code 2 in the CLI).
+    "KdqError": "kdq_tf.errors", "DataError": "kdq_tf.errors", "ConfigError": "kdq_tf.errors",
+    "ModelError": "kdq_tf.errors",
+    # Data: named sets, npz:, dir: -> tf.data pipelines.
+    "load_dataset": "kdq_tf.data", "Dataset": "kdq_tf.data", "DatasetInfo": "kdq_tf.data",
+    "read_idx": "kdq_tf.datasets",
+    # Models: teacher and students.
+    "build_teacher": "kdq_tf.models.teacher", "load_teacher": "kdq_tf.models.teacher",
+    "build_student": "kdq_tf.models.students", "STUDENTS": "kdq_tf.models.students",
+    # Distillation: losses, the Distiller, teacher guidance, QAT.
+    "soft_loss": "kdq_tf.losses", "hard_loss": "kdq_tf.losses", "distillation_loss": "kdq_tf.losses",
+    "LossWeights": "kdq_tf.losses", "soft_threshold": "kdq_tf.losses",
+    "Distiller": "kdq_tf.distiller",
+    "quantize_student": "kdq_tf.qat", "load_qat_model": "kdq_tf.qat",
+    # Conversion to TFLite bytes.
+    "to_tflite": "kdq_tf.convert",
+    # Metrics and reports.
+    "classification_metrics": "kdq_tf.report",
+    # Stages and whole runs.
+    "run_teacher": "kdq_tf.pipeline", "run_distill": "kdq_tf.pipeline",
+}
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str):
+    if name in _API:
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'kdq_tf' has no attribute {name!r}")

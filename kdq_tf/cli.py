@@ -1,0 +1,188 @@
+"""Command line: argparse subcommands; each handler builds a Config and makes one call."""
+
+import argparse
+import json
+import logging
+import sys
+
+from kdq_tf.errors import KdqError
+
+log = logging.getLogger("kdq_tf")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("run and data")
+    g.add_argument("--config", help="TOML or JSON file with [run], [data], [teacher], [distill], [qat], [export]")
+    g.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override any config key (repeatable); applied last")
+    g.add_argument("--out", dest="run.out", help="run directory (default runs/latest)")
+    g.add_argument("--seed", dest="run.seed", type=int)
+    g.add_argument("--resume", dest="run.resume", action="store_true", default=None,
+                   help="continue a killed run from its last finished epoch")
+    g.add_argument("--overwrite", dest="run.overwrite", action="store_true", default=None,
+                   help="replace the results of an earlier run in --out")
+    _data_args(g)
+
+
+def _data_args(g) -> None:
+    g.add_argument("--dataset", dest="data.dataset",
+                   help="fashion_mnist (default), mnist, cifar10, cifar100, npz:PATH or dir:PATH")
+    g.add_argument("--data-dir", dest="data.data_dir", help="folder searched first for named data sets")
+    g.add_argument("--limit", dest="data.limit", type=int, help="use at most N samples of each split")
+    g.add_argument("--batch-size", dest="data.batch_size", type=int)
+    g.add_argument("--val-split", dest="data.val_split", type=float)
+    g.add_argument("--normalize", dest="data.normalize", choices=["unit", "standard", "none"])
+    g.add_argument("--augment", dest="data.augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="random flip/translate in the input pipeline")
+
+
+def _teacher_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
+    g = p.add_argument_group("teacher")
+    g.add_argument("--teacher", dest="teacher.path", metavar="PATH.keras", help="use this Keras model as teacher")
+    g.add_argument("--weights", dest="teacher.weights", choices=["none", "imagenet"],
+                   help="ResNet50 from scratch (none) or fine-tuned from ImageNet")
+    g.add_argument(f"--{prefix}epochs", dest="teacher.epochs", type=int, help="teacher epochs")
+    g.add_argument("--head-epochs", dest="teacher.head_epochs", type=int,
+                   help="imagenet: epochs for the head before fine-tuning all layers")
+    g.add_argument(f"--{prefix}lr", dest="teacher.lr", type=float, help="teacher learning rate")
+    g.add_argument("--input-size", dest="teacher.input_size", type=int, help="adapter output side (>= 32)")
+    g.add_argument("--adapter", dest="teacher.adapter", choices=["pad", "resize"])
+    g.add_argument("--label-smoothing", dest="teacher.label_smoothing", type=float)
+    g.add_argument("--unsafe-load", dest="teacher.unsafe_load", action="store_true", default=None,
+                   help="allow Lambda layers (arbitrary code) in .keras files you trust")
+
+
+def _distill_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("distillation")
+    g.add_argument("--student", dest="distill.student", help="student name (kdq_tf students) or PATH.keras")
+    g.add_argument("--epochs", dest="distill.epochs", type=int, help="distillation epochs")
+    g.add_argument("--lr", dest="distill.lr", type=float, help="distillation learning rate")
+    g.add_argument("-T", "--temperature", dest="distill.temperature", type=float)
+    g.add_argument("--lambda", dest="distill.lam", type=float, help="L = L_soft + lambda*L_hard (default 0.5)")
+    g.add_argument("--alpha", dest="distill.alpha", type=float, help="L = alpha*L_hard + (1-alpha)*L_soft")
+    g.add_argument("--soft-loss", dest="distill.soft_loss", choices=["kl", "ce"])
+    g.add_argument("--hard-loss", dest="distill.hard_loss", choices=["ce", "mse"])
+    g.add_argument("--guidance", dest="distill.guidance",
+                   choices=["auto", "online", "cached", "cached-int8", "teacher-int8"])
+    g.add_argument("--baseline", dest="distill.baseline", action="store_true", default=None,
+                   help="also train the student on hard labels only, for the KD gain")
+    g.add_argument("--shrink", dest="distill.shrink", type=float, metavar="DELTA",
+                   help="soft-threshold the student's kernels by DELTA before QAT")
+    q = p.add_argument_group("quantization-aware training")
+    q.add_argument("--qat", dest="qat.enabled", action="store_true", default=None)
+    q.add_argument("--qat-epochs", dest="qat.epochs", type=int)
+    q.add_argument("--qat-lr", dest="qat.lr", type=float)
+    q.add_argument("--qat-skip", dest="qat.skip", metavar="REGEX", help="keep matching layers in float")
+
+
+def _config(args: argparse.Namespace):
+    from kdq_tf.config import load_config
+
+    overrides = {k: v for k, v in vars(args).items() if "." in k}
+    return load_config(args.config, overrides, args.set)
+
+
+def _print_table(title: str, table: str) -> None:
+    print(f"\n{title}\n{table}")
+
+
+def cmd_data_info(args) -> int:
+    from kdq_tf import datasets
+
+    cfg = _config(args)
+    raw = datasets.load_raw(cfg.data.dataset, cfg.data.data_dir, seed=cfg.run.seed)
+    datasets.validate(raw)
+    info = {"dataset": cfg.data.dataset, "source": raw.source,
+            "shape": "x".join(map(str, raw.x_train.shape[1:])), "dtype": str(raw.x_train.dtype),
+            "train_samples": len(raw.x_train), "test_samples": len(raw.x_test),
+            "classes": len(raw.class_names), "class_names": list(raw.class_names)}
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    for k, v in info.items():
+        print(f"{k:14s} {', '.join(v) if isinstance(v, list) else v}")
+    return 0
+
+
+def cmd_teacher(args) -> int:
+    from kdq_tf.pipeline import run_teacher
+
+    run, _ = run_teacher(_config(args))
+    _print_table(f"Results ({run.path})", (run.path / "report.md").read_text().split("\n", 2)[2])
+    return 0
+
+
+def cmd_distill(args) -> int:
+    from kdq_tf.pipeline import run_distill
+
+    run, _ = run_distill(_config(args))
+    _print_table(f"Results ({run.path})", (run.path / "report.md").read_text().split("\n", 2)[2])
+    return 0
+
+
+def cmd_students(args) -> int:
+    from kdq_tf.models.students import describe_students
+
+    shape = tuple(int(v) for v in args.input_shape.lower().split("x"))
+    if len(shape) != 3:
+        raise KdqError(f"--input-shape expects HxWxC, e.g. 28x28x1; got {args.input_shape!r}")
+    from kdq_tf.report import markdown_table
+
+    rows = [[r["name"], r["params"], r["macs"], r["description"]] for r in describe_students(shape, args.classes)]
+    print(markdown_table(["student", "params", "MACs", "description"], rows))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kdq_tf", description="Distill a ResNet50 teacher into a small student, train it quantization-"
+        "aware and export full-int8 TFLite for microcontrollers.")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="inspect data sets")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    info = dsub.add_parser("info", help="shapes, classes, sample counts and where the data came from")
+    info.add_argument("--config")
+    info.add_argument("--set", action="append", default=[])
+    info.add_argument("--seed", dest="run.seed", type=int)
+    _data_args(info)
+    info.add_argument("--json", action="store_true")
+    info.set_defaults(func=cmd_data_info)
+
+    t = sub.add_parser("teacher", help="train (or fine-tune) the ResNet50 teacher")
+    _common(t)
+    _teacher_args(t)
+    t.set_defaults(func=cmd_teacher)
+
+    d = sub.add_parser("distill", help="teacher -> distillation -> optional QAT")
+    _common(d)
+    _teacher_args(d, prefix="teacher-")
+    _distill_args(d)
+    d.set_defaults(func=cmd_distill)
+
+    s = sub.add_parser("students", help="list the student models with parameters and MACs")
+    s.add_argument("--input-shape", default="28x28x1", help="HxWxC (default 28x28x1)")
+    s.add_argument("--classes", type=int, default=10)
+    s.set_defaults(func=cmd_students)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s" if args.quiet else "%(message)s",
+                        stream=sys.stderr)
+    try:
+        return args.func(args)
+    except KdqError as e:
+        print(f"kdq_tf: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kdq_tf: interrupted; rerun with --resume to continue from the last finished epoch",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""Frozen dataclass configs, loaded from defaults < TOML < CLI flags < --set.
+
+Every section validates itself in `__post_init__`, so a bad value fails at the
+boundary with a message that names the key, the value and the accepted range.
+"""
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kdq_tf.errors import ConfigError
+
+
+def _check(ok: bool, msg: str) -> None:
+    if not ok:
+        raise ConfigError(msg)
+
+
+def _one_of(key: str, value: Any, allowed: tuple) -> None:
+    _check(value in allowed, f"{key} must be one of {', '.join(map(str, allowed))}; got {value!r}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    out: str = "runs/latest"  # run directory: config, checkpoints, metrics, export/
+    seed: int = 0  # seeds numpy, TF and the data shuffles
+    resume: bool = False  # continue a killed run from its last finished epoch
+    overwrite: bool = False  # replace an existing run directory's results
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "fashion_mnist"  # fashion_mnist | mnist | cifar10 | cifar100 | npz:PATH | dir:PATH
+    data_dir: str | None = None  # searched first for the named sets
+    limit: int | None = None  # use at most N samples of each split (quick runs, tests)
+    val_split: float = 0.1  # share of the training data held out for validation
+    batch_size: int = 128
+    normalize: str = "unit"  # unit: x/255 in [0,1]; standard: per-channel z-score; none: raw
+    augment: bool = False  # random flip/translate in the tf.data pipeline
+    flip: bool = True  # horizontal flip when augmenting
+    translate: int = 2  # max shift in pixels when augmenting
+
+    def __post_init__(self):
+        _check(self.limit is None or self.limit > 0, f"data.limit must be > 0, got {self.limit}")
+        _check(0.0 <= self.val_split < 0.9, f"data.val_split must be in [0, 0.9), got {self.val_split}")
+        _check(self.batch_size > 0, f"data.batch_size must be > 0, got {self.batch_size}")
+        _one_of("data.normalize", self.normalize, ("unit", "standard", "none"))
+        _check(self.translate >= 0, f"data.translate must be >= 0, got {self.translate}")
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    weights: str = "none"  # none: from scratch; imagenet: fine-tune the ImageNet backbone
+    path: str | None = None  # a user's .keras teacher instead of ResNet50
+    input_size: int = 32  # adapter output side; ResNet50 needs >= 32
+    adapter: str = "pad"  # pad (zero-pad small inputs) or resize (bilinear)
+    epochs: int = 3  # epochs over the whole network
+    head_epochs: int = 1  # imagenet only: epochs for the new head with the backbone frozen
+    lr: float = 1e-3  # Adam learning rate; fine-tuning uses lr * finetune_lr_factor
+    finetune_lr_factor: float = 0.1
+    label_smoothing: float = 0.0
+    unsafe_load: bool = False  # allow Lambda layers etc. in a user .keras (runs their code)
+
+    def __post_init__(self):
+        _one_of("teacher.weights", self.weights, ("none", "imagenet"))
+        _one_of("teacher.adapter", self.adapter, ("pad", "resize"))
+        _check(self.input_size >= 32, f"teacher.input_size must be >= 32 (ResNet50), got {self.input_size}")
+        _check(self.epochs >= 0, f"teacher.epochs must be >= 0, got {self.epochs}")
+        _check(self.head_epochs >= 0, f"teacher.head_epochs must be >= 0, got {self.head_epochs}")
+        _check(self.lr > 0, f"teacher.lr must be > 0, got {self.lr}")
+        _check(0 < self.finetune_lr_factor <= 1, f"teacher.finetune_lr_factor must be in (0, 1], got {self.finetune_lr_factor}")
+        _check(0 <= self.label_smoothing < 1, f"teacher.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    student: str = "tiny_cnn"  # a name from `kdq_tf students`, or a path to a .keras model
+    epochs: int = 10
+    lr: float = 1e-3
+    temperature: float = 4.0  # >1 softens the teacher; 2-8 typical (Hinton et al. 2015)
+    lam: float | None = None  # L = L_soft + lam * L_hard; 0.5 when neither lam nor alpha is set
+    alpha: float | None = None  # keras-io form: L = alpha * L_hard + (1 - alpha) * L_soft
+    soft_loss: str = "kl"  # kl | ce, both scaled by T^2
+    hard_loss: str = "ce"  # ce | mse (MSE on one-hot labels)
+    guidance: str = "auto"  # auto | online | cached | cached-int8 | teacher-int8
+    baseline: bool = False  # also train the student on hard labels only, same epochs and seed
+    shrink: float | None = None  # soft-threshold delta applied to kernels before QAT
+
+    def __post_init__(self):
+        _check(self.temperature > 0, f"distill.temperature must be > 0, got {self.temperature}")
+        _check(self.epochs >= 0, f"distill.epochs must be >= 0, got {self.epochs}")
+        _check(self.lr > 0, f"distill.lr must be > 0, got {self.lr}")
+        _check(self.lam is None or self.alpha is None,
+               f"give either lambda ({self.lam}) or alpha ({self.alpha}), not both: they are two "
+               "parametrisations of the same mix")
+        _check(self.alpha is None or 0.0 <= self.alpha <= 1.0, f"distill.alpha must be in [0, 1], got {self.alpha}")
+        _check(self.lam is None or self.lam >= 0.0, f"distill.lam (lambda) must be >= 0, got {self.lam}")
+        _one_of("distill.soft_loss", self.soft_loss, ("kl", "ce"))
+        _one_of("distill.hard_loss", self.hard_loss, ("ce", "mse"))
+        _one_of("distill.guidance", self.guidance, ("auto", "online", "cached", "cached-int8", "teacher-int8"))
+        _check(self.shrink is None or self.shrink >= 0, f"distill.shrink must be >= 0, got {self.shrink}")
+
+
+@dataclass(frozen=True)
+class QATConfig:
+    enabled: bool = False  # fine-tune a TF-MOT quantized student under the teacher
+    epochs: int = 2
+    lr: float = 1e-4  # QAT starts from a trained student: small steps
+    skip: str | None = None  # regex of layer names kept in float
+
+    def __post_init__(self):
+        _check(self.epochs >= 0, f"qat.epochs must be >= 0, got {self.epochs}")
+        _check(self.lr > 0, f"qat.lr must be > 0, got {self.lr}")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    mode: str = "int8"  # int8 | int16x8 | float16 | float32
+    calib_samples: int = 500  # representative samples for post-training quantization
+    name: str = "model"  # C identifier stem: g_<name>_model_data
+    c_array: bool = True
+    verify_samples: int = 1000
+
+    def __post_init__(self):
+        _one_of("export.mode", self.mode, ("int8", "int16x8", "float16", "float32"))
+        _check(self.calib_samples > 0, f"export.calib_samples must be > 0, got {self.calib_samples}")
+        _check(self.verify_samples > 0, f"export.verify_samples must be > 0, got {self.verify_samples}")
+
+
+@dataclass(frozen=True)
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    qat: QATConfig = field(default_factory=QATConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+_SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
+# TOML and --set may spell the reserved word; the dataclass cannot.
+_ALIASES = {"distill.lambda": "distill.lam"}
+
+
+def _parse_scalar(key: str, text: str, typ: Any) -> Any:
+    """Converts a --set string to the field's type (int, float, bool, str, or optional)."""
+    args = typing.get_args(typ)
+    if typing.get_origin(typ) in (typing.Union, types.UnionType):
+        if text.lower() in ("none", "null", ""):
+            return None
+        typ = next(a for a in args if a is not type(None))
+    try:
+        if typ is bool:
+            low = text.lower()
+            if low not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError
+            return low in ("1", "true", "yes", "on")
+        return typ(text)
+    except ValueError:
+        raise ConfigError(f"{key} expects {typ.__name__}, got {text!r}") from None
+
+
+def _coerce(key: str, value: Any, typ: Any) -> Any:
+    if isinstance(value, str):
+        return _parse_scalar(key, value, typ)
+    base = {a for a in typing.get_args(typ) if a is not type(None)} or {typ}
+    if value is None and type(None) in typing.get_args(typ):
+        return None
+    if float in base and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not any(isinstance(value, b) for b in base) or (isinstance(value, bool) and bool not in base):
+        names = "/".join(b.__name__ for b in base)
+        raise ConfigError(f"{key} expects {names}, got {value!r}")
+    return value
+
+
+def _apply(raw: dict[str, dict[str, Any]], key: str, value: Any) -> None:
+    key = _ALIASES.get(key, key)
+    section, _, name = key.partition(".")
+    if section not in _SECTIONS or not name:
+        raise ConfigError(f"unknown config key {key!r}; sections are: {', '.join(_SECTIONS)}")
+    fields = {f.name: f for f in dataclasses.fields(_SECTIONS[section])}
+    if name not in fields:
+        raise ConfigError(f"unknown config key {key!r}; valid keys in [{section}]: {', '.join(fields)}")
+    hints = typing.get_type_hints(_SECTIONS[section])
+    raw.setdefault(section, {})[name] = _coerce(key, value, hints[name])
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    sets: list[str] | tuple[str, ...] = (),
+) -> Config:
+    """Builds a `Config` from defaults, a TOML/JSON file, flag overrides and `--set`.
+
+    Args:
+        path: a `.toml` or `.json` file with `[section]` tables. Defaults to None.
+        overrides: `{"section.key": value}` from CLI flags; None values are ignored.
+        sets: `"section.key=value"` strings, applied last.
+
+    Returns:
+        The resolved, validated `Config`.
+
+    Raises:
+        ConfigError: on an unknown key, a value of the wrong type or out of range,
+            or an unreadable file.
+    """
+    raw: dict[str, dict[str, Any]] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            text = p.read_text()
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {p}: {e.strerror}") from None
+        try:
+            data = json.loads(text) if p.suffix == ".json" else tomllib.loads(text)
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
+            raise ConfigError(f"config file {p} is not valid {'JSON' if p.suffix == '.json' else 'TOML'}: {e}") from None
+        for section, table in data.items():
+            if not isinstance(table, dict):
+                raise ConfigError(f"config file {p}: [{section}] must be a table, got {table!r}")
+            for name, value in table.items():
+                _apply(raw, f"{section}.{name}", value)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _apply(raw, key, value)
+    for item in sets:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ConfigError(f"--set expects section.key=value, got {item!r}")
+        _apply(raw, key.strip(), value.strip())
+    try:
+        return Config(**{s: _SECTIONS[s](**raw.get(s, {})) for s in _SECTIONS})
+    except TypeError as e:  # pragma: no cover - guarded by _apply
+        raise ConfigError(str(e)) from None
+
+
+def config_from_dict(d: dict) -> Config:
+    """Rebuilds a `Config` from `Config.to_dict()` output (e.g. a run's config.json)."""
+    return load_config(overrides={f"{s}.{k}": v for s, t in d.items() for k, v in t.items()})

@@ -1,0 +1,160 @@
+"""Named data sets -> tf.data pipelines, with the metadata later stages need.
+
+The arrays stay uint8 (or the user's float) in memory; normalisation and
+augmentation run in the tf.data pipeline, never inside a model, so that the
+student exported to the device sees exactly what `Preprocess` describes.
+"""
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from kdq_tf import datasets
+from kdq_tf.config import DataConfig
+from kdq_tf.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """x_model = (x_raw * scale - mean) / std, per channel."""
+
+    scale: float
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """Normalises a raw numpy batch the same way the pipeline does."""
+        x = np.asarray(x, np.float32) * np.float32(self.scale)
+        return (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    source: str  # where the data was read from
+    input_shape: tuple[int, int, int]  # (H, W, C)
+    class_names: tuple[str, ...]
+    n_train: int
+    n_val: int
+    n_test: int
+    preprocess: Preprocess
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Split arrays plus metadata; `pipeline()` makes the tf.data view of a split."""
+
+    info: DatasetInfo
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    config: DataConfig
+
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        if name not in ("train", "val", "test"):
+            raise ValueError(f"split must be train, val or test, got {name!r}")
+        return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
+
+    def pipeline(self, split: str, *, training: bool = False, extra: np.ndarray | None = None,
+                 augment: bool | None = None, batch_size: int | None = None, seed: int = 0):
+        """Returns a batched `tf.data.Dataset` of `(x, y)`, or `(x, (y, extra))`.
+
+        Args:
+            split: "train", "val" or "test".
+            training: shuffle each epoch. Defaults to False.
+            extra: per-sample array carried along (e.g. cached teacher logits).
+            augment: random flip/translate; defaults to `config.augment` when training.
+            batch_size: defaults to `config.batch_size`.
+            seed: shuffle and augmentation seed.
+        """
+        from kdq_tf._keras import tf
+
+        x, y = self.split(split)
+        cfg = self.config
+        augment = (cfg.augment and training) if augment is None else augment
+        items = (x, y) if extra is None else (x, (y, extra))
+        ds = tf.data.Dataset.from_tensor_slices(items)
+        if training:
+            ds = ds.shuffle(min(len(x), 10_000), seed=seed, reshuffle_each_iteration=True)
+        pre = self.info.preprocess
+        scale = tf.constant(pre.scale, tf.float32)
+        mean = tf.constant(pre.mean, tf.float32)
+        std = tf.constant(pre.std, tf.float32)
+        h, w, _ = self.info.input_shape
+
+        def prep(xi, rest):
+            xi = (tf.cast(xi, tf.float32) * scale - mean) / std
+            if augment:
+                if cfg.flip:
+                    xi = tf.image.random_flip_left_right(xi)
+                if cfg.translate:
+                    t = cfg.translate
+                    xi = tf.image.random_crop(tf.pad(xi, [[t, t], [t, t], [0, 0]]), tf.shape(xi))
+            return xi, rest
+
+        ds = ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.batch(batch_size or cfg.batch_size).prefetch(tf.data.AUTOTUNE)
+
+    def sample(self, split: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Up to n normalised samples of a split (representative sets, checks)."""
+        x, y = self.split(split)
+        idx = np.random.default_rng(seed).permutation(len(x))[:n]
+        return self.info.preprocess.apply(x[idx]), y[idx]
+
+
+def _preprocess(x_train: np.ndarray, mode: str) -> Preprocess:
+    c = x_train.shape[-1]
+    scale = 1.0 / 255.0 if x_train.dtype == np.uint8 and mode != "none" else 1.0
+    if mode == "standard":
+        xs = x_train.astype(np.float64) * scale
+        mean = tuple(float(m) for m in xs.mean(axis=(0, 1, 2)))
+        std = tuple(max(float(s), 1e-6) for s in xs.std(axis=(0, 1, 2)))
+        return Preprocess(scale, mean, std)
+    return Preprocess(scale, (0.0,) * c, (1.0,) * c)
+
+
+def load_dataset(cfg: DataConfig, seed: int = 0) -> Dataset:
+    """Finds, reads, validates and splits a data set.
+
+    Args:
+        cfg: the data section of the config.
+        seed: seeds the train/validation split.
+
+    Returns:
+        A `Dataset` with train/val/test arrays, metadata and `pipeline()`.
+
+    Raises:
+        DataError: missing data (the message says where it looked and how to get it),
+            malformed files, mismatched lengths, labels out of range, images under 8x8.
+    """
+    raw = datasets.load_raw(cfg.dataset, cfg.data_dir, seed=seed)
+    datasets.validate(raw)
+    x_tr, y_tr = raw.x_train, raw.y_train.astype(np.int64)
+    x_te, y_te = raw.x_test, raw.y_test.astype(np.int64)
+    if cfg.limit:
+        x_tr, y_tr, x_te, y_te = x_tr[: cfg.limit], y_tr[: cfg.limit], x_te[: cfg.limit], y_te[: cfg.limit]
+    order = np.random.default_rng(seed).permutation(len(x_tr))
+    n_val = int(round(len(x_tr) * cfg.val_split))
+    if n_val and len(x_tr) - n_val < 1:
+        raise DataError(f"val_split {cfg.val_split} leaves no training data out of {len(x_tr)} samples")
+    val_idx, tr_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
+    x_val, y_val, x_tr, y_tr = x_tr[val_idx], y_tr[val_idx], x_tr[tr_idx], y_tr[tr_idx]
+    name = cfg.dataset.split(":", 1)[0] if ":" in cfg.dataset else cfg.dataset
+    info = DatasetInfo(
+        name=name, source=raw.source, input_shape=tuple(int(d) for d in x_tr.shape[1:]),
+        class_names=raw.class_names, n_train=len(x_tr), n_val=len(x_val), n_test=len(x_te),
+        preprocess=_preprocess(x_tr, cfg.normalize),
+    )
+    log.info("data %s from %s: %d train, %d val, %d test, shape %s", name, raw.source,
+             info.n_train, info.n_val, info.n_test, info.input_shape)
+    return Dataset(info, x_tr, y_tr, x_val, y_val, x_te, y_te, cfg)

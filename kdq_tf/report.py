@@ -1,0 +1,70 @@
+"""Metrics (numpy only) and the tables the CLI and report.md show."""
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Metrics:
+    accuracy: float
+    precision: float  # macro average over classes
+    recall: float
+    f1: float
+    n: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """(num_classes, num_classes) counts; rows are true classes, columns predictions."""
+    cm = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(cm, (np.asarray(y_true, np.int64).reshape(-1), np.asarray(y_pred, np.int64).reshape(-1)), 1)
+    return cm
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> Metrics:
+    """Accuracy plus macro precision, recall and F1.
+
+    A class never predicted has precision 0 and a class absent from `y_true` has
+    recall 0 (the scikit-learn `zero_division=0` convention); classes absent from
+    both are left out of the macro average.
+    """
+    cm = confusion_matrix(y_true, y_pred, num_classes)
+    tp = np.diag(cm).astype(np.float64)
+    pred, true = cm.sum(0), cm.sum(1)
+    present = (pred + true) > 0
+    precision = np.divide(tp, pred, out=np.zeros_like(tp), where=pred > 0)
+    recall = np.divide(tp, true, out=np.zeros_like(tp), where=true > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    n = int(cm.sum())
+    return Metrics(accuracy=float(tp.sum() / max(n, 1)), precision=float(precision[present].mean()),
+                   recall=float(recall[present].mean()), f1=float(f1[present].mean()), n=n)
+
+
+def markdown_table(headers: list[str], rows: list[list]) -> str:
+    """A GitHub-flavoured Markdown table; floats in [0, 1] print as percentages."""
+
+    def cell(v) -> str:
+        if isinstance(v, float):
+            return f"{100 * v:.2f}%" if 0.0 <= v <= 1.0 else f"{v:.1f}"
+        if isinstance(v, int):
+            return f"{v:,}"
+        return "" if v is None else str(v).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def results_table(metrics: dict) -> str:
+    """The run summary: one row per model stage found in a run's metrics.json."""
+    rows = []
+    for stage in ("teacher", "baseline", "student", "student_qat", "int8"):
+        m = metrics.get(stage)
+        if not m:
+            continue
+        rows.append([stage, m.get("accuracy"), m.get("f1"), m.get("params"), m.get("train_time_s")])
+    return markdown_table(["model", "test accuracy", "macro F1", "params", "train time (s)"], rows)

@@ -1,0 +1,109 @@
+"""Resumable Keras training in phases (e.g. head, then fine-tune).
+
+Each phase runs `fit` under `BackupAndRestore`, which saves model and optimizer
+state at every epoch end and restores it on the next `fit`; a finished phase
+leaves a weights file, so `--resume` skips it. Only this module knows the
+checkpoint layout under `<run>/ckpt/`.
+"""
+
+import logging
+import math
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from kdq_tf._keras import keras
+from kdq_tf.errors import KdqError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    epochs: int
+    prepare: Callable[[keras.Model], None]  # sets trainable flags and compiles
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Stops at the first NaN/Inf loss and records where, so the caller can raise clearly."""
+
+    def __init__(self, stage: str):
+        super().__init__()
+        self.stage = stage
+        self.bad_epoch: int | None = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.bad_epoch = self._epoch
+            self.model.stop_training = True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+
+def fit_phases(model: keras.Model, phases: list[Phase], train_ds, val_ds, *, run_dir: Path, stage: str,
+               resume: bool, callbacks: list | None = None, verbose: int | str = "auto") -> dict:
+    """Trains `model` through `phases`, checkpointing each epoch.
+
+    Args:
+        model: the model to fit (a `Distiller` or a plain model).
+        phases: run in order; a phase with 0 epochs is skipped.
+        train_ds, val_ds: tf.data pipelines.
+        run_dir: the run directory; checkpoints go to `run_dir/ckpt/<stage>_<phase>*`.
+        stage: a name for logs and checkpoints ("teacher", "distill", "qat").
+        resume: continue from the last finished epoch instead of starting over.
+        callbacks: extra callbacks, run after the checkpointing ones.
+        verbose: Keras verbosity; "auto" shows progress bars on a terminal.
+
+    Returns:
+        `{"epochs": {phase: epochs run now}, "history": {metric: [values]}}`.
+
+    Raises:
+        KdqError: when the loss becomes NaN/Inf (names stage and epoch; the last
+            good checkpoint is kept).
+    """
+    ckpt = run_dir / "ckpt"
+    ckpt.mkdir(parents=True, exist_ok=True)
+    if verbose == "auto":
+        verbose = 1 if sys.stderr.isatty() else 2
+    history: dict[str, list[float]] = {}
+    ran: dict[str, int] = {}
+    for phase in phases:
+        done = ckpt / f"{stage}_{phase.name}.weights.h5"
+        backup = ckpt / f"{stage}_{phase.name}_backup"
+        phase.prepare(model)
+        if resume and done.is_file():
+            log.info("%s/%s already finished; loading %s", stage, phase.name, done)
+            model.load_weights(done)
+            ran[phase.name] = 0
+            continue
+        if not resume:
+            shutil.rmtree(backup, ignore_errors=True)
+        if phase.epochs == 0:
+            ran[phase.name] = 0
+            continue
+        guard = StopOnNonFinite(stage)
+        cbs = [keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=False),
+               keras.callbacks.CSVLogger(str(run_dir / f"{stage}_history.csv"), append=True),
+               keras.callbacks.TensorBoard(str(run_dir / "tb" / stage), profile_batch=0),
+               guard, *(callbacks or [])]
+        log.info("%s/%s: %d epochs", stage, phase.name, phase.epochs)
+        h = model.fit(train_ds, validation_data=val_ds, epochs=phase.epochs, callbacks=cbs, verbose=verbose)
+        if guard.bad_epoch is not None:
+            raise KdqError(
+                f"{stage}/{phase.name}: loss became NaN/Inf in epoch {guard.bad_epoch + 1}; the last good "
+                f"checkpoint is kept in {backup}. Lower the learning rate, check the inputs, then rerun "
+                "with --resume")
+        for k, v in h.history.items():
+            history.setdefault(k, []).extend(float(x) for x in v)
+        ran[phase.name] = len(h.epoch)
+        tmp = done.with_name(f".{done.name}.tmp.h5")
+        model.save_weights(str(tmp))
+        os.replace(tmp, done)
+        shutil.rmtree(backup, ignore_errors=True)
+    return {"epochs": ran, "history": history}
