@@ -39,7 +39,7 @@ class DataConfig:
     data_dir: str | None = None  # searched first for the named sets
     limit: int | None = None  # use at most N samples of each split (quick runs, tests)
     val_split: float = 0.1  # share of the training data held out for validation
-    batch_size: int = 128
+    batch_size: int = 32  # small batches: more steps per epoch, which short CPU runs need
     normalize: str = "unit"  # unit: x/255 in [0,1]; standard: per-channel z-score; none: raw
     augment: bool = False  # random flip/translate in the tf.data pipeline
     flip: bool = True  # horizontal flip when augmenting

@@ -1,0 +1,37 @@
+# The README's commands. Each target sets itself up on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+KDQ    := $(VENV)/bin/kdq_tf
+DEMO_OUT ?= runs/demo
+
+.PHONY: demo test data clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+# Fashion-MNIST: use any copy kdq_tf finds; otherwise install Debian's package where apt
+# is usable (root), else let Keras download it on first use.
+data: $(VENV)/.installed
+	@if $(KDQ) -q data info --dataset fashion_mnist >/dev/null 2>&1; then \
+		echo "fashion_mnist: found"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "fashion_mnist: installing Debian's dataset-fashion-mnist"; \
+		apt-get install -y -q dataset-fashion-mnist >/dev/null || \
+		{ apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null; }; \
+	else \
+		echo "fashion_mnist: not found locally; Keras will try to download it"; \
+	fi
+
+demo: data
+	$(KDQ) distill --dataset fashion_mnist --out $(DEMO_OUT) --overwrite \
+		--limit 12000 --teacher-epochs 2 --epochs 4 --qat --qat-epochs 1 --baseline
+
+test: data
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
