@@ -150,3 +150,141 @@ def run_teacher(cfg: Config) -> tuple[RunDir, dict]:
     _, metrics = teacher_stage(cfg, run, data)
     write_report(run)
     return run, metrics
+
+
+def _distill_phase(distiller, cfg: Config, epochs: int, lr: float, steps: int, name: str):
+    from kdq_tf._keras import keras
+    from kdq_tf.losses import LossWeights
+    from kdq_tf.training import Phase
+
+    d = cfg.distill
+    weights = LossWeights.from_config(d.lam, d.alpha)
+
+    def prepare(m):
+        sched = keras.optimizers.schedules.CosineDecay(lr, max(1, epochs * steps), alpha=0.01)
+        m.compile(optimizer=keras.optimizers.Adam(sched), temperature=d.temperature, loss_weights=weights,
+                  soft_loss=d.soft_loss, hard_loss=d.hard_loss)
+
+    return [Phase(name, epochs, prepare)]
+
+
+def _distill_inputs(cfg: Config, data, guidance):
+    """Train/val pipelines: `(x, y)` for online guidance, `(x, (y, teacher_logits))` for cached."""
+    seed = cfg.run.seed
+    if guidance.train_logits is None:
+        return (data.pipeline("train", training=True, seed=seed),
+                data.pipeline("val") if data.info.n_val else None)
+    train = data.pipeline("train", training=True, extra=guidance.train_logits, augment=False, seed=seed)
+    val = data.pipeline("val", extra=guidance.val_logits) if data.info.n_val else None
+    return train, val
+
+
+def _train_student(cfg, run, data, stage, student, teacher, guidance, epochs, lr) -> dict:
+    """Fits a student under the Distiller; returns timings and epochs."""
+    from kdq_tf.distiller import Distiller
+    from kdq_tf.training import fit_phases
+
+    steps = int(np.ceil(data.info.n_train / cfg.data.batch_size))
+    distiller = Distiller(student, teacher if guidance.train_logits is None else None)
+    train, val = _distill_inputs(cfg, data, guidance)
+    t0 = time.perf_counter()
+    result = fit_phases(distiller, _distill_phase(distiller, cfg, epochs, lr, steps, "train"), train, val,
+                        run_dir=run.path, stage=stage, resume=cfg.run.resume)
+    return {"train_time_s": round(time.perf_counter() - t0, 2), "epochs_run": result["epochs"]}
+
+
+def _baseline(cfg, run, data) -> dict:
+    """The same student, same seed and epochs, trained on hard labels only."""
+    from kdq_tf._keras import keras
+    from kdq_tf.models.students import build_student
+    from kdq_tf.training import Phase, fit_phases
+
+    seed_everything(cfg.run.seed)
+    model = build_student(cfg.distill.student, data.info.input_shape, data.info.num_classes)
+    steps = int(np.ceil(data.info.n_train / cfg.data.batch_size))
+    e, lr = cfg.distill.epochs, cfg.distill.lr
+
+    def prepare(m):
+        sched = keras.optimizers.schedules.CosineDecay(lr, max(1, e * steps), alpha=0.01)
+        m.compile(optimizer=keras.optimizers.Adam(sched),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+
+    t0 = time.perf_counter()
+    val = data.pipeline("val") if data.info.n_val else None
+    fit_phases(model, [Phase("train", e, prepare)],
+               data.pipeline("train", training=True, augment=False, seed=cfg.run.seed), val,
+               run_dir=run.path, stage="baseline", resume=cfg.run.resume)
+    files.save_keras(model, run.path / "baseline.keras")
+    return {**evaluate(model, data), "train_time_s": round(time.perf_counter() - t0, 2)}
+
+
+def run_distill(cfg: Config) -> tuple[RunDir, dict]:
+    """`kdq_tf distill`: data -> teacher -> distilled student -> optional QAT, all in one run dir.
+
+    Writes student.keras, student_qat.h5 (with QAT), baseline.keras (with
+    --baseline), metrics.json and report.md.
+    """
+    from kdq_tf import guidance as G
+    from kdq_tf.data import load_dataset
+    from kdq_tf.models.students import build_student
+    from kdq_tf.qat import load_qat_model, quantize_student, shrink_kernels
+
+    # 1. Data, and every input check, before the output folder is touched.
+    data = load_dataset(cfg.data, seed=cfg.run.seed)
+    info = data.info
+    run = prepare_run_dir(cfg)
+    seed_everything(cfg.run.seed)
+
+    # 2. Teacher.
+    teacher, _ = teacher_stage(cfg, run, data)
+
+    # 3. Guidance and distillation.
+    done = run.metrics()
+    mode = G.resolve_mode(cfg.distill.guidance, cfg.data.augment)
+    student_path = run.path / "student.keras"
+    guidance = G.build_guidance(mode, teacher, data, run.path, calib_samples=cfg.export.calib_samples)
+    run.update_metrics("guidance", {"mode": mode, "cache_bytes": guidance.cache_bytes,
+                                    "max_abs_error": guidance.max_abs_error, "build_time_s": guidance.build_time_s,
+                                    "reused": guidance.reused})
+    if cfg.run.resume and student_path.is_file() and "student" in done:
+        student = load_student(student_path)
+    else:
+        seed_everything(cfg.run.seed)
+        student = build_student(cfg.distill.student, info.input_shape, info.num_classes, cfg.teacher.unsafe_load)
+        from kdq_tf.models.teacher import check_io
+
+        check_io(student, info.input_shape, teacher.output_shape[-1], what=f"student {cfg.distill.student}")
+        timing = _train_student(cfg, run, data, "distill", student, teacher, guidance,
+                                cfg.distill.epochs, cfg.distill.lr)
+        files.save_keras(student, student_path)
+        run.update_metrics("student", {**evaluate(student, data), **timing, "guidance": mode,
+                                       "name": cfg.distill.student})
+
+    # 4. Baseline: hard labels only, same student, seed and epochs.
+    if cfg.distill.baseline and not (cfg.run.resume and "baseline" in run.metrics()):
+        run.update_metrics("baseline", _baseline(cfg, run, data))
+
+    # 5. Optional shrinkage, then QAT with the teacher still guiding.
+    if cfg.qat.enabled and not (cfg.run.resume and "student_qat" in run.metrics()):
+        if cfg.distill.shrink:
+            before = evaluate(student, data)["accuracy"]
+            stats = shrink_kernels(student, cfg.distill.shrink)
+            run.update_metrics("shrink", {**stats, "accuracy_before": before,
+                                          "accuracy_after": evaluate(student, data)["accuracy"]})
+        qat_student = quantize_student(student, cfg.qat.skip)
+        timing = _train_student(cfg, run, data, "qat", qat_student, teacher, guidance, cfg.qat.epochs, cfg.qat.lr)
+        # H5, not .keras: TF-MOT 0.8's QuantizeLayer does not reload from the .keras format
+        # ("expected 5 variables, but received 3"); H5 round-trips exactly.
+        qat_path = files.save_keras(qat_student, run.path / "student_qat.h5")
+        reloaded = load_qat_model(qat_path)  # prove the artifact loads before reporting it
+        run.update_metrics("student_qat", {**evaluate(reloaded, data), **timing, "skip": cfg.qat.skip})
+
+    write_report(run)
+    return run, run.metrics()
+
+
+def load_student(path: Path):
+    from kdq_tf._keras import keras
+
+    return keras.models.load_model(path, compile=False)

@@ -1,0 +1,95 @@
+"""Quantization-aware training with TF-MOT: whole-model or per-layer policies."""
+
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+
+from kdq_tf._keras import keras
+from kdq_tf.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+
+def _tfmot():
+    import tensorflow_model_optimization as tfmot  # heavy; only when QAT is asked for
+
+    return tfmot.quantization.keras
+
+
+def _unsupported(e: Exception) -> ModelError:
+    msg = str(e)
+    m = re.search(r"Layer (\S+?):?<class '([^']+)'>", msg) or re.search(r"Layer (\S+)", msg)
+    layer = m.group(1).rstrip(":") if m else "?"
+    kind = m.group(2).rsplit(".", 1)[-1] if m and m.lastindex and m.lastindex > 1 else ""
+    return ModelError(f"TF-MOT cannot quantize layer {layer!r} {f'({kind}) ' if kind else ''}"
+                      f"of the student; keep it in float with --qat-skip '^{layer}$' or use another student")
+
+
+def quantize_student(student: keras.Model, skip: str | None = None) -> keras.Model:
+    """Wraps a flat Functional student for QAT (8-bit default scheme).
+
+    Args:
+        student: the trained float student.
+        skip: regex; layers whose name matches stay float (annotate + apply).
+
+    Returns:
+        The quantization-aware model, with the float weights copied in.
+
+    Raises:
+        ModelError: a layer TF-MOT does not support (named, with a --qat-skip hint),
+            a skip regex that is invalid, or a nested/subclassed student.
+    """
+    qk = _tfmot()
+    try:
+        if not skip:
+            return qk.quantize_model(student)
+        pattern = re.compile(skip)
+        kept = [layer.name for layer in student.layers if pattern.search(layer.name)]
+        log.info("QAT keeps these layers float: %s", ", ".join(kept) or "(none matched)")
+
+        def annotate(layer):
+            if isinstance(layer, keras.layers.InputLayer) or pattern.search(layer.name):
+                return layer.__class__.from_config(layer.get_config())
+            return qk.quantize_annotate_layer(layer.__class__.from_config(layer.get_config()))
+
+        annotated = keras.models.clone_model(student, clone_function=annotate)
+        annotated.set_weights(student.get_weights())
+        with qk.quantize_scope():
+            return qk.quantize_apply(annotated)
+    except re.error as e:
+        raise ModelError(f"--qat-skip {skip!r} is not a valid regex ({e})") from None
+    except (RuntimeError, ValueError) as e:
+        if "not supported" in str(e) or "Layer" in str(e):
+            raise _unsupported(e) from None
+        raise ModelError(f"TF-MOT could not quantize the student: {str(e).splitlines()[0]}") from None
+
+
+def load_qat_model(path: str | Path) -> keras.Model:
+    """Loads a saved QAT model; TF-MOT's custom layers resolve only inside `quantize_scope`."""
+    with _tfmot().quantize_scope():
+        return keras.models.load_model(path, compile=False)
+
+
+def shrink_kernels(model: keras.Model, delta: float) -> dict:
+    """Applies the soft threshold Q(w) = sign(w)·max(0, |w| − δ) to every conv/dense kernel in place.
+
+    Returns:
+        `{"delta", "sparsity_before", "sparsity_after", "kernel_params"}` over those kernels.
+    """
+    from kdq_tf.losses import soft_threshold
+
+    total = zeros_before = zeros_after = 0
+    for layer in model.layers:
+        for w in layer.weights:
+            if not any(k in w.name for k in ("kernel", "depthwise_kernel")):
+                continue
+            v = w.numpy()
+            new = soft_threshold(v, delta)
+            total += v.size
+            zeros_before += int(np.sum(v == 0))
+            zeros_after += int(np.sum(new == 0))
+            w.assign(new)
+    return {"delta": delta, "kernel_params": total,
+            "sparsity_before": zeros_before / max(total, 1), "sparsity_after": zeros_after / max(total, 1)}
