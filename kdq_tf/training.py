@@ -102,7 +102,8 @@ def fit_phases(model: keras.Model, phases: list[Phase], train_ds, val_ds, *, run
         for k, v in h.history.items():
             history.setdefault(k, []).extend(float(x) for x in v)
         ran[phase.name] = len(h.epoch)
-        tmp = done.with_name(f".{done.name}.tmp.h5")
+        # Same ".weights.h5" suffix: tf_keras picks the weights format from the file name.
+        tmp = done.with_name(f".tmp_{done.name}")
         model.save_weights(str(tmp))
         os.replace(tmp, done)
         shutil.rmtree(backup, ignore_errors=True)

@@ -1,0 +1,61 @@
+"""Resume after an interruption: training continues from the saved epoch."""
+
+import csv
+
+import numpy as np
+import pytest
+
+from kdq_tf._keras import keras
+from kdq_tf.errors import KdqError
+from kdq_tf.training import Phase, fit_phases
+
+
+class Interrupt(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 1:
+            raise KeyboardInterrupt  # like Ctrl-C after the second epoch's checkpoint
+
+
+def _setup(seed=0):
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((4,))
+    model = keras.Model(inp, keras.layers.Dense(2)(inp))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype("float32")
+    y = (x[:, 0] > 0).astype("int64")
+    from kdq_tf._keras import tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+
+    def prepare(m):
+        m.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+
+    return model, ds, [Phase("train", 4, prepare)]
+
+
+def test_resume_continues_from_last_finished_epoch(tmp_path):
+    model, ds, phases = _setup()
+    with pytest.raises(KeyboardInterrupt):
+        fit_phases(model, phases, ds, None, run_dir=tmp_path, stage="s", resume=False, callbacks=[Interrupt()])
+    model2, ds, phases = _setup(seed=1)  # a fresh process builds a differently initialised model
+    out = fit_phases(model2, phases, ds, None, run_dir=tmp_path, stage="s", resume=True)
+    assert out["epochs"] == {"train": 2}  # epochs 3 and 4 only
+    with open(tmp_path / "s_history.csv") as f:
+        epochs = [int(r["epoch"]) for r in csv.DictReader(f)]
+    assert epochs == [0, 1, 2, 3]
+    assert (tmp_path / "ckpt" / "s_train.weights.h5").is_file()
+    # A finished phase is skipped on a further resume, and its weights are loaded.
+    model3, ds, phases = _setup(seed=2)
+    assert fit_phases(model3, phases, ds, None, run_dir=tmp_path, stage="s", resume=True)["epochs"] == {"train": 0}
+    for a, b in zip(model3.get_weights(), model2.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_nan_loss_stops_with_clear_error(tmp_path):
+    model, ds, _ = _setup()
+
+    def prepare(m):
+        m.compile(optimizer=keras.optimizers.SGD(1e30), loss="mse")
+
+    with pytest.raises(KdqError, match="s/train: loss became NaN/Inf in epoch 1.*--resume"):
+        fit_phases(model, [Phase("train", 3, prepare)], ds, None, run_dir=tmp_path, stage="s", resume=False)
