@@ -94,8 +94,8 @@ def evaluate(model, data, split: str = "test") -> dict:
     return m
 
 
-def teacher_stage(cfg: Config, run: RunDir, data):
-    """Loads the user's teacher, reuses a finished one (--resume), or trains ResNet50.
+def teacher_stage(cfg: Config, run: RunDir, data, user_teacher=None):
+    """Uses the user's teacher, reuses a finished one (--resume), or trains ResNet50.
 
     Returns:
         `(teacher_model, teacher_metrics)`.
@@ -106,7 +106,7 @@ def teacher_stage(cfg: Config, run: RunDir, data):
     path = run.path / "teacher.keras"
     info = data.info
     if cfg.teacher.path:
-        model = T.load_teacher(cfg.teacher.path, info.input_shape, info.num_classes, cfg.teacher.unsafe_load)
+        model = user_teacher if user_teacher is not None else load_user_teacher(cfg, data)
         metrics = {**evaluate(model, data), "source": str(cfg.teacher.path), "train_time_s": 0.0}
         run.update_metrics("teacher", metrics)
         return model, metrics
@@ -131,6 +131,16 @@ def teacher_stage(cfg: Config, run: RunDir, data):
     return model, metrics
 
 
+def load_user_teacher(cfg: Config, data):
+    """The --teacher model, checked against the data; None when ResNet50 is to be trained."""
+    from kdq_tf.models import teacher as T
+
+    if not cfg.teacher.path:
+        return None
+    info = data.info
+    return T.load_teacher(cfg.teacher.path, info.input_shape, info.num_classes, cfg.teacher.unsafe_load)
+
+
 def write_report(run: RunDir) -> str:
     """Writes report.md from metrics.json and returns the table."""
     from kdq_tf.report import results_table
@@ -145,9 +155,10 @@ def run_teacher(cfg: Config) -> tuple[RunDir, dict]:
     from kdq_tf.data import load_dataset
 
     data = load_dataset(cfg.data, seed=cfg.run.seed)  # validate inputs before touching the output folder
+    user_teacher = load_user_teacher(cfg, data)
     run = prepare_run_dir(cfg)
     seed_everything(cfg.run.seed)
-    _, metrics = teacher_stage(cfg, run, data)
+    _, metrics = teacher_stage(cfg, run, data, user_teacher)
     write_report(run)
     return run, metrics
 
@@ -227,17 +238,18 @@ def run_distill(cfg: Config) -> tuple[RunDir, dict]:
     """
     from kdq_tf import guidance as G
     from kdq_tf.data import load_dataset
-    from kdq_tf.models.students import build_student
     from kdq_tf.qat import load_qat_model, quantize_student, shrink_kernels
 
     # 1. Data, and every input check, before the output folder is touched.
     data = load_dataset(cfg.data, seed=cfg.run.seed)
     info = data.info
-    run = prepare_run_dir(cfg)
+    user_teacher = load_user_teacher(cfg, data)
     seed_everything(cfg.run.seed)
+    student = _checked_student(cfg, info)
+    run = prepare_run_dir(cfg)
 
     # 2. Teacher.
-    teacher, _ = teacher_stage(cfg, run, data)
+    teacher, _ = teacher_stage(cfg, run, data, user_teacher)
 
     # 3. Guidance and distillation.
     done = run.metrics()
@@ -250,11 +262,6 @@ def run_distill(cfg: Config) -> tuple[RunDir, dict]:
     if cfg.run.resume and student_path.is_file() and "student" in done:
         student = load_student(student_path)
     else:
-        seed_everything(cfg.run.seed)
-        student = build_student(cfg.distill.student, info.input_shape, info.num_classes, cfg.teacher.unsafe_load)
-        from kdq_tf.models.teacher import check_io
-
-        check_io(student, info.input_shape, teacher.output_shape[-1], what=f"student {cfg.distill.student}")
         timing = _train_student(cfg, run, data, "distill", student, teacher, guidance,
                                 cfg.distill.epochs, cfg.distill.lr)
         files.save_keras(student, student_path)
@@ -282,6 +289,17 @@ def run_distill(cfg: Config) -> tuple[RunDir, dict]:
 
     write_report(run)
     return run, run.metrics()
+
+
+def _checked_student(cfg: Config, info):
+    """Builds the student and fails early if it cannot serve: wrong outputs, or not quantizable with --qat."""
+    from kdq_tf.models.students import build_student
+    from kdq_tf.qat import quantize_student
+
+    student = build_student(cfg.distill.student, info.input_shape, info.num_classes, cfg.teacher.unsafe_load)
+    if cfg.qat.enabled:
+        quantize_student(student, cfg.qat.skip)  # dry run: TF-MOT errors surface before hours of training
+    return student
 
 
 def load_student(path: Path):
