@@ -133,6 +133,32 @@ def cmd_students(args) -> int:
     return 0
 
 
+def cmd_qat_sensitivity(args) -> int:
+    from pathlib import Path
+
+    from kdq_tf.config import config_from_dict
+    from kdq_tf.data import load_dataset
+    from kdq_tf.files import read_json, write_json
+    from kdq_tf.pipeline import load_student
+    from kdq_tf.qat import layer_sensitivity
+    from kdq_tf.report import markdown_table
+
+    run = Path(args.run)
+    if not (run / "student.keras").is_file() or not (run / "config.json").is_file():
+        raise KdqError(f"{run} holds no distilled student (student.keras and config.json); run kdq_tf distill first")
+    cfg = config_from_dict(read_json(run / "config.json"))
+    data = load_dataset(cfg.data, seed=cfg.run.seed)
+    x_cal, _ = data.sample("train", 512, seed=cfg.run.seed)
+    x_te, y_te = data.sample("test", args.samples, seed=cfg.run.seed)
+    rows = layer_sensitivity(load_student(run / "student.keras"), x_cal, x_te, y_te)
+    write_json(run / "qat_sensitivity.json", {"samples": len(y_te), "layers": rows})
+    print(markdown_table(["layer", "type", "float acc", "only this layer int8", "drop"],
+                         [[r["layer"], r["type"], r["float_accuracy"], r["quantized_accuracy"],
+                          f"{100 * r['drop']:+.2f} pts"]
+                          for r in rows]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kdq_tf", description="Distill a ResNet50 teacher into a small student, train it quantization-"
@@ -165,7 +191,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--input-shape", default="28x28x1", help="HxWxC (default 28x28x1)")
     s.add_argument("--classes", type=int, default=10)
     s.set_defaults(func=cmd_students)
+    q = sub.add_parser("qat", help="QAT tools")
+    qsub = q.add_subparsers(dest="qat_command", required=True)
+    sens = qsub.add_parser("sensitivity", help="accuracy with each layer alone quantized, versus float")
+    sens.add_argument("--run", required=True, help="a run directory from kdq_tf distill")
+    sens.add_argument("--samples", type=int, default=1000, help="test samples to score (default 1000)")
+    sens.set_defaults(func=cmd_qat_sensitivity)
+    _tidy_metavars(parser)
     return parser
+
+
+def _tidy_metavars(parser: argparse.ArgumentParser) -> None:
+    # Flags store into "section.key" dests; show "--out OUT", not "--out RUN.OUT".
+    for action in parser._actions:  # noqa: SLF001 - argparse has no public walk
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _tidy_metavars(sub)
+        elif "." in action.dest and action.metavar is None and action.nargs != 0 and not action.choices:
+            action.metavar = action.dest.rsplit(".", 1)[1].upper()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -93,3 +93,40 @@ def shrink_kernels(model: keras.Model, delta: float) -> dict:
             w.assign(new)
     return {"delta": delta, "kernel_params": total,
             "sparsity_before": zeros_before / max(total, 1), "sparsity_after": zeros_after / max(total, 1)}
+
+
+def layer_sensitivity(student: keras.Model, x_calib: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
+                      calib_batches: int = 8, batch_size: int = 64) -> list[dict]:
+    """Per-layer QAT sensitivity: test accuracy with only that layer quantized, versus float.
+
+    Each conv/dense layer is fake-quantized alone (everything else kept float via
+    the same annotate+apply path as --qat-skip); activation ranges are calibrated
+    on a few training batches before the accuracy is measured. No training.
+
+    Returns:
+        One dict per layer: name, type, float_accuracy, quantized_accuracy, drop.
+    """
+    def acc(m) -> float:
+        logits = m.predict(x_test, batch_size=256, verbose=0)
+        return float((logits.argmax(-1) == y_test).mean())
+
+    # BN frozen (inference mode even under training=True), so the calibration passes
+    # move only the quantizers' ranges, not the moving statistics.
+    frozen = keras.models.clone_model(student)
+    frozen.set_weights(student.get_weights())
+    for layer in frozen.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+    float_acc = acc(frozen)
+    rows = []
+    kinds = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
+    for layer in frozen.layers:
+        if not isinstance(layer, kinds):
+            continue
+        q = quantize_student(frozen, skip=f"^(?!{re.escape(layer.name)}$)")
+        for i in range(min(calib_batches, int(np.ceil(len(x_calib) / batch_size)))):
+            q(x_calib[i * batch_size:(i + 1) * batch_size], training=True)  # moving min/max of activations
+        qa = acc(q)
+        rows.append({"layer": layer.name, "type": type(layer).__name__, "float_accuracy": float_acc,
+                     "quantized_accuracy": qa, "drop": float_acc - qa})
+    return rows

@@ -84,6 +84,7 @@ BAD = {
                                "outputs .*5.* 3 classes"),
     "unquantizable student": (["distill", "--dataset", "npz:{good}", "--student", "{d}/ln_student.keras", "--qat"],
                               "'ln'.*--qat-skip"),
+    "sensitivity without a run": (["qat", "sensitivity", "--run", "{d}"], "holds no distilled student"),
     "out is a file": (["teacher", "--dataset", "npz:{good}", "--out", "{d}/good.npz"], "existing file"),
 }
 
@@ -94,7 +95,7 @@ def test_bad_input_one_line_exit_2(case, inputs, tmp_path):
     args, pattern = BAD[case]
     out = tmp_path / "run"
     args = [a.format(d=d, good=good) for a in args]
-    if "--out" not in args:
+    if "--out" not in args and args[0] != "qat":
         args += ["--out", str(out)]
     before = sorted(p.name for p in d.iterdir())
     proc = run_cli(*args)

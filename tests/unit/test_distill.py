@@ -163,3 +163,18 @@ def test_macs_by_hand():
     x = keras.layers.GlobalAveragePooling2D()(x)
     m = keras.Model(inp, keras.layers.Dense(3)(x))  # 4*3 = 12
     assert count_macs(m) == 4608 + 2304 + 12
+
+
+def test_layer_sensitivity_rows(data):
+    from kdq_tf.qat import layer_sensitivity
+
+    keras.utils.set_random_seed(3)
+    student = build_student("tiny_cnn", data.info.input_shape, 4)
+    x_cal, _ = data.sample("train", 64)
+    x, y = data.sample("test", 100)
+    rows = layer_sensitivity(student, x_cal, x, y, calib_batches=1)
+    assert [r["layer"] for r in rows] == ["b1_conv", "b2_conv", "b3_conv", "b4_conv", "b5_conv", "logits"]
+    float_acc = float((student.predict(x, verbose=0).argmax(-1) == y).mean())
+    for r in rows:
+        assert r["float_accuracy"] == pytest.approx(float_acc)
+        assert r["drop"] == pytest.approx(r["float_accuracy"] - r["quantized_accuracy"])
