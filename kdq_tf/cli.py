@@ -159,6 +159,74 @@ def cmd_qat_sensitivity(args) -> int:
     return 0
 
 
+def _read_model(path: str) -> bytes:
+    from pathlib import Path
+
+    from kdq_tf.flatbuf import check_tflite
+
+    p = Path(path)
+    if not p.is_file():
+        raise KdqError(f"model file {p} does not exist")
+    data = p.read_bytes()
+    check_tflite(data, str(p))
+    return data
+
+
+def cmd_export(args) -> int:
+    from kdq_tf.export import run_export
+
+    overrides = {k: v for k, v in vars(args).items() if k.startswith("export.")}
+    report = run_export(args.run, args.out, args.firmware, overrides, args.set)
+    out = args.out or f"{args.run}/export"
+    print((__import__("pathlib").Path(out) / "report.md").read_text())
+    if args.json:
+        print(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from pathlib import Path
+
+    from kdq_tf.data import load_dataset
+    from kdq_tf.export import load_run_model, run_config, verify
+
+    data_bytes = _read_model(args.model)
+    run = Path(args.run)
+    cfg = run_config(run, {}, ())
+    data = load_dataset(cfg.data, seed=cfg.run.seed)
+    x, y = data.sample("test", args.samples, seed=cfg.run.seed)
+    res = verify(data_bytes, load_run_model(run).model, x, y)
+    print(json.dumps(res, indent=2))
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from kdq_tf.flatbuf import describe
+    from kdq_tf.report import markdown_table
+
+    data = _read_model(args.model)
+    d = describe(data)
+    if not args.no_arena:
+        from kdq_tf.micro import find_arena_size
+
+        d["arena_bytes"] = find_arena_size(data)
+    if args.json:
+        print(json.dumps(d, indent=2))
+        return 0
+    print(f"{args.model}: {d['bytes']:,} bytes ({d['weights_bytes']:,} weights, {d['overhead_bytes']:,} "
+          f"flatbuffer overhead), {d['operators']} operators")
+    print(f"ops: {', '.join(d['ops'])}")
+    if "arena_bytes" in d:
+        print(f"TFLM arena: {d['arena_bytes']:,} bytes")
+    if d["metadata"]:
+        print(f"classes: {', '.join(d['metadata'].get('class_names', []))}")
+    rows = [[t["index"], t["name"][:48], t["dtype"], "x".join(map(str, t["shape"])),
+             ",".join(f"{v:.4g}" for v in t["scale"]) + ("..." if t["per_channel"] else ""),
+             ",".join(map(str, t["zero_point"][:1]))] for t in d["tensors"]]
+    print(markdown_table(["#", "tensor", "dtype", "shape", "scale", "zero point"], rows))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kdq_tf", description="Distill a ResNet50 teacher into a small student, train it quantization-"
@@ -191,6 +259,34 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--input-shape", default="28x28x1", help="HxWxC (default 28x28x1)")
     s.add_argument("--classes", type=int, default=10)
     s.set_defaults(func=cmd_students)
+    e = sub.add_parser("export", help="int8 .tflite, C arrays, TFLite-Micro firmware, host checks")
+    e.add_argument("--run", required=True, help="run directory of kdq_tf distill")
+    e.add_argument("--out", help="export folder (default RUN/export)")
+    mode = e.add_mutually_exclusive_group()
+    for m in ("int8", "int16x8", "float16", "float32"):
+        mode.add_argument(f"--{m}", dest="export.mode", action="store_const", const=m)
+    e.add_argument("--c-array", dest="export.c_array", action=argparse.BooleanOptionalAction, default=None,
+                   help="write model_data.cc/.h, model_settings.h, model_ops.h, sample_input.h")
+    e.add_argument("--firmware", metavar="DIR", help="write a TFLite-Micro firmware project here")
+    e.add_argument("--name", dest="export.name", help="C name: g_<name>_model_data (default model)")
+    e.add_argument("--calib-samples", dest="export.calib_samples", type=int)
+    e.add_argument("--verify-samples", dest="export.verify_samples", type=int)
+    e.add_argument("--set", action="append", default=[])
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_export)
+
+    v = sub.add_parser("verify", help="run a .tflite on LiteRT and TFLite-Micro against the run's Keras model")
+    v.add_argument("model")
+    v.add_argument("--run", required=True)
+    v.add_argument("--samples", type=int, default=1000)
+    v.set_defaults(func=cmd_verify)
+
+    ins = sub.add_parser("inspect", help="ops, tensors, quantization, sizes and arena of any .tflite")
+    ins.add_argument("model")
+    ins.add_argument("--json", action="store_true")
+    ins.add_argument("--no-arena", action="store_true", help="skip the TFLM arena search")
+    ins.set_defaults(func=cmd_inspect)
+
     q = sub.add_parser("qat", help="QAT tools")
     qsub = q.add_subparsers(dest="qat_command", required=True)
     sens = qsub.add_parser("sensitivity", help="accuracy with each layer alone quantized, versus float")

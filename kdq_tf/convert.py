@@ -48,7 +48,11 @@ def to_tflite(model, mode: str = "int8", representative: np.ndarray | None = Non
         elif not _is_qat(model):
             raise ModelError(f"{mode} conversion of a float model needs representative samples (--calib-samples)")
         if mode == "int8":
-            conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            # INT8-only op sets make the converter demand a representative set even for QAT
+            # models, whose ranges are already learned; for those, float_ops_in() below
+            # enforces the full-integer result instead.
+            if representative is not None:
+                conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             conv.inference_input_type = tf.int8
             conv.inference_output_type = tf.int8
         else:

@@ -14,31 +14,37 @@ from kdq_tf.errors import ModelError
 log = logging.getLogger(__name__)
 
 
-def _interpreter_class():
+def _interpreter_module():
     try:
-        from ai_edge_litert.interpreter import Interpreter
-        return Interpreter
+        from ai_edge_litert import interpreter
+        return interpreter
     except ImportError:
         pass
     try:
-        from tflite_runtime.interpreter import Interpreter
-        return Interpreter
+        from tflite_runtime import interpreter
+        return interpreter
     except ImportError:
         pass
     try:
-        from tensorflow.lite import Interpreter
-        return Interpreter
+        from tensorflow.lite.python import interpreter
+        return interpreter
     except ImportError:
         raise ModelError("no TFLite interpreter found; pip install ai-edge-litert "
                          "(or tflite-runtime, or tensorflow)") from None
 
 
-def load_interpreter(model_content: bytes, threads: int | None = None):
-    """An allocated interpreter for `model_content`; ModelError if the bytes are not a TFLite model."""
+def load_interpreter(model_content: bytes, threads: int | None = None, reference: bool = False):
+    """An allocated interpreter for `model_content`; ModelError if the bytes are not a TFLite model.
+
+    `reference=True` uses the builtin reference kernels (no XNNPACK), the same
+    arithmetic as TFLite-Micro, so the two agree bit for bit.
+    """
     if len(model_content) < 8 or model_content[4:8] != b"TFL3":
         raise ModelError("not a TFLite flatbuffer (missing the TFL3 identifier)")
+    mod = _interpreter_module()
+    kwargs = {"experimental_op_resolver_type": mod.OpResolverType.BUILTIN_REF} if reference else {}
     try:
-        interp = _interpreter_class()(model_content=model_content, num_threads=threads)
+        interp = mod.Interpreter(model_content=model_content, num_threads=threads, **kwargs)
         interp.allocate_tensors()
     except (ValueError, RuntimeError) as e:
         raise ModelError(f"TFLite model could not be loaded ({str(e).splitlines()[0]})") from None
@@ -51,22 +57,22 @@ class Runner:
     Use `Runner.from_file(path)` or `Runner.from_bytes(data)`.
     """
 
-    def __init__(self, model_content: bytes, threads: int | None = None):
+    def __init__(self, model_content: bytes, threads: int | None = None, reference: bool = False):
         self.model_content = bytes(model_content)
         self.threads = threads
-        self.interpreter = load_interpreter(self.model_content, threads)
+        self.interpreter = load_interpreter(self.model_content, threads, reference)
         self._batch = int(self.input_details["shape"][0])
 
     @classmethod
-    def from_bytes(cls, data: bytes, threads: int | None = None) -> "Runner":
-        return cls(data, threads)
+    def from_bytes(cls, data: bytes, threads: int | None = None, reference: bool = False) -> "Runner":
+        return cls(data, threads, reference)
 
     @classmethod
-    def from_file(cls, path: str | Path, threads: int | None = None) -> "Runner":
+    def from_file(cls, path: str | Path, threads: int | None = None, reference: bool = False) -> "Runner":
         p = Path(path)
         if not p.is_file():
             raise ModelError(f"model file {p} does not exist")
-        return cls(p.read_bytes(), threads)
+        return cls(p.read_bytes(), threads, reference)
 
     @property
     def input_details(self) -> dict:

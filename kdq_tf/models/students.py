@@ -33,8 +33,12 @@ def _dw(x, stride: int, name: str, relu6: bool = False):
 
 
 def _head(x, num_classes: int):
-    x = L.GlobalAveragePooling2D(name="gap")(x)
-    return L.Dense(num_classes, name="logits")(x)  # (batch, classes) logits
+    # A 1x1 conv instead of Dense: same maths, but LiteRT's reference FULLY_CONNECTED
+    # rounds differently from TFLite-Micro's in rare cases (1 LSB), while CONV_2D agrees
+    # bit for bit, so host checks can demand exact agreement.
+    x = L.GlobalAveragePooling2D(keepdims=True, name="gap")(x)  # (batch, 1, 1, C)
+    x = L.Conv2D(num_classes, 1, name="logits")(x)
+    return L.Flatten(name="flatten")(x)  # (batch, classes) logits
 
 
 def tiny_cnn(input_shape, num_classes: int) -> keras.Model:

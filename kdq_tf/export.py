@@ -1,0 +1,232 @@
+"""Export stage: a run's student -> .tflite bytes -> C arrays / firmware, checked on LiteRT and TFLM.
+
+Everything is computed first and written last (each file atomically), so a failed
+or interrupted export leaves no half-written artifact.
+"""
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kdq_tf import carray, files, flatbuf
+from kdq_tf.config import Config, config_from_dict
+from kdq_tf.errors import KdqError
+
+log = logging.getLogger(__name__)
+
+_FILE_FOR_MODE = {"int8": "model_int8.tflite", "int16x8": "model_int16x8.tflite",
+                  "float16": "model_float16.tflite", "float32": "model_float32.tflite"}
+
+
+@dataclass(frozen=True)
+class RunModel:
+    model: object  # the Keras model to export
+    kind: str  # "qat" or "float"
+    path: Path
+
+
+def load_run_model(run_dir: Path) -> RunModel:
+    """The QAT student if the run has one, else the float student.
+
+    Raises:
+        KdqError: the folder holds neither.
+    """
+    from kdq_tf.pipeline import load_student
+    from kdq_tf.qat import load_qat_model
+
+    qat, flt = run_dir / "student_qat.h5", run_dir / "student.keras"
+    if qat.is_file():
+        return RunModel(load_qat_model(qat), "qat", qat)
+    if flt.is_file():
+        return RunModel(load_student(flt), "float", flt)
+    raise KdqError(f"{run_dir} holds no student (student_qat.h5 or student.keras); run kdq_tf distill first")
+
+
+def run_config(run_dir: Path, export_overrides: dict, sets=()) -> Config:
+    """The run's saved config with the export section overridden."""
+    from kdq_tf.config import load_config
+
+    saved = files.read_json(run_dir / "config.json")
+    if not saved:
+        raise KdqError(f"{run_dir} has no config.json; pass the folder of a kdq_tf distill run")
+    base = config_from_dict(saved).to_dict()
+    flat = {f"{s}.{k}": v for s, t in base.items() for k, v in t.items()}
+    return load_config(overrides={**flat, **export_overrides}, sets=sets)
+
+
+def tensor_spec(details: dict) -> carray.TensorSpec:
+    scale, zero = details["quantization"]
+    return carray.TensorSpec(tuple(int(d) for d in details["shape"]), np.dtype(details["dtype"]).name,
+                             float(scale), int(zero))
+
+
+def metadata_for(info) -> dict:
+    """What a device needs to feed the model: classes and the exact preprocessing of training."""
+    from kdq_tf import __version__
+
+    p = info.preprocess
+    return {"kdq_tf_version": __version__, "class_names": list(info.class_names),
+            "input_shape": list(info.input_shape), "preprocess": {"scale": p.scale, "mean": list(p.mean),
+                                                                   "std": list(p.std)},
+            "dataset": info.name}
+
+
+def verify(model_bytes: bytes, keras_model, x: np.ndarray, y: np.ndarray, arena_size: int | None = None) -> dict:
+    """Runs the model on LiteRT (optimized and reference kernels) and TFLM; compares with Keras.
+
+    Args:
+        model_bytes: the `.tflite`.
+        keras_model: the model it came from, or None.
+        x: normalised inputs (N, H, W, C); y: labels (N,).
+        arena_size: TFLM arena; searched when None.
+
+    Returns:
+        Accuracies, top-1 agreements, exact-output agreement of TFLM vs LiteRT reference, arena.
+    """
+    from kdq_tf.micro import MicroRunner, find_arena_size
+    from kdq_tf.runtime import Runner
+
+    lite, ref = Runner.from_bytes(model_bytes), Runner.from_bytes(model_bytes, reference=True)
+    x_q = ref.quantize(x)
+    out_lite = lite.predict_raw(x_q)
+    out_ref = ref.predict_raw(x_q)
+    arena = arena_size or find_arena_size(model_bytes)
+    out_micro = MicroRunner(model_bytes, arena).run_raw(x_q)
+    top = {k: v.argmax(-1) for k, v in (("litert", out_lite), ("litert_ref", out_ref), ("tflm", out_micro))}
+    res = {"samples": int(len(x)), "arena_bytes": int(arena),
+           "accuracy_litert": float((top["litert"] == y).mean()), "accuracy_tflm": float((top["tflm"] == y).mean()),
+           "top1_agreement_tflm_litert": float((top["tflm"] == top["litert"]).mean()),
+           "exact_outputs_tflm_vs_litert_ref": float(np.mean(np.all(out_micro == out_ref, axis=-1))),
+           "max_abs_diff_tflm_vs_litert_ref": int(np.abs(out_micro.astype(np.int64) - out_ref).max())}
+    if keras_model is not None:
+        k_top = keras_model.predict(x, batch_size=256, verbose=0).argmax(-1)
+        res.update(accuracy_keras=float((k_top == y).mean()),
+                   top1_agreement_keras_litert=float((k_top == top["litert"]).mean()),
+                   top1_agreement_keras_tflm=float((k_top == top["tflm"]).mean()))
+    return res
+
+
+def run_export(run_dir: str | Path, out_dir: str | Path | None = None, firmware_dir: str | Path | None = None,
+               overrides: dict | None = None, sets=()) -> dict:
+    """`kdq_tf export`: convert, embed metadata, generate C, verify, report. Returns the report."""
+    from kdq_tf.convert import to_tflite
+    from kdq_tf.data import load_dataset
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise KdqError(f"run directory {run_dir} does not exist")
+    cfg = run_config(run_dir, overrides or {}, sets)
+    e = cfg.export
+    out = Path(out_dir) if out_dir else run_dir / "export"
+    for target in (out, Path(firmware_dir) if firmware_dir else None):
+        if target is not None:
+            _check_writable(target)
+    # 1. Model and data.
+    rm = load_run_model(run_dir)
+    data = load_dataset(cfg.data, seed=cfg.run.seed)
+    rep, _ = data.sample("train", e.calib_samples, seed=cfg.run.seed)
+    # 2. Convert: the asked mode, plus float32 for the size ratio.
+    t0 = time.perf_counter()
+    meta = metadata_for(data.info)
+    needs_rep = rm.kind == "float" and e.mode in ("int8", "int16x8")
+    model_bytes = flatbuf.embed_metadata(to_tflite(rm.model, e.mode, rep if needs_rep else None), meta)
+    float_bytes = to_tflite(rm.model, "float32") if e.mode != "float32" else model_bytes
+    ops = flatbuf.op_names(model_bytes)
+    report = {"source_model": str(rm.path), "source_kind": rm.kind, "mode": e.mode, "ops": ops,
+              "sizes": {"tflite_bytes": len(model_bytes), "float32_tflite_bytes": len(float_bytes),
+                        "float32_over_this": round(len(float_bytes) / len(model_bytes), 3),
+                        "weights_bytes": flatbuf.weight_bytes(model_bytes),
+                        "overhead_bytes": len(model_bytes) - flatbuf.weight_bytes(model_bytes)},
+              "convert_time_s": round(time.perf_counter() - t0, 2)}
+    report["sizes"]["overhead_share"] = round(report["sizes"]["overhead_bytes"] / len(model_bytes), 4)
+    # 3. Verify on LiteRT and TFLM (int8/int16 models; TFLM has no float16 weights path).
+    x, y = data.sample("test", e.verify_samples, seed=cfg.run.seed)
+    if e.mode in ("int8", "int16x8"):
+        report["verify"] = verify(model_bytes, rm.model, x, y)
+    # 4. Generate sources (C arrays, settings, resolver, sample), then write everything.
+    outputs = {_FILE_FOR_MODE[e.mode]: model_bytes}
+    if e.mode != "float32":
+        outputs["model_float32.tflite"] = float_bytes
+    generated = {}
+    if e.c_array or firmware_dir:
+        generated = c_sources(model_bytes, e.name, data.info.class_names, x[0], int(y[0]),
+                              report.get("verify", {}).get("arena_bytes", 0))
+    for fname, blob in outputs.items():
+        files.write_bytes(out / fname, blob)
+    if e.c_array:
+        for fname, text in generated.items():
+            files.write_text(out / fname, text)
+    if firmware_dir:
+        from kdq_tf.firmware import write_firmware
+
+        write_firmware(firmware_dir, e.name, generated)
+        report["firmware_dir"] = str(firmware_dir)
+    files.write_json(out / "report.json", report)
+    files.write_text(out / "report.md", export_markdown(report, files.read_json(run_dir / "metrics.json")))
+    return report
+
+
+def c_sources(model_bytes: bytes, name: str, class_names, sample_x: np.ndarray, sample_y: int,
+              arena: int) -> dict[str, str]:
+    """All generated C/C++ files for a model, keyed by file name."""
+    from kdq_tf.runtime import Runner
+
+    r = Runner.from_bytes(model_bytes)
+    header, source = carray.model_data(model_bytes, name)
+    # 25% + 1 KiB over the host figure: targets differ in alignment and kernel scratch needs.
+    margin = int(arena * 1.25) + 1024 if arena else 64 * 1024
+    return {"model_data.h": header, "model_data.cc": source,
+            "model_settings.h": carray.model_settings(name, tensor_spec(r.input_details),
+                                                      tensor_spec(r.output_details), list(class_names), margin),
+            "model_ops.h": carray.model_ops(name, flatbuf.op_names(model_bytes)),
+            "sample_input.h": carray.sample_input(name, np.asarray(sample_x, np.float32), sample_y,
+                                                  class_names[sample_y])}
+
+
+def _check_writable(path: Path) -> None:
+    if path.exists() and not path.is_dir():
+        raise KdqError(f"output path {path} is an existing file; pass a folder")
+    probe_dir = path
+    while not probe_dir.exists():
+        probe_dir = probe_dir.parent
+    import os
+
+    if not os.access(probe_dir, os.W_OK | os.X_OK):
+        raise KdqError(f"cannot write to {path}: {probe_dir} is not writable")
+
+
+def export_markdown(report: dict, metrics: dict) -> str:
+    """The export table: teacher vs student vs int8 with accuracy, size and arena."""
+    from kdq_tf.report import markdown_table
+
+    v = report.get("verify", {})
+    s = report["sizes"]
+    rows = []
+    if "teacher" in metrics:
+        rows.append(["teacher (float, Keras)", metrics["teacher"]["accuracy"], metrics["teacher"]["params"], None, None])
+    if "student" in metrics:
+        rows.append(["student (float, Keras)", metrics["student"]["accuracy"], metrics["student"]["params"],
+                     s["float32_tflite_bytes"], None])
+    if "student_qat" in metrics:
+        rows.append(["student QAT (Keras)", metrics["student_qat"]["accuracy"], metrics["student_qat"]["params"],
+                     None, None])
+    rows.append([f"{report['mode']} .tflite (LiteRT)", v.get("accuracy_litert"), None, s["tflite_bytes"],
+                 v.get("arena_bytes")])
+    table = markdown_table(["model", "test accuracy", "params", ".tflite bytes", "TFLM arena bytes"], rows)
+    lines = [f"# kdq_tf export ({report['mode']})", "", table, ""]
+    if v:
+        lines += [f"- verified on {v['samples']} test samples (accuracy above is on those for the .tflite, on the "
+                  "whole test split for Keras rows)",
+                  f"- TFLM vs LiteRT top-1 agreement: {100 * v['top1_agreement_tflm_litert']:.2f}%; "
+                  f"bit-exact outputs vs LiteRT reference kernels: {100 * v['exact_outputs_tflm_vs_litert_ref']:.2f}%"]
+        if "top1_agreement_keras_litert" in v:
+            lines.append(f"- Keras vs int8 top-1 agreement: {100 * v['top1_agreement_keras_litert']:.2f}% "
+                         f"(Keras {100 * v['accuracy_keras']:.2f}%, int8 {100 * v['accuracy_litert']:.2f}% "
+                         "on the same samples)")
+    lines += [f"- float32/{report['mode']} size ratio: {s['float32_over_this']}x; flatbuffer overhead "
+              f"{s['overhead_bytes']} bytes ({100 * s['overhead_share']:.1f}% of the file)",
+              f"- ops: {', '.join(report['ops'])}", ""]
+    return "\n".join(lines)
