@@ -162,13 +162,13 @@ def cmd_qat_sensitivity(args) -> int:
 def _read_model(path: str) -> bytes:
     from pathlib import Path
 
-    from kdq_tf.flatbuf import check_tflite
+    from kdq_tf.flatbuf import validate
 
     p = Path(path)
     if not p.is_file():
         raise KdqError(f"model file {p} does not exist")
     data = p.read_bytes()
-    check_tflite(data, str(p))
+    validate(data, str(p))  # before any interpreter sees it: LiteRT may crash on a truncated file
     return data
 
 

@@ -187,15 +187,23 @@ def c_sources(model_bytes: bytes, name: str, class_names, sample_x: np.ndarray, 
 
 
 def _check_writable(path: Path) -> None:
+    # A real probe, not os.access: root passes access checks on read-only mounts.
     if path.exists() and not path.is_dir():
         raise KdqError(f"output path {path} is an existing file; pass a folder")
-    probe_dir = path
-    while not probe_dir.exists():
-        probe_dir = probe_dir.parent
-    import os
+    # Probe the nearest existing ancestor without creating anything: a failed export
+    # must leave the file system as it found it.
+    base = path
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    try:
+        if not base.is_dir():
+            raise NotADirectoryError(20, "a parent is a file, not a folder")
+        import tempfile
 
-    if not os.access(probe_dir, os.W_OK | os.X_OK):
-        raise KdqError(f"cannot write to {path}: {probe_dir} is not writable")
+        with tempfile.TemporaryFile(dir=base):
+            pass
+    except OSError as err:
+        raise KdqError(f"cannot write to output folder {path}: {err.strerror}") from None
 
 
 def export_markdown(report: dict, metrics: dict) -> str:

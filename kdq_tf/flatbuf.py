@@ -37,6 +37,11 @@ def check_tflite(data: bytes, what: str = "model") -> None:
         raise ModelError(f"{what} is not a TFLite flatbuffer (missing the TFL3 identifier)")
 
 
+def validate(data: bytes, what: str = "model") -> None:
+    """Raises ModelError unless `data` parses completely as a TFLite model (catches truncation)."""
+    _model(data, what)
+
+
 def _model(data: bytes, what: str = "model"):
     check_tflite(data, what)
     s = _schema()

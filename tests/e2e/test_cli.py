@@ -31,6 +31,15 @@ def test_data_info_fashion_mnist():
     assert info["class_names"][0] == "T-shirt/top" and info["class_names"][9] == "Ankle boot"
 
 
+def test_inspect_good_model(inputs):
+    d, _ = inputs
+    proc = run_cli("inspect", d / "good.tflite", "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    info = json.loads(proc.stdout)
+    assert info["ops"] == ["CONV_2D", "MEAN", "RESHAPE"] and info["arena_bytes"] > 1024
+    assert info["tensors"][info["inputs"][0]]["dtype"] == "int8"
+
+
 def test_students_listing():
     proc = run_cli("students", "--input-shape", "32x32x3")
     assert proc.returncode == 0 and "tiny_cnn" in proc.stdout and "resnet8" in proc.stdout
@@ -61,6 +70,22 @@ def inputs(tmp_path_factory):
     from kdq_tf._keras import keras
 
     _keras_model(d / "ln_student.keras", 3, layer=keras.layers.LayerNormalization(name="ln"))
+    # Run folders for export: one without a student, one whose QAT student keeps a float block.
+    from kdq_tf.config import load_config
+    from kdq_tf.convert import to_tflite
+    from kdq_tf.models.students import build_student
+    from kdq_tf.qat import quantize_student
+
+    cfg = load_config(sets=[f"data.dataset=npz:{good}"]).to_json()
+    for run in ("nostudent", "floatblock"):
+        (d / run).mkdir()
+        (d / run / "config.json").write_text(cfg)
+    student = build_student("tiny_cnn", (12, 12, 1), 3)
+    quantize_student(student, skip="^b1_").save(d / "floatblock" / "student_qat.h5")
+    blob = to_tflite(quantize_student(student), "int8")
+    (d / "good.tflite").write_bytes(blob)
+    (d / "truncated.tflite").write_bytes(blob[: len(blob) // 2])
+    (d / "garbage.tflite").write_bytes(b"\x00" * 64)
     return d, good
 
 
@@ -85,6 +110,14 @@ BAD = {
     "unquantizable student": (["distill", "--dataset", "npz:{good}", "--student", "{d}/ln_student.keras", "--qat"],
                               "'ln'.*--qat-skip"),
     "sensitivity without a run": (["qat", "sensitivity", "--run", "{d}"], "holds no distilled student"),
+    "export: run without student": (["export", "--run", "{d}/nostudent", "--int8"], "holds no student"),
+    "export: not fully integer": (["export", "--run", "{d}/floatblock", "--int8", "--out", "{d}/x/exp"],
+                                  "float ops remain: CONV_2D"),
+    "export: unwritable output": (["export", "--run", "{d}/nostudent", "--out", "{d}/good.npz/sub"],
+                                  "cannot write to output folder"),
+    "inspect: truncated": (["inspect", "{d}/truncated.tflite"], "truncated or corrupt"),
+    "inspect: garbage": (["inspect", "{d}/garbage.tflite"], "not a TFLite flatbuffer"),
+    "verify: truncated": (["verify", "{d}/truncated.tflite", "--run", "{d}/floatblock"], "truncated or corrupt"),
     "out is a file": (["teacher", "--dataset", "npz:{good}", "--out", "{d}/good.npz"], "existing file"),
 }
 
@@ -95,7 +128,7 @@ def test_bad_input_one_line_exit_2(case, inputs, tmp_path):
     args, pattern = BAD[case]
     out = tmp_path / "run"
     args = [a.format(d=d, good=good) for a in args]
-    if "--out" not in args and args[0] != "qat":
+    if "--out" not in args and args[0] in ("teacher", "distill"):
         args += ["--out", str(out)]
     before = sorted(p.name for p in d.iterdir())
     proc = run_cli(*args)
