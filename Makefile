@@ -26,9 +26,12 @@ data: $(VENV)/.installed
 		echo "fashion_mnist: not found locally; Keras will try to download it"; \
 	fi
 
+# Teacher -> distillation -> QAT -> int8 export and host checks, sized to finish in
+# about 10 minutes on 2 CPU cores (see README: what the demo trades away).
 demo: data
 	$(KDQ) distill --dataset fashion_mnist --out $(DEMO_OUT) --overwrite \
-		--limit 12000 --teacher-epochs 2 --epochs 4 --qat --qat-epochs 1 --baseline
+		--limit 12000 --teacher-epochs 3 --epochs 8 --qat --qat-epochs 2 --baseline
+	$(KDQ) export --run $(DEMO_OUT) --int8 --c-array --firmware $(DEMO_OUT)/firmware
 
 test: data
 	$(PY) -m pytest -q

@@ -146,6 +146,13 @@ def run_export(run_dir: str | Path, out_dir: str | Path | None = None, firmware_
     x, y = data.sample("test", e.verify_samples, seed=cfg.run.seed)
     if e.mode in ("int8", "int16x8"):
         report["verify"] = verify(model_bytes, rm.model, x, y)
+    # The whole test split on LiteRT, preprocessed from the embedded metadata exactly as
+    # `kdq_tf eval` does on a device, so the two figures can be compared one to one.
+    from kdq_tf.runtime import Runner
+
+    full = Runner.from_bytes(model_bytes).predict_logits(data.info.preprocess.apply(data.x_test)).argmax(-1)
+    report["test_accuracy_litert"] = float((full == data.y_test).mean())
+    report["test_samples"] = int(len(data.y_test))
     # 4. Generate sources (C arrays, settings, resolver, sample), then write everything.
     outputs = {_FILE_FOR_MODE[e.mode]: model_bytes}
     if e.mode != "float32":

@@ -127,3 +127,45 @@ class Runner:
         z = z - z.max(-1, keepdims=True)
         e = np.exp(z)
         return e / e.sum(-1, keepdims=True)
+
+
+def benchmark(runner: "Runner", runs: int = 200, warmup: int = 20, other: "Runner | None" = None) -> dict:
+    """Batch-1 latency in milliseconds: min, median, p90 over `runs` timed invokes after warm-up.
+
+    With `other`, the two models run alternately in this process (same machine state
+    for both), and the median ratio runner/other is reported.
+    """
+    import time
+
+    def one(r: Runner, x: np.ndarray) -> float:
+        t0 = time.perf_counter()
+        r.interpreter.set_tensor(r.input_details["index"], x)
+        r.interpreter.invoke()
+        return (time.perf_counter() - t0) * 1e3
+
+    runners = [runner] + ([other] if other else [])
+    inputs = []
+    for r in runners:
+        r._resize(1)
+        d = r.input_details
+        inputs.append(np.zeros(d["shape"], d["dtype"]))
+    for _ in range(warmup):
+        for r, x in zip(runners, inputs):
+            one(r, x)
+    times = [[] for _ in runners]
+    for _ in range(runs):
+        for i, (r, x) in enumerate(zip(runners, inputs)):
+            times[i].append(one(r, x))
+
+    def stats(t, r):
+        a = np.asarray(t)
+        return {"runs": runs, "min_ms": float(a.min()), "median_ms": float(np.median(a)),
+                "p90_ms": float(np.percentile(a, 90)), "input_dtype": np.dtype(r.input_details["dtype"]).name,
+                "output_dtype": np.dtype(r.output_details["dtype"]).name, "threads": r.threads if r.threads else "default",
+                "samples_ms": [round(float(v), 4) for v in a]}
+
+    out = {"model": stats(times[0], runner)}
+    if other:
+        out["other"] = stats(times[1], other)
+        out["median_ratio"] = out["model"]["median_ms"] / out["other"]["median_ms"]
+    return out

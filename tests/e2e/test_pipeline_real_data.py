@@ -51,3 +51,22 @@ def test_distill_qat_baseline(teacher_run, tmp_path):
     for f in ("student.keras", "student_qat.h5", "baseline.keras", "report.md"):
         assert (out / f).is_file(), f
     assert "student_qat" in (out / "report.md").read_text()
+
+    # Export the QAT student: the command, on the run just made.
+    proc = run_cli("export", "--run", out, "--int8", "--c-array", "--firmware", out / "fw", "--out", out / "export")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    exp = out / "export"
+    for f in ("model_int8.tflite", "model_data.cc", "model_data.h", "model_settings.h", "model_ops.h",
+              "report.json", "sample_input.h"):
+        assert (exp / f).is_file(), f
+    for f in ("main.cc", "Makefile", "CMakeLists.txt", "README.md", "model_data.cc"):
+        assert (out / "fw" / f).is_file(), f
+    from kdq_tf.runtime import Runner
+
+    r = Runner.from_file(exp / "model_int8.tflite")
+    assert r.input_details["dtype"].__name__ == "int8" and r.output_details["dtype"].__name__ == "int8"
+    v = json.loads((exp / "report.json").read_text())["verify"]
+    assert v["samples"] == 1000
+    assert v["top1_agreement_keras_litert"] >= 0.99
+    assert v["exact_outputs_tflm_vs_litert_ref"] == 1.0
+    assert abs(v["accuracy_litert"] - v["accuracy_keras"]) < 0.02
