@@ -23,6 +23,10 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="continue a killed run from its last finished epoch")
     g.add_argument("--overwrite", dest="run.overwrite", action="store_true", default=None,
                    help="replace the results of an earlier run in --out")
+    g.add_argument("--strategy", dest="run.strategy", choices=["default", "mirrored", "multiworker"],
+                   help="tf.distribute strategy; multiworker reads TF_CONFIG")
+    g.add_argument("--cpu-devices", dest="run.cpu_devices", type=int,
+                   help="with --strategy mirrored: split the CPU into N logical devices (testing)")
     _data_args(g)
 
 

@@ -31,6 +31,13 @@ class RunConfig:
     seed: int = 0  # seeds numpy, TF and the data shuffles
     resume: bool = False  # continue a killed run from its last finished epoch
     overwrite: bool = False  # replace an existing run directory's results
+    strategy: str = "default"  # default (one device) | mirrored (local GPUs/CPUs) | multiworker (TF_CONFIG)
+    cpu_devices: int | None = None  # mirrored on N logical CPU devices (testing without GPUs)
+
+    def __post_init__(self):
+        _one_of("run.strategy", self.strategy, ("default", "mirrored", "multiworker"))
+        _check(self.cpu_devices is None or self.cpu_devices >= 1,
+               f"run.cpu_devices must be >= 1, got {self.cpu_devices}")
 
 
 @dataclass(frozen=True)

@@ -73,7 +73,9 @@ class Guidance:
 
 
 def _teacher_logits_float(teacher, data, split: str) -> np.ndarray:
-    return teacher.predict(data.pipeline(split, augment=False), verbose=0)
+    from kdq_tf.training import predict_in_order
+
+    return predict_in_order(teacher, data.pipeline(split, augment=False))
 
 
 def _teacher_logits_int8(teacher, data, calib: int, split_names: tuple[str, ...]) -> list[np.ndarray]:

@@ -9,9 +9,11 @@ Run directory:
     tb/              TensorBoard logs
 """
 
+import dataclasses
 import logging
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,14 +74,39 @@ def prepare_run_dir(cfg: Config) -> RunDir:
 
 
 def seed_everything(seed: int) -> None:
-    from kdq_tf._keras import keras
+    """Seeds Python, numpy and TF, and turns on TF op determinism: same seed, same metrics on CPU."""
+    from kdq_tf._keras import keras, tf
 
     keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
 
 
 def predict_logits(model, data, split: str = "test") -> np.ndarray:
     """The model's logits on a split, in order. (N, classes)"""
-    return model.predict(data.pipeline(split), verbose=0)
+    from kdq_tf.training import predict_in_order
+
+    return predict_in_order(model, data.pipeline(split))
+
+
+@contextmanager
+def distributed(cfg: Config):
+    """Enters the run's tf.distribute strategy; yields the config with this worker's output folder.
+
+    The chief writes to `run.out`; other workers of a multi-worker run write to a
+    temporary folder that is removed afterwards (the TF multi-worker guide's rule).
+    """
+    from kdq_tf.distribute import Cluster, cluster_from_env, make_strategy, output_dir_for
+
+    strategy = make_strategy(cfg.run.strategy, cfg.run.cpu_devices)
+    cluster = cluster_from_env() if cfg.run.strategy == "multiworker" else Cluster(True, "local")
+    out = output_dir_for(cfg.run.out, cluster)
+    cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, out=out))
+    try:
+        with strategy.scope():
+            yield cfg
+    finally:
+        if not cluster.is_chief:
+            shutil.rmtree(out, ignore_errors=True)
 
 
 def evaluate(model, data, split: str = "test") -> dict:
@@ -155,11 +182,12 @@ def run_teacher(cfg: Config) -> tuple[RunDir, dict]:
     from kdq_tf.data import load_dataset
 
     data = load_dataset(cfg.data, seed=cfg.run.seed)  # validate inputs before touching the output folder
-    user_teacher = load_user_teacher(cfg, data)
-    run = prepare_run_dir(cfg)
-    seed_everything(cfg.run.seed)
-    _, metrics = teacher_stage(cfg, run, data, user_teacher)
-    write_report(run)
+    with distributed(cfg) as cfg:
+        user_teacher = load_user_teacher(cfg, data)
+        run = prepare_run_dir(cfg)
+        seed_everything(cfg.run.seed)
+        _, metrics = teacher_stage(cfg, run, data, user_teacher)
+        write_report(run)
     return run, metrics
 
 
@@ -236,12 +264,18 @@ def run_distill(cfg: Config) -> tuple[RunDir, dict]:
     Writes student.keras, student_qat.h5 (with QAT), baseline.keras (with
     --baseline), metrics.json and report.md.
     """
-    from kdq_tf import guidance as G
     from kdq_tf.data import load_dataset
-    from kdq_tf.qat import load_qat_model, quantize_student, shrink_kernels
 
     # 1. Data, and every input check, before the output folder is touched.
     data = load_dataset(cfg.data, seed=cfg.run.seed)
+    with distributed(cfg) as cfg:
+        return _run_distill(cfg, data)
+
+
+def _run_distill(cfg: Config, data) -> tuple[RunDir, dict]:
+    from kdq_tf import guidance as G
+    from kdq_tf.qat import load_qat_model, quantize_student, shrink_kernels
+
     info = data.info
     user_teacher = load_user_teacher(cfg, data)
     seed_everything(cfg.run.seed)

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from kdq_tf._keras import keras
 from kdq_tf.errors import KdqError
 
@@ -28,22 +30,41 @@ class Phase:
     prepare: Callable[[keras.Model], None]  # sets trainable flags and compiles
 
 
-class StopOnNonFinite(keras.callbacks.Callback):
-    """Stops at the first NaN/Inf loss and records where, so the caller can raise clearly."""
+class NonFiniteLoss(KdqError):
+    """Raised inside fit at the first NaN/Inf loss, before the epoch's checkpoint is written."""
 
-    def __init__(self, stage: str):
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Aborts fit at the first NaN/Inf batch loss.
+
+    Raising (rather than `stop_training`) skips the epoch-end callbacks, so the
+    BackupAndRestore checkpoint keeps the last good epoch instead of NaN weights.
+    """
+
+    def __init__(self):
         super().__init__()
-        self.stage = stage
-        self.bad_epoch: int | None = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            self.bad_epoch = self._epoch
-            self.model.stop_training = True
+            raise NonFiniteLoss(f"epoch {self._epoch + 1}, batch {batch + 1}")
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
+
+def predict_in_order(model, ds):
+    """Logits for every batch of `ds`, in order, computed without distributing the batches.
+
+    Keras `predict` under a multi-worker strategy shards the data; teacher caches and
+    metrics need every sample once, in order. (N, classes)
+    """
+    from kdq_tf._keras import tf
+
+    step = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    outs = [step(batch[0] if isinstance(batch, tuple) else batch).numpy() for batch in ds]
+    return np.concatenate(outs) if outs else np.zeros((0, model.output_shape[-1]), np.float32)
 
 
 def fit_phases(model: keras.Model, phases: list[Phase], train_ds, val_ds, *, run_dir: Path, stage: str,
@@ -87,18 +108,18 @@ def fit_phases(model: keras.Model, phases: list[Phase], train_ds, val_ds, *, run
         if phase.epochs == 0:
             ran[phase.name] = 0
             continue
-        guard = StopOnNonFinite(stage)
-        cbs = [keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=False),
+        guard = StopOnNonFinite()
+        cbs = [guard, keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=False),
                keras.callbacks.CSVLogger(str(run_dir / f"{stage}_history.csv"), append=True),
                keras.callbacks.TensorBoard(str(run_dir / "tb" / stage), profile_batch=0),
-               guard, *(callbacks or [])]
+               *(callbacks or [])]
         log.info("%s/%s: %d epochs", stage, phase.name, phase.epochs)
-        h = model.fit(train_ds, validation_data=val_ds, epochs=phase.epochs, callbacks=cbs, verbose=verbose)
-        if guard.bad_epoch is not None:
+        try:
+            h = model.fit(train_ds, validation_data=val_ds, epochs=phase.epochs, callbacks=cbs, verbose=verbose)
+        except NonFiniteLoss as e:
             raise KdqError(
-                f"{stage}/{phase.name}: loss became NaN/Inf in epoch {guard.bad_epoch + 1}; the last good "
-                f"checkpoint is kept in {backup}. Lower the learning rate, check the inputs, then rerun "
-                "with --resume")
+                f"{stage}/{phase.name}: loss became NaN/Inf in {e}; the last good checkpoint is kept in "
+                f"{backup}. Lower the learning rate (or check the inputs), then rerun with --resume") from None
         for k, v in h.history.items():
             history.setdefault(k, []).extend(float(x) for x in v)
         ran[phase.name] = len(h.epoch)

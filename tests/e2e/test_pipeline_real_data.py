@@ -70,3 +70,11 @@ def test_distill_qat_baseline(teacher_run, tmp_path):
     assert v["top1_agreement_keras_litert"] >= 0.99
     assert v["exact_outputs_tflm_vs_litert_ref"] == 1.0
     assert abs(v["accuracy_litert"] - v["accuracy_keras"]) < 0.02
+
+    # On-device eval of the exported file (metadata gives the preprocessing) = export's figure.
+    proc = run_cli("eval", exp / "model_int8.tflite", "--dataset", "fashion_mnist", "--limit", "3000",
+                   "--out", tmp_path / "eval.json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((exp / "report.json").read_text())
+    assert report["test_samples"] == 3000
+    assert json.loads((tmp_path / "eval.json").read_text())["accuracy"] == report["test_accuracy_litert"]

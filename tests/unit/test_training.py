@@ -51,11 +51,18 @@ def test_resume_continues_from_last_finished_epoch(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-def test_nan_loss_stops_with_clear_error(tmp_path):
-    model, ds, _ = _setup()
+class PoisonAtEpoch2(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 1:
+            self.model.set_weights([np.full_like(w, np.nan) for w in self.model.get_weights()])
 
-    def prepare(m):
-        m.compile(optimizer=keras.optimizers.SGD(1e30), loss="mse")
 
-    with pytest.raises(KdqError, match="s/train: loss became NaN/Inf in epoch 1.*--resume"):
-        fit_phases(model, [Phase("train", 3, prepare)], ds, None, run_dir=tmp_path, stage="s", resume=False)
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    model, ds, phases = _setup()
+    with pytest.raises(KdqError, match="s/train: loss became NaN/Inf in epoch 2, batch 1.*--resume"):
+        fit_phases(model, phases, ds, None, run_dir=tmp_path, stage="s", resume=False, callbacks=[PoisonAtEpoch2()])
+    # The checkpoint holds epoch 1, not the NaN weights: a resumed run finishes with finite weights.
+    model2, ds, phases = _setup(seed=1)
+    out = fit_phases(model2, phases, ds, None, run_dir=tmp_path, stage="s", resume=True)
+    assert out["epochs"] == {"train": 3}
+    assert all(np.isfinite(w).all() for w in model2.get_weights())
