@@ -119,16 +119,22 @@ def cmd_data_info(args) -> int:
 def cmd_teacher(args) -> int:
     from kdq_tf.pipeline import run_teacher
 
-    run, _ = run_teacher(_config(args))
-    _print_table(f"Results ({run.path})", (run.path / "report.md").read_text().split("\n", 2)[2])
+    from kdq_tf.report import results_table
+
+    cfg = _config(args)
+    _, metrics = run_teacher(cfg)
+    _print_table(f"Results ({cfg.run.out})", results_table(metrics))
     return 0
 
 
 def cmd_distill(args) -> int:
     from kdq_tf.pipeline import run_distill
 
-    run, _ = run_distill(_config(args))
-    _print_table(f"Results ({run.path})", (run.path / "report.md").read_text().split("\n", 2)[2])
+    from kdq_tf.report import results_table
+
+    cfg = _config(args)
+    _, metrics = run_distill(cfg)
+    _print_table(f"Results ({cfg.run.out})", results_table(metrics))
     return 0
 
 

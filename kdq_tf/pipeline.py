@@ -186,9 +186,9 @@ def run_teacher(cfg: Config) -> tuple[RunDir, dict]:
         user_teacher = load_user_teacher(cfg, data)
         run = prepare_run_dir(cfg)
         seed_everything(cfg.run.seed)
-        _, metrics = teacher_stage(cfg, run, data, user_teacher)
+        teacher_stage(cfg, run, data, user_teacher)
         write_report(run)
-    return run, metrics
+        return run, run.metrics()
 
 
 def _distill_phase(distiller, cfg: Config, epochs: int, lr: float, steps: int, name: str):
