@@ -220,26 +220,27 @@ def load_npz(path: str) -> RawData:
     p = Path(path)
     if not p.is_file():
         raise DataError(f"npz file {p} does not exist")
+    required = ("x_train", "y_train", "x_test", "y_test")
     try:
-        f = np.load(p, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise DataError(f"{p} is not a readable .npz file ({e})") from None
-    with f:
-        required = ("x_train", "y_train", "x_test", "y_test")
-        missing = [k for k in required if k not in f.files]
-        if missing:
-            raise DataError(f"{p} lacks {', '.join(missing)}; it has {', '.join(f.files) or 'no arrays'}; "
-                            f"an npz data set needs {', '.join(required)} (and optionally class_names)")
-        arrays = {k: f[k] for k in required}
-        names = [str(n) for n in f["class_names"]] if "class_names" in f.files else None
+        with np.load(p, allow_pickle=False) as f:
+            missing = [k for k in required if k not in f.files]
+            if missing:
+                raise DataError(f"{p} lacks {', '.join(missing)}; it has {', '.join(f.files) or 'no arrays'}; "
+                                f"an npz data set needs {', '.join(required)} (and optionally class_names)")
+            arrays = {k: f[k] for k in required}
+            names = [str(n) for n in f["class_names"]] if "class_names" in f.files else None
+    except DataError:
+        raise
+    except Exception as e:  # empty, truncated or not-zip files fail in many ways inside numpy/zipfile
+        raise DataError(f"{p} is not a readable .npz file ({type(e).__name__}: {e})") from None
     for split in ("train", "test"):
         nx, ny = len(arrays[f"x_{split}"]), len(np.asarray(arrays[f"y_{split}"]).reshape(-1))
         if nx != ny:
             raise DataError(f"{p}: x_{split} has {nx} samples but y_{split} has {ny}; they must match")
-    y_all = np.concatenate([np.asarray(arrays["y_train"]).reshape(-1), np.asarray(arrays["y_test"]).reshape(-1)])
     if names is None:
-        n = int(y_all.max()) + 1 if y_all.size and np.issubdtype(y_all.dtype, np.integer) else 0
-        names = [f"class_{i}" for i in range(n)]
+        y_all = np.concatenate([np.asarray(arrays["y_train"]).reshape(-1), np.asarray(arrays["y_test"]).reshape(-1)])
+        finite = y_all.size and np.all(np.isfinite(y_all.astype(np.float64)))
+        names = [f"class_{i}" for i in range(max(int(np.max(y_all)) + 1, 2) if finite else 0)]
     return _raw(arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], names, str(p))
 
 
@@ -327,10 +328,7 @@ def load_raw(dataset: str, data_dir: str | None = None, seed: int = 0) -> RawDat
 
 
 def validate(raw: RawData) -> None:
-    """Checks shapes, sizes, label ranges and finiteness; raises DataError naming the problem."""
-    k = len(raw.class_names)
-    if k < 2:
-        raise DataError(f"{raw.source}: need at least 2 classes, got {k}")
+    """Checks shapes, sizes, finiteness and label ranges; raises DataError naming the problem."""
     for split, x, y in (("train", raw.x_train, raw.y_train), ("test", raw.x_test, raw.y_test)):
         if x.ndim != 4:
             raise DataError(f"{raw.source}: x_{split} must be (N, H, W) or (N, H, W, C), got shape {x.shape}")
@@ -343,14 +341,18 @@ def validate(raw: RawData) -> None:
             raise DataError(f"{raw.source}: images are {h}x{w}; at least 8x8 is needed")
         if c not in (1, 3):
             raise DataError(f"{raw.source}: images must have 1 or 3 channels, got {c}")
+        if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
+            raise DataError(f"{raw.source}: x_{split} contains NaN or Inf")
+    if raw.x_train.shape[1:] != raw.x_test.shape[1:]:
+        raise DataError(f"{raw.source}: train images are {raw.x_train.shape[1:]} but test images are "
+                        f"{raw.x_test.shape[1:]}")
+    k = len(raw.class_names)
+    if k < 2:
+        raise DataError(f"{raw.source}: need at least 2 classes, got {k}")
+    for split, y in (("train", raw.y_train), ("test", raw.y_test)):
         if not np.issubdtype(y.dtype, np.integer):
             if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
                 raise DataError(f"{raw.source}: y_{split} must hold integer class ids, got dtype {y.dtype}")
         if y.min() < 0 or y.max() >= k:
             raise DataError(f"{raw.source}: y_{split} has labels in [{int(y.min())}, {int(y.max())}] "
                             f"but there are {k} classes (labels must be 0..{k - 1})")
-        if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
-            raise DataError(f"{raw.source}: x_{split} contains NaN or Inf")
-    if raw.x_train.shape[1:] != raw.x_test.shape[1:]:
-        raise DataError(f"{raw.source}: train images are {raw.x_train.shape[1:]} but test images are "
-                        f"{raw.x_test.shape[1:]}")

@@ -45,6 +45,11 @@ def test_students_listing():
     assert proc.returncode == 0 and "tiny_cnn" in proc.stdout and "resnet8" in proc.stdout
 
 
+def test_students_listing():
+    proc = run_cli("students", "--input-shape", "32x32x3")
+    assert proc.returncode == 0 and "tiny_cnn" in proc.stdout and "resnet8" in proc.stdout
+
+
 def _keras_model(path, outputs, shape=(12, 12, 1), layer=None):
     from kdq_tf._keras import keras
 
