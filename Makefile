@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 KDQ    := $(VENV)/bin/kdq_tf
 DEMO_OUT ?= runs/demo
 
-.PHONY: demo test data clean
+.PHONY: demo test data bench bench-quick clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,18 @@ demo: data
 
 test: data
 	$(PY) -m pytest -q
+
+# Benchmarks (matplotlib for the plots). Full: an hour or more on 2 cores; quick: under 10 minutes.
+$(VENV)/.bench: $(VENV)/.installed
+	$(PY) -m pip install -q matplotlib
+	touch $@
+
+bench: data $(VENV)/.bench
+	$(PY) benchmarks/bench.py
+	$(PY) benchmarks/readme_table.py full
+
+bench-quick: data $(VENV)/.bench
+	$(PY) benchmarks/bench.py --quick
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
