@@ -127,7 +127,7 @@ def epoch_time(model_fn, ds, epochs: int = 1) -> float:
 def cost_and_scaling(a, work: Path, teacher_path: Path) -> dict:
     """Per-epoch time of distillation under each guidance mode vs hard labels only, and vs data size."""
     from kdq_tf import guidance as G
-    from kdq_tf._keras import keras
+    from kdq_tf._keras import keras, tf
     from kdq_tf.config import DataConfig
     from kdq_tf.data import load_dataset
     from kdq_tf.distiller import Distiller
@@ -176,8 +176,6 @@ def cost_and_scaling(a, work: Path, teacher_path: Path) -> dict:
     scaling = []
     for frac in (0.25, 0.5, 1.0):
         n = int(info.n_train * frac)
-        import tensorflow as tf
-
         ds = tf.data.Dataset.from_tensor_slices(
             (data.info.preprocess.apply(data.x_train[:n]), (data.y_train[:n], g.train_logits[:n]))
         ).shuffle(n, seed=0).batch(a.batch_size).prefetch(2)
