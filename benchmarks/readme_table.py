@@ -13,6 +13,7 @@ BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 def main(name: str = "full") -> None:
     md = (ROOT / "benchmarks" / "results" / f"{name}.md").read_text()
     body = md.split("\n", 1)[1].strip()  # drop the title line; the README has its own heading
+    body = body.replace("\n## ", "\n### ")  # sections nest under the README's "Results"
     readme = ROOT / "README.md"
     text = readme.read_text()
     head, rest = text.split(BEGIN, 1)
