@@ -27,8 +27,13 @@ _API = {
     "LossWeights": "kdq_tf.losses", "soft_threshold": "kdq_tf.losses",
     "Distiller": "kdq_tf.distiller",
     "quantize_student": "kdq_tf.qat", "load_qat_model": "kdq_tf.qat",
-    # Conversion to TFLite bytes.
-    "to_tflite": "kdq_tf.convert",
+    # Conversion to TFLite bytes, C sources, firmware, export stage.
+    "to_tflite": "kdq_tf.convert", "model_data": "kdq_tf.carray", "model_settings": "kdq_tf.carray",
+    "model_ops": "kdq_tf.carray", "run_export": "kdq_tf.export",
+    # Runtimes: LiteRT (TensorFlow-free) and the TFLite-Micro host interpreter.
+    "Runner": "kdq_tf.runtime", "MicroRunner": "kdq_tf.micro", "find_arena_size": "kdq_tf.micro",
+    # Distribution.
+    "make_strategy": "kdq_tf.distribute",
     # Metrics and reports.
     "classification_metrics": "kdq_tf.report",
     # Stages and whole runs.

@@ -43,3 +43,10 @@ def test_alpha_and_lambda_conflict():
 def test_json_round_trip():
     cfg = load_config(sets=["data.limit=7", "distill.alpha=0.1"])
     assert config_from_dict(cfg.to_dict()) == cfg
+
+
+def test_public_api_resolves():
+    import kdq_tf
+
+    for name in kdq_tf.__all__:
+        assert getattr(kdq_tf, name) is not None, name
