@@ -289,9 +289,9 @@ def cmd_eval(args) -> int:
     if args.limit:
         x, y = x[: args.limit], y[: args.limit]
     if x.shape[1:] != io.input_shape:
-        from kdq_tf.inputs import _fit_array
+        from kdq_tf.inputs import fit_array
 
-        x = _fit_array(x, io.input_shape, args.dataset)
+        x = fit_array(x, io.input_shape, args.dataset)
     pred = runner.predict_logits(io.preprocess.apply(x)).argmax(-1)
     k = len(io.class_names)
     if y.max() >= k:

@@ -60,7 +60,7 @@ def load_image(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
     return a[..., None] if c == 1 else a
 
 
-def _fit_array(a: np.ndarray, shape: tuple[int, int, int], what: str) -> np.ndarray:
+def fit_array(a: np.ndarray, shape: tuple[int, int, int], what: str) -> np.ndarray:
     """(H, W), (H, W, C), (N, H, W) or (N, H, W, C) -> (N, H, W, C) with the model's size."""
     h, w, c = shape
     if a.ndim == 2:  # one grey image
@@ -91,14 +91,14 @@ def load_inputs(paths: list[str], shape: tuple[int, int, int]) -> tuple[np.ndarr
             raise DataError(f"input file {p} does not exist")
         suffix = p.suffix.lower()
         if suffix == ".npy":
-            a = _fit_array(_load_np(p), shape, str(p))
+            a = fit_array(_load_np(p), shape, str(p))
         elif suffix == ".npz":
             try:
                 with np.load(p, allow_pickle=False) as f:
                     if "x" not in f.files:
                         raise DataError(f"{p} has no array named x (it has {', '.join(f.files) or 'none'}); "
                                         "save inputs with np.savez(path, x=batch)")
-                    a = _fit_array(f["x"], shape, f"{p}[x]")
+                    a = fit_array(f["x"], shape, f"{p}[x]")
             except (OSError, ValueError) as e:
                 raise DataError(f"{p} is not a readable .npz file ({e})") from None
         else:
