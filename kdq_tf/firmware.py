@@ -6,20 +6,15 @@ from pathlib import Path
 from kdq_tf import files
 from kdq_tf.carray import c_identifier
 
+# The repo's firmware_export/ (export runs from a source checkout or an editable install).
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "firmware_export"
 TEMPLATE_FILES = ("main.cc", "Makefile", "CMakeLists.txt", "README.md")
-
-
-def template_dir() -> Path:
-    """The template folder: the repo's firmware_export/, or the copy installed as package data."""
-    packaged = Path(__file__).resolve().parent / "firmware_export"
-    return packaged if packaged.is_dir() else TEMPLATE_DIR
 
 
 def render_template(name: str) -> dict[str, str]:
     """The template files with `${name}` replaced by the C identifier."""
     ident = c_identifier(name)
-    src = template_dir()
+    src = TEMPLATE_DIR
     return {f: string.Template((src / f).read_text()).safe_substitute(name=ident) for f in TEMPLATE_FILES}
 
 

@@ -11,6 +11,7 @@ whose fingerprints differ is rebuilt, never silently reused.
 """
 
 import hashlib
+import io
 import logging
 import time
 from dataclasses import dataclass
@@ -114,7 +115,7 @@ def build_guidance(mode: str, teacher, data, run_dir: Path, calib_samples: int =
             if str(f["teacher_fp"]) == t_fp and str(f["data_fp"]) == d_fp:
                 log.info("reusing teacher logits cache %s", path)
                 arrays = {k: f[k] for k in f.files}
-                return _from_arrays(mode, arrays, path.stat().st_size, 0.0, reused=True)
+                return _from_arrays(mode, arrays, path.stat().st_size, 0.0, 0.0, reused=True)
         log.warning("teacher logits cache %s was made for another teacher or data set; rebuilding it", path)
     t0 = time.perf_counter()
     if mode == "teacher-int8":
@@ -132,21 +133,19 @@ def build_guidance(mode: str, teacher, data, run_dir: Path, calib_samples: int =
                 err = max(err, float(np.abs(dequantize_logits(q, s) - logits).max()))
     else:
         arrays["train"], arrays["val"] = train.astype(np.float32), val.astype(np.float32)
-    import io
-
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     files.write_bytes(path, buf.getvalue())
-    g = _from_arrays(mode, arrays, path.stat().st_size, err, reused=False)
+    g = _from_arrays(mode, arrays, path.stat().st_size, err, time.perf_counter() - t0, reused=False)
     log.info("teacher logits (%s): %d bytes, built in %.1fs, max int8 error %.4g", mode, g.cache_bytes,
-             time.perf_counter() - t0, err)
-    return Guidance(g.mode, g.train_logits, g.val_logits, g.cache_bytes, err, time.perf_counter() - t0, False)
+             g.build_time_s, err)
+    return g
 
 
-def _from_arrays(mode: str, a: dict, nbytes: int, err: float, reused: bool) -> Guidance:
+def _from_arrays(mode: str, a: dict, nbytes: int, err: float, seconds: float, reused: bool) -> Guidance:
     if "train_q" in a:
         train = dequantize_logits(a["train_q"], a["train_scale"])
         val = dequantize_logits(a["val_q"], a["val_scale"])
     else:
         train, val = a["train"], a["val"]
-    return Guidance(mode, train, val, nbytes, err, 0.0, reused)
+    return Guidance(mode, train, val, nbytes, err, seconds, reused)

@@ -143,7 +143,7 @@ def teacher_stage(cfg: Config, run: RunDir, data, user_teacher=None):
         return T.load_teacher(path, info.input_shape, info.num_classes), done
     raw_max = 255.0 if data.x_train.dtype == np.uint8 else 1.0
     model = T.build_teacher(info.input_shape, info.num_classes, cfg.teacher, info.preprocess, raw_max)
-    steps = int(np.ceil(info.n_train / cfg.data.batch_size))
+    steps = _steps_per_epoch(cfg, data)
     t0 = time.perf_counter()
     val = data.pipeline("val") if info.n_val else None
     result = fit_phases(model, T.teacher_phases(model, cfg.teacher, steps),
@@ -191,20 +191,22 @@ def run_teacher(cfg: Config) -> tuple[RunDir, dict]:
         return run, run.metrics()
 
 
-def _distill_phase(distiller, cfg: Config, epochs: int, lr: float, steps: int, name: str):
-    from kdq_tf._keras import keras
+def _steps_per_epoch(cfg: Config, data) -> int:
+    return int(np.ceil(data.info.n_train / cfg.data.batch_size))
+
+
+def _distill_phase(cfg: Config, epochs: int, lr: float, steps: int):
     from kdq_tf.losses import LossWeights
-    from kdq_tf.training import Phase
+    from kdq_tf.training import Phase, cosine_adam
 
     d = cfg.distill
     weights = LossWeights.from_config(d.lam, d.alpha)
 
     def prepare(m):
-        sched = keras.optimizers.schedules.CosineDecay(lr, max(1, epochs * steps), alpha=0.01)
-        m.compile(optimizer=keras.optimizers.Adam(sched), temperature=d.temperature, loss_weights=weights,
+        m.compile(optimizer=cosine_adam(lr, epochs, steps), temperature=d.temperature, loss_weights=weights,
                   soft_loss=d.soft_loss, hard_loss=d.hard_loss)
 
-    return [Phase(name, epochs, prepare)]
+    return [Phase("train", epochs, prepare)]
 
 
 def _distill_inputs(cfg: Config, data, guidance):
@@ -223,11 +225,10 @@ def _train_student(cfg, run, data, stage, student, teacher, guidance, epochs, lr
     from kdq_tf.distiller import Distiller
     from kdq_tf.training import fit_phases
 
-    steps = int(np.ceil(data.info.n_train / cfg.data.batch_size))
     distiller = Distiller(student, teacher if guidance.train_logits is None else None)
     train, val = _distill_inputs(cfg, data, guidance)
     t0 = time.perf_counter()
-    result = fit_phases(distiller, _distill_phase(distiller, cfg, epochs, lr, steps, "train"), train, val,
+    result = fit_phases(distiller, _distill_phase(cfg, epochs, lr, _steps_per_epoch(cfg, data)), train, val,
                         run_dir=run.path, stage=stage, resume=cfg.run.resume)
     return {"train_time_s": round(time.perf_counter() - t0, 2), "epochs_run": result["epochs"]}
 
@@ -236,16 +237,14 @@ def _baseline(cfg, run, data) -> dict:
     """The same student, same seed and epochs, trained on hard labels only."""
     from kdq_tf._keras import keras
     from kdq_tf.models.students import build_student
-    from kdq_tf.training import Phase, fit_phases
+    from kdq_tf.training import Phase, cosine_adam, fit_phases
 
     seed_everything(cfg.run.seed)
     model = build_student(cfg.distill.student, data.info.input_shape, data.info.num_classes)
-    steps = int(np.ceil(data.info.n_train / cfg.data.batch_size))
-    e, lr = cfg.distill.epochs, cfg.distill.lr
+    e = cfg.distill.epochs
 
     def prepare(m):
-        sched = keras.optimizers.schedules.CosineDecay(lr, max(1, e * steps), alpha=0.01)
-        m.compile(optimizer=keras.optimizers.Adam(sched),
+        m.compile(optimizer=cosine_adam(cfg.distill.lr, e, _steps_per_epoch(cfg, data)),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
 

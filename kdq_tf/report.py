@@ -62,7 +62,7 @@ def markdown_table(headers: list[str], rows: list[list]) -> str:
 def results_table(metrics: dict) -> str:
     """The run summary: one row per model stage found in a run's metrics.json."""
     rows = []
-    for stage in ("teacher", "baseline", "student", "student_qat", "int8"):
+    for stage in ("teacher", "baseline", "student", "student_qat"):
         m = metrics.get(stage)
         if not m:
             continue

@@ -145,7 +145,7 @@ def check_io(model: keras.Model, input_shape: tuple[int, ...], num_classes: int,
 
 def teacher_phases(model: keras.Model, cfg: TeacherConfig, steps_per_epoch: int):
     """Training phases: ImageNet -> head then whole net at a lower rate; scratch -> one phase."""
-    from kdq_tf.training import Phase
+    from kdq_tf.training import Phase, cosine_adam
 
     k = model.output_shape[-1]
 
@@ -155,9 +155,7 @@ def teacher_phases(model: keras.Model, cfg: TeacherConfig, steps_per_epoch: int)
                                                      label_smoothing=cfg.label_smoothing)
 
     def compile_with(lr: float, epochs: int):
-        # Cosine decay over the phase: the cheapest reliable schedule for short budgets.
-        sched = keras.optimizers.schedules.CosineDecay(lr, max(1, epochs * steps_per_epoch), alpha=0.01)
-        model.compile(optimizer=keras.optimizers.Adam(sched), loss=loss,
+        model.compile(optimizer=cosine_adam(lr, epochs, steps_per_epoch), loss=loss,
                       metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
 
     backbone = backbone_of(model)

@@ -105,7 +105,7 @@ def test_model_ops_match_litert(model_and_bytes):
     header = carray.model_ops("m", flatbuf.op_names(data))
     added = {line.split("resolver.")[1].split("(")[0] for line in header.splitlines() if "resolver.Add" in line}
     assert added == {carray.resolver_method(op) for op in litert_ops}
-    assert f"MicroMutableOpResolver<k_m_num_ops>" in header and f"k_m_num_ops = {len(litert_ops)};" in header
+    assert "MicroMutableOpResolver<k_m_num_ops>" in header and f"k_m_num_ops = {len(litert_ops)};" in header
     assert carray.resolver_method("DEPTHWISE_CONV_2D") == "AddDepthwiseConv2D"
     assert carray.resolver_method("FULLY_CONNECTED") == "AddFullyConnected"
 
