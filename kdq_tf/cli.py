@@ -28,6 +28,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cpu-devices", dest="run.cpu_devices", type=int,
                    help="with --strategy mirrored: split the CPU into N logical devices (testing)")
     _data_args(g)
+    g.add_argument("--views", dest="distill.views", type=int, metavar="K",
+                   help="cache the teacher's logits for K fixed augmented views of every training image")
 
 
 def _data_args(g) -> None:
@@ -39,7 +41,9 @@ def _data_args(g) -> None:
     g.add_argument("--val-split", dest="data.val_split", type=float)
     g.add_argument("--normalize", dest="data.normalize", choices=["unit", "standard", "none"])
     g.add_argument("--augment", dest="data.augment", action=argparse.BooleanOptionalAction, default=None,
-                   help="random flip/translate in the input pipeline")
+                   help="random flip/translate (and --erase) in the input pipeline")
+    g.add_argument("--erase", dest="data.erase", type=float, metavar="P",
+                   help="random-erasing probability when augmenting (and in --views)")
 
 
 def _dataset_only(p: argparse.ArgumentParser) -> None:
@@ -50,7 +54,21 @@ def _dataset_only(p: argparse.ArgumentParser) -> None:
 
 def _teacher_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
     g = p.add_argument_group("teacher")
-    g.add_argument("--teacher", dest="teacher.path", metavar="PATH.keras", help="use this Keras model as teacher")
+    g.add_argument("--teacher", dest="teacher.path", metavar="PATH", action="append",
+                   help="a .keras teacher, a teacher run folder or a snapshot (.weights.h5) of one; repeat to "
+                   "fuse several")
+    g.add_argument("--fusion", dest="teacher.fusion", choices=["logits", "probs"],
+                   help="several teachers: weighted mean of logits (default) or of probabilities")
+    g.add_argument("--teacher-weights", dest="teacher.fusion_weights", metavar="W1,W2,...",
+                   help="fusion weights, one per --teacher (default: proportional to val accuracy)")
+    g.add_argument("--teacher-batch-size", dest="teacher.batch_size", type=int,
+                   help="teacher training batch (default: --batch-size)")
+    g.add_argument("--precision", dest="teacher.precision", choices=["float32", "mixed_bfloat16", "auto"],
+                   help="teacher training precision; auto: bf16 where the CPU has it")
+    g.add_argument("--teacher-augment", dest="teacher.augment", action=argparse.BooleanOptionalAction,
+                   default=None, help="crop, flip and random erasing in the teacher stage (default on)")
+    g.add_argument("--snapshot-every", dest="teacher.snapshot_every", type=int, metavar="N",
+                   help="keep the teacher's weights every N epochs (teacher_snapshots/)")
     g.add_argument("--weights", dest="teacher.weights", choices=["none", "imagenet"],
                    help="ResNet50 from scratch (none) or fine-tuned from ImageNet")
     g.add_argument(f"--{prefix}epochs", dest="teacher.epochs", type=int, help="teacher epochs")
@@ -76,6 +94,8 @@ def _distill_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--hard-loss", dest="distill.hard_loss", choices=["ce", "mse"])
     g.add_argument("--guidance", dest="distill.guidance",
                    choices=["auto", "online", "cached", "cached-int8", "teacher-int8"])
+    g.add_argument("--teacher-logits", dest="teacher.logits", metavar="FILE.npz",
+                   help="precomputed teacher logits (train/val, float or int8+scale) instead of a teacher")
     g.add_argument("--baseline", dest="distill.baseline", action="store_true", default=None,
                    help="also train the student on hard labels only, for the KD gain")
     g.add_argument("--shrink", dest="distill.shrink", type=float, metavar="DELTA",
@@ -91,6 +111,8 @@ def _config(args: argparse.Namespace):
     from kdq_tf.config import load_config
 
     overrides = {k: v for k, v in vars(args).items() if "." in k}
+    if isinstance(overrides.get("teacher.path"), list):  # --teacher repeated: fuse the members
+        overrides["teacher.path"] = ",".join(overrides["teacher.path"])
     return load_config(args.config, overrides, args.set)
 
 
@@ -122,7 +144,9 @@ def cmd_teacher(args) -> int:
     from kdq_tf.report import results_table
 
     cfg = _config(args)
-    _, metrics = run_teacher(cfg)
+    _, metrics = run_teacher(cfg, save_logits=args.save_logits)
+    if args.save_logits:
+        print(f"wrote {args.save_logits}")
     _print_table(f"Results ({cfg.run.out})", results_table(metrics))
     return 0
 
@@ -375,6 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("teacher", help="train (or fine-tune) the ResNet50 teacher")
     _common(t)
     _teacher_args(t)
+    t.add_argument("--save-logits", metavar="FILE.npz",
+                   help="write the teacher's int8 logits (all training rows, test, --views K views) for "
+                   "--teacher-logits")
     t.set_defaults(func=cmd_teacher)
 
     d = sub.add_parser("distill", help="teacher -> distillation -> optional QAT")

@@ -51,6 +51,7 @@ class DataConfig:
     augment: bool = False  # random flip/translate in the tf.data pipeline
     flip: bool = True  # horizontal flip when augmenting
     translate: int = 2  # max shift in pixels when augmenting
+    erase: float = 0.0  # random-erasing probability when augmenting (Zhong et al. 2017)
 
     def __post_init__(self):
         _check(self.limit is None or self.limit > 0, f"data.limit must be > 0, got {self.limit}")
@@ -58,12 +59,16 @@ class DataConfig:
         _check(self.batch_size > 0, f"data.batch_size must be > 0, got {self.batch_size}")
         _one_of("data.normalize", self.normalize, ("unit", "standard", "none"))
         _check(self.translate >= 0, f"data.translate must be >= 0, got {self.translate}")
+        _check(0.0 <= self.erase <= 1.0, f"data.erase must be a probability in [0, 1], got {self.erase}")
 
 
 @dataclass(frozen=True)
 class TeacherConfig:
     weights: str = "none"  # none: from scratch; imagenet: fine-tune the ImageNet backbone
-    path: str | None = None  # a user's .keras teacher instead of ResNet50
+    path: str | None = None  # a user's .keras teacher instead of ResNet50; several (comma-separated) are fused
+    fusion: str = "logits"  # several teachers: weighted mean of logits | of probabilities (kdq_tf.teachers)
+    fusion_weights: str | None = None  # "0.6,0.4"; None: proportional to each member's val accuracy
+    logits: str | None = None  # a .npz of precomputed teacher logits instead of a teacher model
     input_size: int = 32  # adapter output side; ResNet50 needs >= 32
     adapter: str = "pad"  # pad (zero-pad small inputs) or resize (bilinear)
     epochs: int = 3  # epochs over the whole network
@@ -72,9 +77,27 @@ class TeacherConfig:
     finetune_lr_factor: float = 0.1
     label_smoothing: float = 0.0
     unsafe_load: bool = False  # allow Lambda layers etc. in a user .keras (runs their code)
+    # The recipe (kdq_tf.teacher_training): a teacher must clearly beat its student, and on
+    # small images that takes augmentation (crop with padding, flip, erasing) and many epochs.
+    augment: bool = True  # augment in the teacher stage, whatever data.augment says
+    erase: float = 0.5  # random-erasing probability of the teacher's augmentation
+    batch_size: int | None = None  # teacher batch; None: data.batch_size
+    precision: str = "float32"  # float32 | mixed_bfloat16 | auto (bf16 where the CPU has it)
+    jit: bool = False  # XLA-compile the train step
+    weight_decay: float = 0.0  # > 0: AdamW with this decoupled decay
+    snapshot_every: int = 0  # keep the weights every N epochs in teacher_snapshots/ (fusion, KD-gain study)
 
     def __post_init__(self):
         _one_of("teacher.weights", self.weights, ("none", "imagenet"))
+        _one_of("teacher.precision", self.precision, ("float32", "mixed_bfloat16", "auto"))
+        _one_of("teacher.fusion", self.fusion, ("logits", "probs"))
+        _check(not (self.path and self.logits), "give teacher models (--teacher) or precomputed logits "
+               "(--teacher-logits), not both")
+        _check(0.0 <= self.erase <= 1.0, f"teacher.erase must be a probability in [0, 1], got {self.erase}")
+        _check(self.batch_size is None or self.batch_size > 0,
+               f"teacher.batch_size must be > 0, got {self.batch_size}")
+        _check(self.weight_decay >= 0, f"teacher.weight_decay must be >= 0, got {self.weight_decay}")
+        _check(self.snapshot_every >= 0, f"teacher.snapshot_every must be >= 0, got {self.snapshot_every}")
         _one_of("teacher.adapter", self.adapter, ("pad", "resize"))
         _check(self.input_size >= 32, f"teacher.input_size must be >= 32 (ResNet50), got {self.input_size}")
         _check(self.epochs >= 0, f"teacher.epochs must be >= 0, got {self.epochs}")
@@ -95,6 +118,7 @@ class DistillConfig:
     soft_loss: str = "kl"  # kl | ce, both scaled by T^2
     hard_loss: str = "ce"  # ce | mse (MSE on one-hot labels)
     guidance: str = "auto"  # auto | online | cached | cached-int8 | teacher-int8
+    views: int = 0  # cached modes: teacher logits for K fixed augmented views; the student cycles through them
     baseline: bool = False  # also train the student on hard labels only, same epochs and seed
     shrink: float | None = None  # soft-threshold delta applied to kernels before QAT
 
@@ -111,6 +135,8 @@ class DistillConfig:
         _one_of("distill.hard_loss", self.hard_loss, ("ce", "mse"))
         _one_of("distill.guidance", self.guidance, ("auto", "online", "cached", "cached-int8", "teacher-int8"))
         _check(self.shrink is None or self.shrink >= 0, f"distill.shrink must be >= 0, got {self.shrink}")
+        # Each view is one more teacher pass over the training set and one more copy of its logits.
+        _check(0 <= self.views <= 64, f"distill.views must be in 0..64, got {self.views}")
 
 
 @dataclass(frozen=True)

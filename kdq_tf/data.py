@@ -59,51 +59,115 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     config: DataConfig
+    # Rows of the raw training set that became train and val: files of per-sample teacher
+    # logits are indexed by raw row, so one file serves every seed's split.
+    train_index: np.ndarray | None = None
+    val_index: np.ndarray | None = None
+    raw_fingerprint: str = ""  # of the raw training images and labels, before --limit and the split
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         if name not in ("train", "val", "test"):
             raise ValueError(f"split must be train, val or test, got {name!r}")
         return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
 
+    def augmentation(self) -> "Augment":
+        """The config's augmentation (crop with padding, flip, erasing)."""
+        from kdq_tf.augment import Augment
+
+        c = self.config
+        return Augment(flip=c.flip, translate=c.translate, erase=c.erase)
+
     def pipeline(self, split: str, *, training: bool = False, extra: np.ndarray | None = None,
-                 augment: bool | None = None, batch_size: int | None = None, seed: int = 0):
+                 augment: "bool | Augment | None" = None, batch_size: int | None = None, seed: int = 0):
         """Returns a batched `tf.data.Dataset` of `(x, y)`, or `(x, (y, extra))`.
 
         Args:
             split: "train", "val" or "test".
             training: shuffle each epoch. Defaults to False.
             extra: per-sample array carried along (e.g. cached teacher logits).
-            augment: random flip/translate; defaults to `config.augment` when training.
+            augment: an `Augment`, True for the config's, False for none; defaults to
+                `config.augment` when training. Each sample gets a fresh seed per epoch.
             batch_size: defaults to `config.batch_size`.
             seed: shuffle and augmentation seed.
         """
         from kdq_tf._keras import tf
+        from kdq_tf.augment import Augment, augment_image
 
         x, y = self.split(split)
-        cfg = self.config
-        augment = (cfg.augment and training) if augment is None else augment
+        if augment is None:
+            augment = self.config.augment and training
+        aug = augment if isinstance(augment, Augment) else (self.augmentation() if augment else None)
         items = (x, y) if extra is None else (x, (y, extra))
         ds = tf.data.Dataset.from_tensor_slices(items)
         if training:
             ds = ds.shuffle(min(len(x), 10_000), seed=seed, reshuffle_each_iteration=True)
+        normalize = self._normalizer()
+        if aug is not None and aug.active:
+            # A fresh stateless seed per sample and epoch: (x, rest), (2,) int64.
+            seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+            ds = tf.data.Dataset.zip((ds, seeds)).map(
+                lambda item, s: (augment_image(normalize(item[0]), s, aug), item[1]),
+                num_parallel_calls=tf.data.AUTOTUNE)
+        else:
+            ds = ds.map(lambda xi, rest: (normalize(xi), rest), num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.batch(batch_size or self.config.batch_size).prefetch(tf.data.AUTOTUNE)
+
+    def _normalizer(self):
+        from kdq_tf._keras import tf
+
         pre = self.info.preprocess
         scale = tf.constant(pre.scale, tf.float32)
         mean = tf.constant(pre.mean, tf.float32)
         std = tf.constant(pre.std, tf.float32)
-        h, w, _ = self.info.input_shape
+        return lambda xi: (tf.cast(xi, tf.float32) * scale - mean) / std
 
-        def prep(xi, rest):
-            xi = (tf.cast(xi, tf.float32) * scale - mean) / std
-            if augment:
-                if cfg.flip:
-                    xi = tf.image.random_flip_left_right(xi)
-                if cfg.translate:
-                    t = cfg.translate
-                    xi = tf.image.random_crop(tf.pad(xi, [[t, t], [t, t], [0, 0]]), tf.shape(xi))
-            return xi, rest
+    def view_pipeline(self, aug: "Augment", view: int, base_seed: int, batch_size: int | None = None):
+        """View `view` of every training image, in order, as in a K-view cache: `(x, y)` batches.
 
-        ds = ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE)
-        return ds.batch(batch_size or cfg.batch_size).prefetch(tf.data.AUTOTUNE)
+        The seed of each image depends only on (base_seed, view, index), so the same
+        bytes come back on every call.
+        """
+        from kdq_tf._keras import tf
+        from kdq_tf.augment import augment_image, view_seed
+
+        normalize = self._normalizer()
+        ds = tf.data.Dataset.from_tensor_slices((self.x_train, self.y_train, self._raw_rows()))
+        ds = ds.map(lambda xi, yi, i: (augment_image(normalize(xi), view_seed(base_seed, view, i), aug), yi),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.batch(batch_size or self.config.batch_size).prefetch(tf.data.AUTOTUNE)
+
+    def views_training_pipeline(self, aug: "Augment", view_logits: np.ndarray, base_seed: int, seed: int = 0,
+                                batch_size: int | None = None):
+        """Endless `(x, (y, teacher_logits))` batches that walk through the K cached views.
+
+        Each view is one epoch of `ceil(n_train / batch)` batches: fit with that many
+        `steps_per_epoch` and epoch e trains on view e mod K, shuffled anew each pass.
+
+        Args:
+            aug: the augmentation the views were made with.
+            view_logits: (K, n_train, classes) teacher logits of the views.
+            base_seed: the views' seed (the cache's).
+            seed: shuffle seed.
+        """
+        from kdq_tf._keras import tf
+        from kdq_tf.augment import augment_image, view_seed
+
+        k, n = view_logits.shape[0], len(self.x_train)
+        x, y, rows = tf.constant(self.x_train), tf.constant(self.y_train), tf.constant(self._raw_rows())
+        logits = tf.constant(view_logits, tf.float32)
+        normalize = self._normalizer()
+        b = batch_size or self.config.batch_size
+
+        def one_view(v):
+            idx = tf.data.Dataset.range(n).shuffle(min(n, 10_000), seed=seed, reshuffle_each_iteration=True)
+            return idx.map(lambda i: (augment_image(normalize(tf.gather(x, i)), view_seed(base_seed, v, rows[i]), aug),
+                                      (tf.gather(y, i), logits[v, i])),
+                           num_parallel_calls=tf.data.AUTOTUNE).batch(b)
+
+        return tf.data.Dataset.range(k).repeat().flat_map(one_view).prefetch(tf.data.AUTOTUNE)
+
+    def _raw_rows(self) -> np.ndarray:
+        return self.train_index if self.train_index is not None else np.arange(len(self.x_train))
 
     def sample(self, split: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Up to n normalised samples of a split (representative sets, checks)."""
@@ -139,6 +203,7 @@ def load_dataset(cfg: DataConfig, seed: int = 0) -> Dataset:
     """
     raw = datasets.load_raw(cfg.dataset, cfg.data_dir, seed=seed)
     datasets.validate(raw)
+    raw_fp = fingerprint(raw.x_train, raw.y_train.astype(np.int64))
     x_tr, y_tr = raw.x_train, raw.y_train.astype(np.int64)
     x_te, y_te = raw.x_test, raw.y_test.astype(np.int64)
     if cfg.limit:
@@ -148,6 +213,9 @@ def load_dataset(cfg: DataConfig, seed: int = 0) -> Dataset:
     if n_val and len(x_tr) - n_val < 1:
         raise DataError(f"val_split {cfg.val_split} leaves no training data out of {len(x_tr)} samples")
     val_idx, tr_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
+    if len(tr_idx) < len(raw.class_names):
+        raise DataError(f"{len(tr_idx)} training samples for {len(raw.class_names)} classes (limit {cfg.limit}, "
+                        f"val_split {cfg.val_split}); use at least one sample per class")
     x_val, y_val, x_tr, y_tr = x_tr[val_idx], y_tr[val_idx], x_tr[tr_idx], y_tr[tr_idx]
     name = cfg.dataset.split(":", 1)[0] if ":" in cfg.dataset else cfg.dataset
     info = DatasetInfo(
@@ -157,4 +225,16 @@ def load_dataset(cfg: DataConfig, seed: int = 0) -> Dataset:
     )
     log.info("data %s from %s: %d train, %d val, %d test, shape %s", name, raw.source,
              info.n_train, info.n_val, info.n_test, info.input_shape)
-    return Dataset(info, x_tr, y_tr, x_val, y_val, x_te, y_te, cfg)
+    return Dataset(info, x_tr, y_tr, x_val, y_val, x_te, y_te, cfg, tr_idx, val_idx, raw_fp)
+
+
+def fingerprint(*arrays: np.ndarray) -> str:
+    """A short hash of arrays' shapes, dtypes and bytes: caches and logits files record it."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(str((a.shape, a.dtype.str)).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]

@@ -356,3 +356,11 @@ def validate(raw: RawData) -> None:
         if y.min() < 0 or y.max() >= k:
             raise DataError(f"{raw.source}: y_{split} has labels in [{int(y.min())}, {int(y.max())}] "
                             f"but there are {k} classes (labels must be 0..{k - 1})")
+    # Data a classifier cannot learn from: one class, or one image repeated.
+    present = np.unique(raw.y_train)
+    if len(present) < 2:
+        raise DataError(f"{raw.source}: y_train holds only class {int(present[0])}; a classifier needs "
+                        "examples of at least two classes")
+    if raw.x_train.min() == raw.x_train.max():
+        raise DataError(f"{raw.source}: every training pixel is {raw.x_train.flat[0]}; the images carry "
+                        "nothing to learn from")

@@ -122,19 +122,26 @@ def evaluate(model, data, split: str = "test") -> dict:
 
 
 def teacher_stage(cfg: Config, run: RunDir, data, user_teacher=None):
-    """Uses the user's teacher, reuses a finished one (--resume), or trains ResNet50.
+    """Uses the user's teacher(s), reuses a finished one (--resume), or trains ResNet50.
+
+    Args:
+        user_teacher: what `load_user_teacher` returned, if it was called already.
 
     Returns:
         `(teacher_model, teacher_metrics)`.
     """
+    from kdq_tf import teacher_training as TT
     from kdq_tf.models import teacher as T
     from kdq_tf.training import fit_phases
 
     path = run.path / "teacher.keras"
     info = data.info
     if cfg.teacher.path:
-        model = user_teacher if user_teacher is not None else load_user_teacher(cfg, data)
-        metrics = {**evaluate(model, data), "source": str(cfg.teacher.path), "train_time_s": 0.0}
+        model, members = user_teacher if user_teacher is not None else load_user_teacher(cfg, data)
+        metrics = {**evaluate(model, data), "val_accuracy": _val_accuracy(model, data),
+                   "source": str(cfg.teacher.path), "train_time_s": 0.0}
+        if members:
+            metrics.update(members=members, fusion=cfg.teacher.fusion)
         run.update_metrics("teacher", metrics)
         return model, metrics
     done = run.metrics().get("teacher")
@@ -142,30 +149,74 @@ def teacher_stage(cfg: Config, run: RunDir, data, user_teacher=None):
         log.info("teacher already trained in %s; reusing it", path)
         return T.load_teacher(path, info.input_shape, info.num_classes), done
     raw_max = 255.0 if data.x_train.dtype == np.uint8 else 1.0
-    model = T.build_teacher(info.input_shape, info.num_classes, cfg.teacher, info.preprocess, raw_max)
-    steps = _steps_per_epoch(cfg, data)
+    tc = cfg.teacher
+    model, precision = TT.build_teacher_for_training(info.input_shape, info.num_classes, tc, info.preprocess,
+                                                     raw_max)
+    batch = tc.batch_size or cfg.data.batch_size
+    aug = TT.teacher_augment(tc, cfg.data)
+    steps = int(np.ceil(info.n_train / batch))
     t0 = time.perf_counter()
-    val = data.pipeline("val") if info.n_val else None
-    result = fit_phases(model, T.teacher_phases(model, cfg.teacher, steps),
-                        data.pipeline("train", training=True, seed=cfg.run.seed), val,
-                        run_dir=run.path, stage="teacher", resume=cfg.run.resume)
+    val = data.pipeline("val", batch_size=batch) if info.n_val else None
+    train = data.pipeline("train", training=True, seed=cfg.run.seed, batch_size=batch,
+                          augment=aug if aug is not None else False)
+    snaps = [TT.Snapshots(run.path / "teacher_snapshots", tc.snapshot_every)] if tc.snapshot_every else []
+    result = fit_phases(model, TT.teacher_phases(model, tc, steps), train, val, run_dir=run.path, stage="teacher",
+                        resume=cfg.run.resume, callbacks=snaps)
     train_time = time.perf_counter() - t0
     files.save_keras(model, path)
-    metrics = {**evaluate(model, data), "source": f"ResNet50 weights={cfg.teacher.weights}",
-               "train_time_s": round(train_time, 2), "epochs_run": result["epochs"],
-               "input_size": cfg.teacher.input_size}
+    metrics = {**evaluate(model, data), "val_accuracy": _val_accuracy(model, data),
+               "source": f"ResNet50 weights={tc.weights}", "train_time_s": round(train_time, 2),
+               "epochs_run": result["epochs"], "input_size": tc.input_size, "adapter": tc.adapter,
+               "precision": precision, "batch_size": batch, "augment": aug.to_dict() if aug else None}
     run.update_metrics("teacher", metrics)
     return model, metrics
 
 
+def _val_accuracy(model, data) -> float | None:
+    return evaluate(model, data, "val")["accuracy"] if data.info.n_val else None
+
+
 def load_user_teacher(cfg: Config, data):
-    """The --teacher model, checked against the data; None when ResNet50 is to be trained."""
-    from kdq_tf.models import teacher as T
+    """The --teacher model(s), checked against the data; None when ResNet50 is to be trained.
+
+    Several teachers are fused into one model (kdq_tf.teachers); their weights come from
+    `teacher.fusion_weights` or from each member's validation accuracy.
+
+    Returns:
+        `(model, members)`: members lists each member's source, weight and val/test
+        accuracy (empty for a single teacher).
+    """
+    from kdq_tf import teachers as TS
 
     if not cfg.teacher.path:
         return None
     info = data.info
-    return T.load_teacher(cfg.teacher.path, info.input_shape, info.num_classes, cfg.teacher.unsafe_load)
+    specs = TS.member_paths(cfg.teacher.path)
+    given = TS.parse_weights(cfg.teacher.fusion_weights, len(specs))
+    members = [TS.load_member(s, info.input_shape, info.num_classes, cfg.teacher.unsafe_load) for s in specs]
+    if len(members) == 1:
+        return members[0].model, []
+    rows = [{"source": m.source, "val_accuracy": _val_accuracy(m.model, data),
+             "accuracy": evaluate(m.model, data)["accuracy"]} for m in members]
+    weights = given or TS.weights_from_accuracy([r["val_accuracy"] or r["accuracy"] for r in rows])
+    for r, w in zip(rows, weights):
+        r["weight"] = w
+    log.info("fusing %d teachers (%s), weights %s", len(members), cfg.teacher.fusion,
+             ", ".join(f"{w:.3f}" for w in weights))
+    return TS.fused_model(members, weights, cfg.teacher.fusion), rows
+
+
+def logits_teacher_metrics(cfg: Config, data, guidance) -> dict:
+    """Teacher metrics from a --teacher-logits file: accuracy of its logits on val (and test if present)."""
+    from kdq_tf.report import classification_metrics
+
+    k = data.info.num_classes
+    m = {"source": f"logits file {cfg.teacher.logits}", "train_time_s": 0.0, "params": None}
+    if guidance.test_logits is not None:
+        m.update(classification_metrics(data.y_test, guidance.test_logits.argmax(-1), k).to_dict(), split="test")
+    if data.info.n_val:
+        m["val_accuracy"] = classification_metrics(data.y_val, guidance.val_logits.argmax(-1), k).accuracy
+    return m
 
 
 def write_report(run: RunDir) -> str:
@@ -177,18 +228,53 @@ def write_report(run: RunDir) -> str:
     return table
 
 
-def run_teacher(cfg: Config) -> tuple[RunDir, dict]:
-    """`kdq_tf teacher`: data -> teacher -> metrics.json + report.md."""
+def run_teacher(cfg: Config, save_logits: str | None = None) -> tuple[RunDir, dict]:
+    """`kdq_tf teacher`: data -> teacher -> metrics.json + report.md (+ a logits file).
+
+    Args:
+        save_logits: also write the teacher's logits here (kdq_tf.logits_file format, int8):
+            every training row, the test split and `distill.views` augmented views.
+    """
     from kdq_tf.data import load_dataset
 
     data = load_dataset(cfg.data, seed=cfg.run.seed)  # validate inputs before touching the output folder
+    if save_logits:
+        _check_writable(Path(save_logits))
     with distributed(cfg) as cfg:
         user_teacher = load_user_teacher(cfg, data)
         run = prepare_run_dir(cfg)
         seed_everything(cfg.run.seed)
-        teacher_stage(cfg, run, data, user_teacher)
+        teacher, metrics = teacher_stage(cfg, run, data, user_teacher)
+        if save_logits:
+            write_logits_file(cfg, data, teacher, metrics, Path(save_logits))
         write_report(run)
         return run, run.metrics()
+
+
+def write_logits_file(cfg: Config, data, teacher, metrics: dict, path: Path) -> dict:
+    """Writes the teacher's logits file with its provenance; returns the provenance."""
+    from kdq_tf import guidance as G
+
+    t0 = time.perf_counter()
+    aug = data.augmentation()
+    prov = {"config": cfg.to_dict(), "teacher_accuracy": metrics.get("accuracy"),
+            "teacher_val_accuracy": metrics.get("val_accuracy"), "views": cfg.distill.views,
+            "views_augment": aug.to_dict() if cfg.distill.views else None, "data_fingerprint": data.raw_fingerprint,
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    blob, err = G.save_logits(teacher, data, cfg.distill.views, aug, cfg.run.seed, int8=True, meta=prov)
+    files.write_bytes(path, blob)
+    prov.update(bytes=len(blob), max_abs_int8_error=err, build_time_s=round(time.perf_counter() - t0, 1))
+    log.info("wrote %s: %d bytes (%d views), max int8 error %.4g", path, len(blob), cfg.distill.views, err)
+    return prov
+
+
+def _check_writable(path: Path) -> None:
+    if path.is_dir():
+        raise KdqError(f"--save-logits {path} is a folder; give a file name ending in .npz")
+    if path.suffix != ".npz":
+        raise KdqError(f"--save-logits expects a .npz file name, got {path}")
+    if not path.parent.is_dir():
+        raise KdqError(f"--save-logits: folder {path.parent} does not exist")
 
 
 def _steps_per_epoch(cfg: Config, data) -> int:
@@ -210,14 +296,21 @@ def _distill_phase(cfg: Config, epochs: int, lr: float, steps: int):
 
 
 def _distill_inputs(cfg: Config, data, guidance):
-    """Train/val pipelines: `(x, y)` for online guidance, `(x, (y, teacher_logits))` for cached."""
+    """Train/val pipelines and steps per epoch.
+
+    `(x, y)` for online guidance, `(x, (y, teacher_logits))` for cached; with K views the
+    training pipeline is endless and each epoch of `steps` batches is one view.
+    """
     seed = cfg.run.seed
     if guidance.train_logits is None:
         return (data.pipeline("train", training=True, seed=seed),
-                data.pipeline("val") if data.info.n_val else None)
-    train = data.pipeline("train", training=True, extra=guidance.train_logits, augment=False, seed=seed)
+                data.pipeline("val") if data.info.n_val else None, None)
     val = data.pipeline("val", extra=guidance.val_logits) if data.info.n_val else None
-    return train, val
+    if guidance.views:
+        train = data.views_training_pipeline(guidance.view_aug, guidance.view_logits, guidance.view_seed, seed=seed)
+        return train, val, _steps_per_epoch(cfg, data)
+    train = data.pipeline("train", training=True, extra=guidance.train_logits, augment=False, seed=seed)
+    return train, val, None
 
 
 def _train_student(cfg, run, data, stage, student, teacher, guidance, epochs, lr) -> dict:
@@ -226,35 +319,53 @@ def _train_student(cfg, run, data, stage, student, teacher, guidance, epochs, lr
     from kdq_tf.training import fit_phases
 
     distiller = Distiller(student, teacher if guidance.train_logits is None else None)
-    train, val = _distill_inputs(cfg, data, guidance)
+    train, val, steps = _distill_inputs(cfg, data, guidance)
     t0 = time.perf_counter()
     result = fit_phases(distiller, _distill_phase(cfg, epochs, lr, _steps_per_epoch(cfg, data)), train, val,
-                        run_dir=run.path, stage=stage, resume=cfg.run.resume)
+                        run_dir=run.path, stage=stage, resume=cfg.run.resume, steps_per_epoch=steps)
     return {"train_time_s": round(time.perf_counter() - t0, 2), "epochs_run": result["epochs"]}
 
 
 def _baseline(cfg, run, data) -> dict:
-    """The same student, same seed and epochs, trained on hard labels only."""
-    from kdq_tf._keras import keras
+    """The scratch twin: same student, seed, epochs, schedule and augmentation, hard labels only."""
     from kdq_tf.models.students import build_student
-    from kdq_tf.training import Phase, cosine_adam, fit_phases
 
     seed_everything(cfg.run.seed)
     model = build_student(cfg.distill.student, data.info.input_shape, data.info.num_classes)
-    e = cfg.distill.epochs
+    t0 = time.perf_counter()
+    _fit_hard(cfg, run, data, model, "baseline", cfg.distill.epochs, cfg.distill.lr)
+    files.save_keras(model, run.path / "baseline.keras")
+    return {**evaluate(model, data), "val_accuracy": _val_accuracy(model, data),
+            "train_time_s": round(time.perf_counter() - t0, 2)}
+
+
+def _baseline_qat(cfg, run, data) -> dict:
+    """QAT of the scratch twin with hard labels, same epochs and rate as the distilled student's QAT."""
+    from kdq_tf.qat import load_qat_model, quantize_student
+
+    model = quantize_student(load_student(run.path / "baseline.keras"), cfg.qat.skip)
+    t0 = time.perf_counter()
+    _fit_hard(cfg, run, data, model, "baseline_qat", cfg.qat.epochs, cfg.qat.lr)
+    reloaded = load_qat_model(files.save_keras(model, run.path / "baseline_qat.h5"))
+    return {**evaluate(reloaded, data), "val_accuracy": _val_accuracy(reloaded, data),
+            "train_time_s": round(time.perf_counter() - t0, 2)}
+
+
+def _fit_hard(cfg, run, data, model, stage: str, epochs: int, lr: float) -> None:
+    from kdq_tf._keras import keras
+    from kdq_tf.training import Phase, cosine_adam, fit_phases
 
     def prepare(m):
-        m.compile(optimizer=cosine_adam(cfg.distill.lr, e, _steps_per_epoch(cfg, data)),
+        m.compile(optimizer=cosine_adam(lr, epochs, _steps_per_epoch(cfg, data)),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
 
-    t0 = time.perf_counter()
+    # The student's augmentation: the data's, or that of the K views when it trains on views.
+    augment = cfg.data.augment or cfg.distill.views > 0
     val = data.pipeline("val") if data.info.n_val else None
-    fit_phases(model, [Phase("train", e, prepare)],
-               data.pipeline("train", training=True, augment=False, seed=cfg.run.seed), val,
-               run_dir=run.path, stage="baseline", resume=cfg.run.resume)
-    files.save_keras(model, run.path / "baseline.keras")
-    return {**evaluate(model, data), "train_time_s": round(time.perf_counter() - t0, 2)}
+    fit_phases(model, [Phase("train", epochs, prepare)],
+               data.pipeline("train", training=True, augment=augment, seed=cfg.run.seed), val,
+               run_dir=run.path, stage=stage, resume=cfg.run.resume)
 
 
 def run_distill(cfg: Config) -> tuple[RunDir, dict]:
@@ -273,39 +384,47 @@ def run_distill(cfg: Config) -> tuple[RunDir, dict]:
 
 def _run_distill(cfg: Config, data) -> tuple[RunDir, dict]:
     from kdq_tf import guidance as G
-    from kdq_tf.qat import load_qat_model, quantize_student, shrink_kernels
 
     info = data.info
+    d = cfg.distill
+    mode = G.resolve_mode(d.guidance, cfg.data.augment, d.views)
     user_teacher = load_user_teacher(cfg, data)
+    logits = G.from_file(cfg.teacher.logits, data, mode, d.views) if cfg.teacher.logits else None
     seed_everything(cfg.run.seed)
     student = _checked_student(cfg, info)
     run = prepare_run_dir(cfg)
 
-    # 2. Teacher.
-    teacher, _ = teacher_stage(cfg, run, data, user_teacher)
+    # 2. Teacher: a model, or the accuracy of precomputed logits.
+    if logits is not None:
+        teacher = None
+        run.update_metrics("teacher", logits_teacher_metrics(cfg, data, logits))
+    else:
+        teacher, _ = teacher_stage(cfg, run, data, user_teacher)
 
     # 3. Guidance and distillation.
     done = run.metrics()
-    mode = G.resolve_mode(cfg.distill.guidance, cfg.data.augment)
     student_path = run.path / "student.keras"
-    guidance = G.build_guidance(mode, teacher, data, run.path, calib_samples=cfg.export.calib_samples)
-    run.update_metrics("guidance", {"mode": mode, "cache_bytes": guidance.cache_bytes,
+    guidance = logits or G.build_guidance(mode, teacher, data, run.path, calib_samples=cfg.export.calib_samples,
+                                          views=d.views, view_seed=cfg.run.seed)
+    run.update_metrics("guidance", {"mode": mode, "views": guidance.views, "cache_bytes": guidance.cache_bytes,
                                     "max_abs_error": guidance.max_abs_error, "build_time_s": guidance.build_time_s,
-                                    "reused": guidance.reused})
+                                    "reused": guidance.reused,
+                                    "source": str(cfg.teacher.logits) if logits is not None else "teacher"})
     if cfg.run.resume and student_path.is_file() and "student" in done:
         student = load_student(student_path)
     else:
-        timing = _train_student(cfg, run, data, "distill", student, teacher, guidance,
-                                cfg.distill.epochs, cfg.distill.lr)
+        timing = _train_student(cfg, run, data, "distill", student, teacher, guidance, d.epochs, d.lr)
         files.save_keras(student, student_path)
-        run.update_metrics("student", {**evaluate(student, data), **timing, "guidance": mode,
-                                       "name": cfg.distill.student})
+        run.update_metrics("student", {**evaluate(student, data), "val_accuracy": _val_accuracy(student, data),
+                                       **timing, "guidance": mode, "name": d.student})
 
     # 4. Baseline: hard labels only, same student, seed and epochs.
     if cfg.distill.baseline and not (cfg.run.resume and "baseline" in run.metrics()):
         run.update_metrics("baseline", _baseline(cfg, run, data))
 
     # 5. Optional shrinkage, then QAT with the teacher still guiding.
+    from kdq_tf.qat import load_qat_model, quantize_student, shrink_kernels
+
     if cfg.qat.enabled and not (cfg.run.resume and "student_qat" in run.metrics()):
         if cfg.distill.shrink:
             before = evaluate(student, data)["accuracy"]
@@ -318,7 +437,10 @@ def _run_distill(cfg: Config, data) -> tuple[RunDir, dict]:
         # ("expected 5 variables, but received 3"); H5 round-trips exactly.
         qat_path = files.save_keras(qat_student, run.path / "student_qat.h5")
         reloaded = load_qat_model(qat_path)  # prove the artifact loads before reporting it
-        run.update_metrics("student_qat", {**evaluate(reloaded, data), **timing, "skip": cfg.qat.skip})
+        run.update_metrics("student_qat", {**evaluate(reloaded, data), "val_accuracy": _val_accuracy(reloaded, data),
+                                           **timing, "skip": cfg.qat.skip})
+    if cfg.qat.enabled and cfg.distill.baseline and not (cfg.run.resume and "baseline_qat" in run.metrics()):
+        run.update_metrics("baseline_qat", _baseline_qat(cfg, run, data))
 
     write_report(run)
     return run, run.metrics()

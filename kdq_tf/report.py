@@ -60,11 +60,15 @@ def markdown_table(headers: list[str], rows: list[list]) -> str:
 
 
 def results_table(metrics: dict) -> str:
-    """The run summary: one row per model stage found in a run's metrics.json."""
+    """The run summary: one row per model stage found in a run's metrics.json (and per fused teacher)."""
     rows = []
-    for stage in ("teacher", "baseline", "student", "student_qat"):
+    for m in metrics.get("teacher", {}).get("members", []):
+        rows.append([f"teacher member ({m['source']}, weight {m['weight']:.3f})", m.get("val_accuracy"),
+                     m.get("accuracy"), None, None, None])
+    for stage in ("teacher", "baseline", "student", "baseline_qat", "student_qat"):
         m = metrics.get(stage)
         if not m:
             continue
-        rows.append([stage, m.get("accuracy"), m.get("f1"), m.get("params"), m.get("train_time_s")])
-    return markdown_table(["model", "test accuracy", "macro F1", "params", "train time (s)"], rows)
+        rows.append([stage, m.get("val_accuracy"), m.get("accuracy"), m.get("f1"), m.get("params"),
+                     m.get("train_time_s")])
+    return markdown_table(["model", "val accuracy", "test accuracy", "macro F1", "params", "train time (s)"], rows)

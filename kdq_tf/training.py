@@ -54,9 +54,15 @@ class StopOnNonFinite(keras.callbacks.Callback):
             raise NonFiniteLoss(f"epoch {self._epoch + 1}, batch {batch + 1}")
 
 
-def cosine_adam(lr: float, epochs: int, steps_per_epoch: int):
-    """Adam with cosine decay over the phase: the cheapest reliable schedule for short budgets."""
+def cosine_adam(lr: float, epochs: int, steps_per_epoch: int, weight_decay: float = 0.0):
+    """Adam with cosine decay over the phase: the cheapest reliable schedule for short budgets.
+
+    With `weight_decay` > 0 it is AdamW: decoupled decay (Loshchilov & Hutter 2019), which
+    unlike an L2 term is not rescaled away by Adam's per-weight step sizes.
+    """
     sched = keras.optimizers.schedules.CosineDecay(lr, max(1, epochs * steps_per_epoch), alpha=0.01)
+    if weight_decay:
+        return keras.optimizers.AdamW(sched, weight_decay=weight_decay)
     return keras.optimizers.Adam(sched)
 
 
@@ -74,7 +80,8 @@ def predict_in_order(model, ds):
 
 
 def fit_phases(model: keras.Model, phases: list[Phase], train_ds, val_ds, *, run_dir: Path, stage: str,
-               resume: bool, callbacks: list | None = None, verbose: int | str = "auto") -> dict:
+               resume: bool, callbacks: list | None = None, verbose: int | str = "auto",
+               steps_per_epoch: int | None = None) -> dict:
     """Trains `model` through `phases`, checkpointing each epoch.
 
     Args:
@@ -86,6 +93,7 @@ def fit_phases(model: keras.Model, phases: list[Phase], train_ds, val_ds, *, run
         resume: continue from the last finished epoch instead of starting over.
         callbacks: extra callbacks, run after the checkpointing ones.
         verbose: Keras verbosity; "auto" shows progress bars on a terminal.
+        steps_per_epoch: batches per epoch, for an endless `train_ds`. Defaults to one pass.
 
     Returns:
         `{"epochs": {phase: epochs run now}, "history": {metric: [values]}}`.
@@ -121,7 +129,8 @@ def fit_phases(model: keras.Model, phases: list[Phase], train_ds, val_ds, *, run
                *(callbacks or [])]
         log.info("%s/%s: %d epochs", stage, phase.name, phase.epochs)
         try:
-            h = model.fit(train_ds, validation_data=val_ds, epochs=phase.epochs, callbacks=cbs, verbose=verbose)
+            h = model.fit(train_ds, validation_data=val_ds, epochs=phase.epochs, callbacks=cbs, verbose=verbose,
+                          steps_per_epoch=steps_per_epoch)
         except NonFiniteLoss as e:
             raise KdqError(
                 f"{stage}/{phase.name}: loss became NaN/Inf in {e}; the last good checkpoint is kept in "

@@ -67,6 +67,18 @@ def work(tmp_path_factory):
     (d / "garbage.tflite").write_bytes(b"\x00" * 64)
     (d / "notes.png").write_text("hello")
     np.savez(d / "nox.npz", images=np.zeros((2, 12, 12)))
+    # Teacher logits for good.npz (300 training samples, 3 classes): wrong count, NaN, wrong classes.
+    logits = np.random.default_rng(0).normal(size=(300, 3)).astype(np.float32)
+    np.savez(d / "logits_count.npz", train=logits[:299])
+    np.savez(d / "logits_nan.npz", train=np.where(np.arange(300)[:, None] == 7, np.nan, logits))
+    np.savez(d / "logits_classes.npz", train=np.zeros((300, 5), np.float32))
+    np.savez(d / "logits_int8_noscale.npz", train_q=np.zeros((300, 3), np.int8))
+    one = dict(np.load(good))
+    one["y_train"] = np.zeros_like(one["y_train"])
+    np.savez(d / "oneclass.npz", **one)
+    flat = dict(np.load(good))
+    flat["x_train"] = np.full_like(flat["x_train"], 7)
+    np.savez(d / "constant.npz", **flat)
     np.savez(d / "wrongx.npz", x=np.zeros((2, 5, 12, 12, 1)))
     return d
 
@@ -86,6 +98,10 @@ CASES = {
     "teacher: negative labels": ([T, "--dataset", "npz:{d}/negative.npz"], "labels in \\[-1"),
     "teacher: images under 8x8": ([T, "--dataset", "npz:{d}/small.npz"], "at least 8x8"),
     "teacher: NaN in inputs": ([T, "--dataset", "npz:{d}/nan.npz"], "NaN or Inf"),
+    "teacher: one class only": ([T, "--dataset", "npz:{d}/oneclass.npz"], "only class 0"),
+    "teacher: constant images": ([T, "--dataset", "npz:{d}/constant.npz"], "every training pixel is 7"),
+    "teacher: fewer samples than classes": ([T, "--dataset", "npz:{good}", "--limit", "2"],
+                                            "2 training samples for 3 classes"),
     # models
     "teacher: not a Keras file": ([T, "--dataset", "npz:{good}", "--teacher", "{d}/notkeras.keras"],
                                   "not a loadable Keras model"),
@@ -99,6 +115,35 @@ CASES = {
     "distill: unquantizable student": ([D, "--dataset", "npz:{good}", "--student", "{d}/ln_student.keras",
                                         "--qat"], "'ln'.*--qat-skip"),
     "distill: unknown student": ([D, "--dataset", "npz:{good}", "--student", "vgg99"], "unknown student 'vgg99'"),
+    # teacher logits, fusion and views
+    "distill: logits count": ([D, "--dataset", "npz:{good}", "--teacher-logits", "{d}/logits_count.npz"],
+                              "has 299 train logits but .* has 300"),
+    "distill: logits NaN": ([D, "--dataset", "npz:{good}", "--teacher-logits", "{d}/logits_nan.npz"],
+                            "contain NaN or Inf"),
+    "distill: logits classes": ([D, "--dataset", "npz:{good}", "--teacher-logits", "{d}/logits_classes.npz"],
+                                "logits for 5 classes but .* has 3"),
+    "distill: logits int8 without scale": ([D, "--dataset", "npz:{good}", "--teacher-logits",
+                                            "{d}/logits_int8_noscale.npz"], "train_scale"),
+    "distill: logits not npz": ([D, "--dataset", "npz:{good}", "--teacher-logits", "{d}/notes.png"],
+                                "not a readable .npz"),
+    "distill: logits missing": ([D, "--dataset", "npz:{good}", "--teacher-logits", "{d}/none.npz"],
+                                "does not exist"),
+    "distill: logits with online": ([D, "--dataset", "npz:{good}", "--teacher-logits", "{d}/logits_nan.npz",
+                                     "--guidance", "online"], "needs a teacher model"),
+    "distill: logits and teacher": ([D, "--dataset", "npz:{good}", "--teacher-logits", "{d}/logits_nan.npz",
+                                     "--teacher", "{d}/wrong_out.keras"], "not both"),
+    "distill: fusion weights count": ([D, "--dataset", "npz:{good}", "--teacher", "{d}/wrong_out.keras",
+                                       "--teacher", "{d}/wrong_out.keras", "--teacher-weights", "1"],
+                                      "need 2 non-negative numbers"),
+    "distill: snapshot outside a run": ([D, "--dataset", "npz:{good}", "--teacher", "{d}/x.weights.h5"],
+                                        "does not exist"),
+    "distill: views with online": ([D, "--dataset", "npz:{good}", "--views", "2", "--guidance", "online"],
+                                   "needs --guidance cached"),
+    "distill: negative views": ([D, "--dataset", "npz:{good}", "--views", "-1"], "views must be in 0..64"),
+    "distill: erase out of range": ([D, "--dataset", "npz:{good}", "--erase", "1.5"], "probability"),
+    "teacher: save-logits to a folder": ([T, "--dataset", "npz:{good}", "--save-logits", "{d}"], "is a folder"),
+    "teacher: save-logits not npz": ([T, "--dataset", "npz:{good}", "--save-logits", "{d}/l.txt"],
+                                     "expects a .npz"),
     # configuration and flags
     "teacher: unknown --set key": ([T, "--dataset", "npz:{good}", "--set", "teacher.epoch=1"], "valid keys"),
     "distill: unknown TOML key": ([D, "--config", "{d}/bad_key.toml"], "valid keys in \\[distill\\]"),

@@ -47,7 +47,8 @@ def _preprocess_kernel(channels: int, pre: Preprocess, raw_max: float) -> tuple[
 
 
 def build_teacher(input_shape: tuple[int, int, int], num_classes: int, cfg: TeacherConfig = TeacherConfig(),
-                  preprocess: Preprocess | None = None, raw_max: float = 255.0) -> keras.Model:
+                  preprocess: Preprocess | None = None, raw_max: float = 255.0,
+                  logits_dtype: str | None = None) -> keras.Model:
     """ResNet50 (no top) behind an adapter that pads/resizes and maps channels to 3.
 
     Args:
@@ -57,6 +58,8 @@ def build_teacher(input_shape: tuple[int, int, int], num_classes: int, cfg: Teac
         preprocess: the data pipeline's normalisation, undone by the adapter so the
             backbone sees ImageNet-style inputs. Defaults to x/255.
         raw_max: the largest raw pixel value (255 for uint8 data).
+        logits_dtype: dtype of the logits layer ("float32" under mixed precision).
+            Defaults to the global policy.
 
     Returns:
         A functional model `(H, W, C) -> (num_classes,)` logits.
@@ -96,7 +99,7 @@ def build_teacher(input_shape: tuple[int, int, int], num_classes: int, cfg: Teac
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = 0.9
     x = backbone(x)  # (batch, 2048)
-    outputs = keras.layers.Dense(num_classes, name="logits")(x)
+    outputs = keras.layers.Dense(num_classes, name="logits", dtype=logits_dtype)(x)
     return keras.Model(inputs, outputs, name="resnet50_teacher")
 
 
@@ -141,36 +144,3 @@ def check_io(model: keras.Model, input_shape: tuple[int, ...], num_classes: int,
     if expected is None or any(e is not None and e != d for e, d in zip(expected, input_shape)) \
             or len(expected) != len(input_shape):
         raise ModelError(f"{what} expects inputs {model.input_shape}, but the data is {tuple(input_shape)}")
-
-
-def teacher_phases(model: keras.Model, cfg: TeacherConfig, steps_per_epoch: int):
-    """Training phases: ImageNet -> head then whole net at a lower rate; scratch -> one phase."""
-    from kdq_tf.training import Phase, cosine_adam
-
-    k = model.output_shape[-1]
-
-    def loss(y, logits):  # sparse labels, optional label smoothing
-        onehot = tf.one_hot(tf.cast(tf.reshape(y, [-1]), tf.int32), k)
-        return keras.losses.categorical_crossentropy(onehot, logits, from_logits=True,
-                                                     label_smoothing=cfg.label_smoothing)
-
-    def compile_with(lr: float, epochs: int):
-        model.compile(optimizer=cosine_adam(lr, epochs, steps_per_epoch), loss=loss,
-                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
-
-    backbone = backbone_of(model)
-
-    def head(m):
-        if backbone is not None:
-            backbone.trainable = False
-        compile_with(cfg.lr, cfg.head_epochs)
-
-    def whole(m, lr):
-        if backbone is not None:
-            backbone.trainable = True
-        compile_with(lr, cfg.epochs)
-
-    if cfg.weights == "imagenet" and backbone is not None:
-        return [Phase("head", cfg.head_epochs, head),
-                Phase("finetune", cfg.epochs, lambda m: whole(m, cfg.lr * cfg.finetune_lr_factor))]
-    return [Phase("train", cfg.epochs, lambda m: whole(m, cfg.lr))]

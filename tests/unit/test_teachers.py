@@ -1,0 +1,161 @@
+"""Augmentation, K-view caches, teacher fusion and logits files, on tiny models and data."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from conftest import separable_npz
+from kdq_tf import guidance as G
+from kdq_tf import logits_file as LF
+from kdq_tf import teachers as TS
+from kdq_tf._keras import keras, tf
+from kdq_tf.augment import Augment, augment_image
+from kdq_tf.config import DataConfig
+from kdq_tf.data import load_dataset
+from kdq_tf.errors import DataError, ModelError
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    p = separable_npz(tmp_path_factory.mktemp("d") / "d.npz", n_train=120, n_test=40, size=12, classes=3)
+    return load_dataset(DataConfig(dataset=f"npz:{p}", batch_size=16, val_split=0.25, erase=0.5))
+
+
+def linear_teacher(shape, kernel, bias, name):
+    """Flatten -> Dense with fixed weights: logits are x.flat @ kernel + bias."""
+    inp = keras.Input(shape)
+    out = keras.layers.Dense(kernel.shape[1], name="d")(keras.layers.Flatten()(inp))
+    m = keras.Model(inp, out, name=name)
+    m.get_layer("d").set_weights([kernel, bias])
+    return m
+
+
+# 1. Augmentation: every op checked against numpy.
+
+def test_flip_only_gives_image_or_mirror():
+    x = np.arange(2 * 5 * 1, dtype=np.float32).reshape(2, 5, 1)
+    seen = set()
+    for s in range(20):
+        y = augment_image(tf.constant(x), tf.constant([s, 7]), Augment(flip=True, translate=0)).numpy()
+        if np.array_equal(y, x):
+            seen.add("same")
+        else:
+            np.testing.assert_array_equal(y, x[:, ::-1])
+            seen.add("mirror")
+    assert seen == {"same", "mirror"}
+
+
+def test_translate_is_a_shift_with_zero_fill():
+    x = np.random.default_rng(0).random((6, 6, 1)).astype(np.float32) + 1  # no zeros inside
+    for s in range(10):
+        y = augment_image(tf.constant(x), tf.constant([s, 1]), Augment(flip=False, translate=2)).numpy()
+        padded = np.pad(x, ((2, 2), (2, 2), (0, 0)))
+        # The crop is a 6x6 window of the padded image: find its offset and compare exactly.
+        hits = [(i, j) for i in range(5) for j in range(5) if np.array_equal(padded[i:i + 6, j:j + 6], y)]
+        assert len(hits) == 1
+
+
+def test_erase_zeroes_one_rectangle_of_bounded_area():
+    x = np.ones((20, 20, 1), np.float32)
+    erased = 0
+    for s in range(30):
+        y = augment_image(tf.constant(x), tf.constant([s, 3]), Augment(flip=False, translate=0, erase=1.0)).numpy()
+        zero = y[:, :, 0] == 0
+        rows, cols = np.where(zero.any(1))[0], np.where(zero.any(0))[0]
+        assert zero.sum() == len(rows) * len(cols)  # one solid rectangle
+        assert rows.max() - rows.min() + 1 == len(rows) and cols.max() - cols.min() + 1 == len(cols)
+        # Zhong et al.'s area range 2-40% of 400 pixels, plus rounding of each side.
+        assert 0.02 * 400 * 0.5 <= zero.sum() <= 0.4 * 400 * 1.6
+        erased += 1
+    never = augment_image(tf.constant(x), tf.constant([1, 3]), Augment(flip=False, translate=0, erase=0.0))
+    np.testing.assert_array_equal(never.numpy(), x)
+    assert erased == 30
+
+
+# 2. K-view cache.
+
+def test_view_cache_rebuilds_the_same_bytes(data, tmp_path):
+    teacher = linear_teacher(data.info.input_shape, np.random.default_rng(1).normal(size=(144, 3)).astype(np.float32),
+                             np.zeros(3, np.float32), "t")
+    aug = data.augmentation()
+    assert aug.erase == 0.5
+    views = [np.concatenate([b[0].numpy() for b in data.view_pipeline(aug, v, 5)]) for v in range(3)]
+    again = [np.concatenate([b[0].numpy() for b in data.view_pipeline(aug, v, 5)]) for v in range(3)]
+    for a, b in zip(views, again):
+        assert a.tobytes() == b.tobytes()
+    assert not np.array_equal(views[0], views[1])  # the views differ from each other
+    g = G.build_guidance("cached", teacher, data, tmp_path, views=3, view_seed=5)
+    reloaded = G.build_guidance("cached", teacher, data, tmp_path, views=3, view_seed=5)
+    assert reloaded.reused and reloaded.views == 3 and reloaded.view_aug == aug
+    # The cached logits are the teacher's on exactly those bytes (int8: within half a step).
+    for v in range(3):
+        ref = teacher(views[v]).numpy()
+        step = np.abs(ref).max(-1, keepdims=True) / 127
+        assert np.all(np.abs(reloaded.view_logits[v] - ref) <= step / 2 + 1e-5)
+    np.testing.assert_array_equal(g.view_logits, reloaded.view_logits)
+    # The training pipeline walks view 0, then view 1, ... one per epoch of batches.
+    steps = int(np.ceil(data.info.n_train / 16))
+    it = iter(data.views_training_pipeline(aug, reloaded.view_logits, 5, seed=0))
+    for v in range(3):
+        xs, ts = [], []
+        for _ in range(steps):
+            x, (_, t) = next(it)
+            xs.append(x.numpy())
+            ts.append(t.numpy())
+        xs, ts = np.concatenate(xs), np.concatenate(ts)
+        order = [int(np.flatnonzero((views[v] == img).all(axis=(1, 2, 3)))[0]) for img in xs]
+        assert sorted(order) == list(range(data.info.n_train))  # each image once, as view v
+        np.testing.assert_array_equal(ts, reloaded.view_logits[v][order])
+
+
+# 3. Fusion.
+
+def test_fused_logits_of_two_teachers_by_hand():
+    shape = (2, 1, 1)  # two pixels
+    a = linear_teacher(shape, np.array([[1, 0], [0, 1]], np.float32), np.array([0, 0], np.float32), "a")
+    b = linear_teacher(shape, np.array([[2, 0], [0, 0]], np.float32), np.array([0, 1], np.float32), "b")
+    x = np.array([[[[1.0]], [[2.0]]]], np.float32)  # pixels (1, 2)
+    # a: (1, 2); b: (2, 1). Weights 0.75 / 0.25.
+    fused = TS.fused_model([TS.Member("a", a), TS.Member("b", b)], [0.75, 0.25], "logits")
+    np.testing.assert_allclose(fused(x).numpy(), [[0.75 * 1 + 0.25 * 2, 0.75 * 2 + 0.25 * 1]], rtol=1e-6)
+    # probs: log(0.75 softmax(1, 2) + 0.25 softmax(2, 1)); softmax(1, 2) = (1, e) / (1 + e).
+    e = np.e
+    p = 0.75 * np.array([1, e]) / (1 + e) + 0.25 * np.array([e, 1]) / (1 + e)
+    fp = TS.fused_model([TS.Member("a", a), TS.Member("b", b)], [0.75, 0.25], "probs")
+    np.testing.assert_allclose(fp(x).numpy(), [np.log(p)], rtol=1e-6)
+    np.testing.assert_allclose(TS.fuse_numpy([[[1, 2]], [[2, 1]]], [0.75, 0.25], "probs"), [np.log(p)])
+    # Different fusion weights, different teacher fingerprint (caches are rebuilt).
+    other = TS.fused_model([TS.Member("a", a), TS.Member("b", b)], [0.5, 0.5], "logits")
+    assert G.teacher_fingerprint(other) != G.teacher_fingerprint(fused)
+
+
+def test_member_weights():
+    assert TS.parse_weights("3,1", 2) == [0.75, 0.25]
+    assert TS.parse_weights(None, 2) is None
+    np.testing.assert_allclose(TS.weights_from_accuracy([0.9, 0.6]), [0.6, 0.4])
+    for bad in ("1", "1,x", "-1,2", "0,0"):
+        with pytest.raises(ModelError, match="teacher weights"):
+            TS.parse_weights(bad, 2)
+
+
+# 4. Logits files.
+
+def test_logits_file_round_trip_and_split(data):
+    rng = np.random.default_rng(0)
+    n = data.info.n_train + data.info.n_val
+    rows = rng.normal(size=(n, 3)).astype(np.float32) * 4
+    t = LF.TeacherLogits(rows, None, rng.normal(size=(data.info.n_test, 3)).astype(np.float32),
+                         data_fp=data.raw_fingerprint)
+    blob, err = LF.to_bytes(t, int8=True)
+    back = LF.from_bytes(blob, "f.npz")
+    assert err <= np.abs(rows).max() / 254 + 1e-6
+    np.testing.assert_allclose(back.train, rows, atol=err + 1e-6)
+    cut = LF.for_split(LF.from_bytes(LF.to_bytes(t, int8=False)[0], "f.npz"), data, "f.npz")
+    np.testing.assert_array_equal(cut.train, rows[data.train_index])
+    np.testing.assert_array_equal(cut.val, rows[data.val_index])
+    wrong = dataclasses.replace(t, data_fp="0" * 16)
+    with pytest.raises(DataError, match="other training data"):
+        LF.for_split(wrong, data, "f.npz")
+    with pytest.raises(DataError, match="not a readable"):
+        LF.from_bytes(b"not a zip", "f.npz")
