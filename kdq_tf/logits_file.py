@@ -85,7 +85,7 @@ def to_bytes(t: TeacherLogits, int8: bool = True, int8_views: bool = True) -> tu
         else:
             arrays[name] = np.asarray(a, np.float32)
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez_compressed(buf, **arrays)  # int8 logits of a confident teacher compress well
     return buf.getvalue(), err
 
 
@@ -157,6 +157,10 @@ def for_split(t: TeacherLogits, data, source: str) -> TeacherLogits:
         raise DataError(f"{source} was made for other training data (fingerprint {t.data_fp}, this data "
                         f"{data.raw_fingerprint}); make the logits on the same data set")
     n, n_rows = len(t.train), info.n_train + info.n_val
+    if t.val is None and n > n_rows and data.config.limit and t.data_fp == data.raw_fingerprint:
+        # --limit keeps the first rows of the very data the file was made on: keep the same rows.
+        t = replace(t, train=t.train[:n_rows], views=None if t.views is None else t.views[:, :n_rows])
+        n = n_rows
     if t.val is None:
         if n != n_rows:
             raise DataError(f"{source} has {n} train logits but {info.name} has {n_rows} training "

@@ -1,0 +1,143 @@
+"""The benchmark's teacher as an artifact: its int8 logits, with provenance, under benchmarks/teachers/.
+
+A strong ResNet50 takes hours on 2 cores, so the benchmark keeps what the teacher
+produced, never its weights:
+
+    logits.npz            int8 logits of the final teacher: every training row, the test
+                          split, and K fixed augmented views (kdq_tf.logits_file format)
+    snapshots/epoch_NNN.npz   the same without views, for teachers taken earlier in the run
+    provenance.json       command, config, fingerprints, accuracies, hours, machine
+    teacher_history.csv   the per-epoch training log; train.log: the run's console log
+
+    python benchmarks/teacher_artifact.py --run RUN_DIR [--log RUN.log] [--views 4]
+
+`make bench` reuses the folder after checking its fingerprints; `make bench TEACHER=retrain`
+trains the teacher again (bench.py --retrain-teacher) and rewrites it.
+"""
+
+import argparse
+import hashlib
+import json
+import logging
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+DEFAULT = ROOT / "benchmarks" / "teachers" / "fashion_mnist_resnet50"
+log = logging.getLogger("teacher_artifact")
+
+# The benchmark teacher's recipe (see README: "Does distillation help?"): ResNet50 from
+# scratch behind the pad-32 adapter, bf16, batch 128, AdamW + cosine, crop/flip/erasing.
+RECIPE = ["teacher.epochs=15", "teacher.lr=0.002", "teacher.batch_size=128", "teacher.precision=auto",
+          "teacher.weight_decay=0.05", "teacher.erase=0.5", "teacher.snapshot_every=3", "teacher.augment=true"]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def train_teacher(out: Path, log_path: Path, dataset: str = "fashion_mnist") -> Path:
+    """Trains the recipe's teacher in `out` (resumable) and returns the run folder."""
+    from kdq_tf import load_config, run_teacher
+
+    handler = logging.FileHandler(log_path)
+    logging.getLogger().addHandler(handler)
+    try:
+        run_teacher(load_config(sets=[f"data.dataset={dataset}", f"run.out={out}", "run.resume=true", *RECIPE]))
+    finally:
+        logging.getLogger().removeHandler(handler)
+    return out
+
+
+def build(run: Path, dest: Path, views: int, run_log: Path | None = None, command: str = "") -> dict:
+    """Writes the artifact folder from a finished teacher run; returns the provenance."""
+    from kdq_tf import files
+    from kdq_tf.config import config_from_dict
+    from kdq_tf.data import load_dataset
+    from kdq_tf.pipeline import evaluate, write_logits_file
+    from kdq_tf.teachers import load_member
+
+    saved = files.read_json(run / "config.json")
+    metrics = files.read_json(run / "metrics.json").get("teacher")
+    if not saved or not metrics or not (run / "teacher.keras").is_file():
+        raise SystemExit(f"{run} is not a finished teacher run (config.json, metrics.json, teacher.keras)")
+    cfg = config_from_dict({**saved, "distill": {**saved["distill"], "views": views}})
+    data = load_dataset(cfg.data, seed=cfg.run.seed)
+    info = data.info
+    dest.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    teacher = load_member(str(run), info.input_shape, info.num_classes).model
+    final = write_logits_file(cfg, data, teacher, metrics, dest / "logits.npz")
+    snaps = []
+    for snap in sorted((run / "teacher_snapshots").glob("*.weights.h5")):
+        epoch = int(re.search(r"epoch_(\d+)", snap.name).group(1))
+        if epoch == cfg.teacher.epochs:
+            continue  # the last snapshot is the final teacher
+        model = load_member(str(snap), info.input_shape, info.num_classes).model
+        m = {"accuracy": evaluate(model, data)["accuracy"], "val_accuracy": evaluate(model, data, "val")["accuracy"]}
+        no_views = config_from_dict({**saved, "distill": {**saved["distill"], "views": 0}})
+        p = write_logits_file(no_views, data, model, m, dest / "snapshots" / f"epoch_{epoch:03d}.npz")
+        snaps.append({"epoch": epoch, **m, "file": f"snapshots/epoch_{epoch:03d}.npz", "bytes": p["bytes"]})
+        log.info("snapshot epoch %d: test %.4f", epoch, m["accuracy"])
+    shutil.copyfile(run / "teacher_history.csv", dest / "teacher_history.csv")
+    if run_log and run_log.is_file():
+        noise = re.compile(r"^(W0000|I0000|E0000|WARNING: All log messages)")
+        lines = [ln for ln in run_log.read_text().splitlines() if not noise.match(ln)]
+        files.write_text(dest / "train.log", "\n".join(lines) + "\n")
+    total = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
+    prov = {
+        "what": "int8 logits of the benchmark's ResNet50 teacher (weights are not kept in the repository)",
+        "command": command or f"kdq_tf teacher --out {run} " + " ".join(f"--set {s}" for s in RECIPE),
+        "config": saved, "teacher": metrics, "train_hours": metrics["train_time_s"] / 3600,
+        "data_fingerprint": data.raw_fingerprint,
+        "logits": {"file": "logits.npz", "sha256": sha256(dest / "logits.npz"), "views": views,
+                   "views_augment": final["views_augment"], "bytes": final["bytes"],
+                   "max_abs_int8_error": final["max_abs_int8_error"]},
+        "snapshots": snaps, "artifact_bytes": total, "build_time_s": round(time.perf_counter() - t0, 1),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    from kdq_tf.logits_file import from_bytes
+
+    prov["teacher_fingerprint"] = from_bytes((dest / "logits.npz").read_bytes(), "logits.npz").teacher_fp
+    files.write_json(dest / "provenance.json", prov)
+    return prov
+
+
+def check(dest: Path, data) -> dict:
+    """The artifact's provenance, after checking its files against their fingerprints and the data.
+
+    Raises:
+        SystemExit: a file is missing or changed, or the logits were made for other data.
+    """
+    from kdq_tf import files
+
+    prov = files.read_json(dest / "provenance.json")
+    if not prov:
+        raise SystemExit(f"no teacher artifact in {dest}; run `make bench TEACHER=retrain` to make one")
+    if sha256(dest / "logits.npz") != prov["logits"]["sha256"]:
+        raise SystemExit(f"{dest / 'logits.npz'} does not match provenance.json; rebuild with TEACHER=retrain")
+    if prov["data_fingerprint"] != data.raw_fingerprint:
+        raise SystemExit(f"the teacher logits in {dest} were made for other data ({prov['data_fingerprint']} vs "
+                         f"{data.raw_fingerprint})")
+    return prov
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", required=True, help="a finished `kdq_tf teacher` run folder")
+    p.add_argument("--log", help="the run's console log, copied as train.log")
+    p.add_argument("--views", type=int, default=4)
+    p.add_argument("--command", default="", help="the exact command that trained the teacher")
+    p.add_argument("--dest", default=str(DEFAULT))
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    prov = build(Path(a.run), Path(a.dest), a.views, Path(a.log) if a.log else None, a.command)
+    print(json.dumps({k: prov[k] for k in ("teacher", "train_hours", "artifact_bytes", "snapshots")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
