@@ -36,13 +36,15 @@ demo: data
 test: data
 	$(PY) -m pytest -q
 
-# Benchmarks (matplotlib for the plots). Full: an hour or more on 2 cores; quick: under 10 minutes.
+# Benchmarks (matplotlib for the plots). Full: an hour or more on 2 cores, from the teacher logits
+# stored in benchmarks/teachers/ (TEACHER=retrain trains that ResNet50 again: hours); quick: minutes.
+TEACHER ?= stored
 $(VENV)/.bench: $(VENV)/.installed
 	$(PY) -m pip install -q matplotlib
 	touch $@
 
 bench: data $(VENV)/.bench
-	$(PY) benchmarks/bench.py
+	$(PY) benchmarks/bench.py $(if $(filter retrain,$(TEACHER)),--retrain-teacher)
 	$(PY) benchmarks/readme_table.py full
 
 bench-quick: data $(VENV)/.bench

@@ -68,7 +68,7 @@ def teacher_source(a, work: Path) -> dict:
     fp = from_bytes((dest / "logits.npz").read_bytes(), "logits.npz").teacher_fp
     snaps = [(f"epoch {s['epoch']}", s["accuracy"], dest / s["file"]) for s in prov["snapshots"]]
     return {"logits": dest / "logits.npz", "model": model if model.is_file() else None, "teacher": prov["teacher"],
-            "snapshots": snaps, "source": f"{dest.relative_to(ROOT)} (fingerprint {fp}, checked)",
+            "snapshots": snaps, "source": f"{_shown(dest)} (fingerprint {fp}, checked)",
             "recipe": {k: prov["config"]["teacher"][k] for k in ("epochs", "lr", "batch_size", "precision", "erase",
                                                                  "weight_decay", "input_size", "adapter")},
             "hours": prov["train_hours"], "command": prov["command"]}
@@ -93,6 +93,10 @@ def memory(a, work: Path, logits: Path) -> dict:
     subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True)
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return {"distill_peak_rss_mib": max(peak, before) / 1024.0, "note": "ru_maxrss of the child process (Linux: KiB)"}
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def summarize(res: dict) -> dict:
@@ -259,7 +263,7 @@ def parse(argv):
     p.add_argument("--temperature", type=float, default=4.0, help="the sweep's starting T")
     p.add_argument("--lam", type=float, default=0.5, help="the sweep's starting lambda")
     p.add_argument("--sweep-t", default="1,2,4,8")
-    p.add_argument("--sweep-lam", default="0.5,0.1,1.0")
+    p.add_argument("--sweep-lam", default="0.5,0.1", help="0.1: most weight on the soft loss, as published")
     p.add_argument("--sweep-epochs", type=int)
     p.add_argument("--mode-epochs", type=int)
     p.add_argument("--mode-limit", type=int)
@@ -271,8 +275,9 @@ def parse(argv):
     a = p.parse_args(argv)
     quick = {"seeds": 1, "limit": 6000, "teacher_epochs": 1, "epochs": 3, "qat_epochs": 1, "views": 2,
              "sweep_epochs": 1, "mode_epochs": 1, "mode_limit": 3000, "gain_epochs": 1, "cost_limit": 2000}
-    full = {"seeds": 3, "limit": None, "teacher_epochs": None, "epochs": 15, "qat_epochs": 2, "views": 4,
-            "sweep_epochs": 6, "mode_epochs": 6, "mode_limit": 12000, "gain_epochs": 6, "cost_limit": 10000}
+    # Sized so that the whole run fits in about an hour on 2 cores once the teacher logits exist.
+    full = {"seeds": 3, "limit": None, "teacher_epochs": None, "epochs": 10, "qat_epochs": 2, "views": 4,
+            "sweep_epochs": 3, "mode_epochs": 4, "mode_limit": 12000, "gain_epochs": 3, "cost_limit": 10000}
     for k, v in (quick if a.quick else full).items():
         if getattr(a, k) is None:
             setattr(a, k, v)

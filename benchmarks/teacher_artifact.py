@@ -53,8 +53,13 @@ def train_teacher(out: Path, log_path: Path, dataset: str = "fashion_mnist") -> 
     return out
 
 
-def build(run: Path, dest: Path, views: int, run_log: Path | None = None, command: str = "") -> dict:
-    """Writes the artifact folder from a finished teacher run; returns the provenance."""
+def build(run: Path, dest: Path, views: int, run_log: Path | None = None, command: str = "",
+          snapshots: tuple[int, ...] = (3, 9)) -> dict:
+    """Writes the artifact folder from a finished teacher run; returns the provenance.
+
+    `snapshots`: the epochs whose snapshots get logits files too (teachers of lower accuracy
+    for the KD-gain study; a few, to keep the folder under 10 MB and the build short).
+    """
     from kdq_tf import files
     from kdq_tf.config import config_from_dict
     from kdq_tf.data import load_dataset
@@ -75,7 +80,7 @@ def build(run: Path, dest: Path, views: int, run_log: Path | None = None, comman
     snaps = []
     for snap in sorted((run / "teacher_snapshots").glob("*.weights.h5")):
         epoch = int(re.search(r"epoch_(\d+)", snap.name).group(1))
-        if epoch == cfg.teacher.epochs:
+        if epoch == cfg.teacher.epochs or epoch not in snapshots:
             continue  # the last snapshot is the final teacher
         model = load_member(str(snap), info.input_shape, info.num_classes).model
         m = {"accuracy": evaluate(model, data)["accuracy"], "val_accuracy": evaluate(model, data, "val")["accuracy"]}
@@ -132,10 +137,12 @@ def main(argv=None):
     p.add_argument("--log", help="the run's console log, copied as train.log")
     p.add_argument("--views", type=int, default=4)
     p.add_argument("--command", default="", help="the exact command that trained the teacher")
+    p.add_argument("--snapshots", default="3,9", help="epochs whose snapshots also get logits files")
     p.add_argument("--dest", default=str(DEFAULT))
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    prov = build(Path(a.run), Path(a.dest), a.views, Path(a.log) if a.log else None, a.command)
+    prov = build(Path(a.run), Path(a.dest), a.views, Path(a.log) if a.log else None, a.command,
+                 tuple(int(v) for v in a.snapshots.split(",") if v))
     print(json.dumps({k: prov[k] for k in ("teacher", "train_hours", "artifact_bytes", "snapshots")}, indent=2))
 
 

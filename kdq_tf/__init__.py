@@ -18,14 +18,17 @@ _API = {
     "ModelError": "kdq_tf.errors",
     # Data: named sets, npz:, dir: -> tf.data pipelines.
     "load_dataset": "kdq_tf.data", "Dataset": "kdq_tf.data", "DatasetInfo": "kdq_tf.data",
-    "read_idx": "kdq_tf.datasets",
+    "read_idx": "kdq_tf.datasets", "Augment": "kdq_tf.augment",
     # Models: teacher and students.
     "build_teacher": "kdq_tf.models.teacher", "load_teacher": "kdq_tf.models.teacher",
     "build_student": "kdq_tf.models.students", "STUDENTS": "kdq_tf.models.students",
+    # Teachers: the training recipe, fusion of several teachers, logits files made anywhere.
+    "build_teacher_for_training": "kdq_tf.teacher_training", "fused_model": "kdq_tf.teachers",
+    "load_member": "kdq_tf.teachers", "TeacherLogits": "kdq_tf.logits_file",
     # Distillation: losses, the Distiller, teacher guidance, QAT.
     "soft_loss": "kdq_tf.losses", "hard_loss": "kdq_tf.losses", "distillation_loss": "kdq_tf.losses",
     "LossWeights": "kdq_tf.losses", "soft_threshold": "kdq_tf.losses",
-    "Distiller": "kdq_tf.distiller",
+    "Distiller": "kdq_tf.distiller", "build_guidance": "kdq_tf.guidance",
     "quantize_student": "kdq_tf.qat", "load_qat_model": "kdq_tf.qat",
     # Conversion to TFLite bytes, C sources, firmware, export stage.
     "to_tflite": "kdq_tf.convert", "model_data": "kdq_tf.carray", "model_settings": "kdq_tf.carray",

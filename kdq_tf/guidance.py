@@ -32,6 +32,8 @@ from kdq_tf.logits_file import dequantize_logits, quantize_logits  # noqa: F401 
 log = logging.getLogger(__name__)
 
 MODES = ("online", "cached", "cached-int8", "teacher-int8")
+# Teacher logits are computed once per cache: large batches keep a CPU's cores busy.
+PREDICT_BATCH = 256
 
 
 def resolve_mode(mode: str, augment: bool, views: int = 0) -> str:
@@ -97,7 +99,7 @@ def view_logits(teacher, data, aug: Augment, views: int, seed: int) -> np.ndarra
     out = []
     for v in range(views):
         t0 = time.perf_counter()
-        out.append(_predict(teacher, data.view_pipeline(aug, v, seed)))
+        out.append(_predict(teacher, data.view_pipeline(aug, v, seed, batch_size=PREDICT_BATCH)))
         log.info("teacher logits of view %d/%d in %.0fs", v + 1, views, time.perf_counter() - t0)
     return np.stack(out)
 
@@ -137,8 +139,9 @@ def build_guidance(mode: str, teacher, data, run_dir: Path, calib_samples: int =
     if mode == "teacher-int8":
         train, val = _teacher_logits_int8(teacher, data, calib_samples, ("train", "val"))
     else:
-        train = _predict(teacher, data.pipeline("train", augment=False))
-        val = _predict(teacher, data.pipeline("val")) if data.info.n_val else np.zeros((0, train.shape[1]))
+        train = _predict(teacher, data.pipeline("train", augment=False, batch_size=PREDICT_BATCH))
+        val = (_predict(teacher, data.pipeline("val", batch_size=PREDICT_BATCH)) if data.info.n_val
+               else np.zeros((0, train.shape[1])))
     vl = view_logits(teacher, data, aug, views, view_seed) if views else None
     t = LF.TeacherLogits(train, val, None, vl, view_seed, aug.to_dict() if views else None,
                          data.raw_fingerprint, t_fp, {"mode": mode, "cache_key": key})
@@ -188,12 +191,12 @@ def save_logits(teacher, data, views: int = 0, aug: Augment | None = None, view_
     """
     aug = aug or data.augmentation()
     n = data.info.n_train + data.info.n_val
-    train = _predict(teacher, data.pipeline("train", augment=False))
+    train = _predict(teacher, data.pipeline("train", augment=False, batch_size=PREDICT_BATCH))
     rows = np.zeros((n, train.shape[1]), np.float32)
     rows[data.train_index] = train
     if data.info.n_val:
-        rows[data.val_index] = _predict(teacher, data.pipeline("val"))
-    test = _predict(teacher, data.pipeline("test"))
+        rows[data.val_index] = _predict(teacher, data.pipeline("val", batch_size=PREDICT_BATCH))
+    test = _predict(teacher, data.pipeline("test", batch_size=PREDICT_BATCH))
     vl = None
     if views:
         full = np.zeros((views, n, train.shape[1]), np.float32)

@@ -326,32 +326,32 @@ def _train_student(cfg, run, data, stage, student, teacher, guidance, epochs, lr
     return {"train_time_s": round(time.perf_counter() - t0, 2), "epochs_run": result["epochs"]}
 
 
-def _baseline(cfg, run, data) -> dict:
+def _baseline(cfg, run, data, aug) -> dict:
     """The scratch twin: same student, seed, epochs, schedule and augmentation, hard labels only."""
     from kdq_tf.models.students import build_student
 
     seed_everything(cfg.run.seed)
     model = build_student(cfg.distill.student, data.info.input_shape, data.info.num_classes)
     t0 = time.perf_counter()
-    _fit_hard(cfg, run, data, model, "baseline", cfg.distill.epochs, cfg.distill.lr)
+    _fit_hard(cfg, run, data, model, "baseline", cfg.distill.epochs, cfg.distill.lr, aug)
     files.save_keras(model, run.path / "baseline.keras")
     return {**evaluate(model, data), "val_accuracy": _val_accuracy(model, data),
             "train_time_s": round(time.perf_counter() - t0, 2)}
 
 
-def _baseline_qat(cfg, run, data) -> dict:
+def _baseline_qat(cfg, run, data, aug) -> dict:
     """QAT of the scratch twin with hard labels, same epochs and rate as the distilled student's QAT."""
     from kdq_tf.qat import load_qat_model, quantize_student
 
     model = quantize_student(load_student(run.path / "baseline.keras"), cfg.qat.skip)
     t0 = time.perf_counter()
-    _fit_hard(cfg, run, data, model, "baseline_qat", cfg.qat.epochs, cfg.qat.lr)
+    _fit_hard(cfg, run, data, model, "baseline_qat", cfg.qat.epochs, cfg.qat.lr, aug)
     reloaded = load_qat_model(files.save_keras(model, run.path / "baseline_qat.h5"))
     return {**evaluate(reloaded, data), "val_accuracy": _val_accuracy(reloaded, data),
             "train_time_s": round(time.perf_counter() - t0, 2)}
 
 
-def _fit_hard(cfg, run, data, model, stage: str, epochs: int, lr: float) -> None:
+def _fit_hard(cfg, run, data, model, stage: str, epochs: int, lr: float, aug) -> None:
     from kdq_tf._keras import keras
     from kdq_tf.training import Phase, cosine_adam, fit_phases
 
@@ -360,11 +360,9 @@ def _fit_hard(cfg, run, data, model, stage: str, epochs: int, lr: float) -> None
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
 
-    # The student's augmentation: the data's, or that of the K views when it trains on views.
-    augment = cfg.data.augment or cfg.distill.views > 0
     val = data.pipeline("val") if data.info.n_val else None
     fit_phases(model, [Phase("train", epochs, prepare)],
-               data.pipeline("train", training=True, augment=augment, seed=cfg.run.seed), val,
+               data.pipeline("train", training=True, augment=aug, seed=cfg.run.seed), val,
                run_dir=run.path, stage=stage, resume=cfg.run.resume)
 
 
@@ -418,9 +416,11 @@ def _run_distill(cfg: Config, data) -> tuple[RunDir, dict]:
         run.update_metrics("student", {**evaluate(student, data), "val_accuracy": _val_accuracy(student, data),
                                        **timing, "guidance": mode, "name": d.student})
 
-    # 4. Baseline: hard labels only, same student, seed and epochs.
+    # 4. Baseline: hard labels only, same student, seed, epochs and augmentation: that of the
+    #    K views when the student trains on views (random draws of it), else the data's.
+    twin_aug = guidance.view_aug if guidance.views else (cfg.data.augment and guidance.train_logits is None)
     if cfg.distill.baseline and not (cfg.run.resume and "baseline" in run.metrics()):
-        run.update_metrics("baseline", _baseline(cfg, run, data))
+        run.update_metrics("baseline", _baseline(cfg, run, data, twin_aug))
 
     # 5. Optional shrinkage, then QAT with the teacher still guiding.
     from kdq_tf.qat import load_qat_model, quantize_student, shrink_kernels
@@ -440,7 +440,7 @@ def _run_distill(cfg: Config, data) -> tuple[RunDir, dict]:
         run.update_metrics("student_qat", {**evaluate(reloaded, data), "val_accuracy": _val_accuracy(reloaded, data),
                                            **timing, "skip": cfg.qat.skip})
     if cfg.qat.enabled and cfg.distill.baseline and not (cfg.run.resume and "baseline_qat" in run.metrics()):
-        run.update_metrics("baseline_qat", _baseline_qat(cfg, run, data))
+        run.update_metrics("baseline_qat", _baseline_qat(cfg, run, data, twin_aug))
 
     write_report(run)
     return run, run.metrics()
