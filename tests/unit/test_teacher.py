@@ -6,6 +6,7 @@ from kdq_tf.config import TeacherConfig
 from kdq_tf.data import Preprocess
 from kdq_tf.errors import ModelError
 from kdq_tf.models import teacher as T
+from kdq_tf.teacher_training import teacher_phases
 
 
 @pytest.mark.parametrize("shape,cfg,adapter", [
@@ -49,7 +50,7 @@ def test_imagenet_weights_from_keras_cache(tmp_path, monkeypatch):
     backbone = T.backbone_of(m)
     for a, b in zip(backbone.get_weights(), donor.get_weights()):
         np.testing.assert_array_equal(a, b)
-    phases = T.teacher_phases(m, TeacherConfig(weights="imagenet", head_epochs=1, epochs=2), steps_per_epoch=3)
+    phases = teacher_phases(m, TeacherConfig(weights="imagenet", head_epochs=1, epochs=2), steps_per_epoch=3)
     assert [(p.name, p.epochs) for p in phases] == [("head", 1), ("finetune", 2)]
     phases[0].prepare(m)
     assert not backbone.trainable and m.get_layer("logits").trainable
