@@ -63,7 +63,8 @@ def build(run: Path, dest: Path, views: int, run_log: Path | None = None, comman
     from kdq_tf import files
     from kdq_tf.config import config_from_dict
     from kdq_tf.data import load_dataset
-    from kdq_tf.pipeline import evaluate, write_logits_file
+    from kdq_tf.pipeline import evaluate
+    from kdq_tf.teacher_stage import write_logits_file
     from kdq_tf.teachers import load_member
 
     saved = files.read_json(run / "config.json")

@@ -40,7 +40,7 @@ _API = {
     # Metrics and reports.
     "classification_metrics": "kdq_tf.report",
     # Stages and whole runs.
-    "run_teacher": "kdq_tf.pipeline", "run_distill": "kdq_tf.pipeline",
+    "run_teacher": "kdq_tf.teacher_stage", "run_distill": "kdq_tf.pipeline",
 }
 
 __all__ = sorted(_API)

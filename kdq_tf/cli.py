@@ -139,7 +139,7 @@ def cmd_data_info(args) -> int:
 
 
 def cmd_teacher(args) -> int:
-    from kdq_tf.pipeline import run_teacher
+    from kdq_tf.teacher_stage import run_teacher
 
     from kdq_tf.report import results_table
 

@@ -7,12 +7,16 @@ student exported to the device sees exactly what `Preprocess` describes.
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from kdq_tf import datasets
 from kdq_tf.config import DataConfig
 from kdq_tf.errors import DataError
+
+if TYPE_CHECKING:  # kdq_tf.augment imports TensorFlow; data.py loads without it until a pipeline is built
+    from kdq_tf.augment import Augment
 
 log = logging.getLogger(__name__)
 

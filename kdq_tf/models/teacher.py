@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kdq_tf._keras import keras, tf
+from kdq_tf._keras import keras
 from kdq_tf.config import TeacherConfig
 from kdq_tf.data import Preprocess
 from kdq_tf.errors import ModelError
