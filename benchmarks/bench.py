@@ -276,7 +276,7 @@ def parse(argv):
     quick = {"seeds": 1, "limit": 6000, "teacher_epochs": 1, "epochs": 3, "qat_epochs": 1, "views": 2,
              "sweep_epochs": 1, "mode_epochs": 1, "mode_limit": 3000, "gain_epochs": 1, "cost_limit": 2000}
     # Sized so that the whole run fits in about an hour on 2 cores once the teacher logits exist.
-    full = {"seeds": 3, "limit": None, "teacher_epochs": None, "epochs": 10, "qat_epochs": 2, "views": 4,
+    full = {"seeds": 3, "limit": None, "teacher_epochs": None, "epochs": 6, "qat_epochs": 2, "views": 4,
             "sweep_epochs": 3, "mode_epochs": 4, "mode_limit": 12000, "gain_epochs": 3, "cost_limit": 10000}
     for k, v in (quick if a.quick else full).items():
         if getattr(a, k) is None:
