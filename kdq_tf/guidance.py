@@ -15,6 +15,7 @@ fingerprints differ is rebuilt, never silently reused. The cache file has the fo
 `kdq_tf.logits_file`, which `--teacher-logits` reads and `teacher --save-logits` writes.
 """
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -172,8 +173,7 @@ def from_file(path: str | Path, data, mode: str, views: int = 0) -> Guidance:
     have = 0 if t.views is None else len(t.views)
     if views > have:
         raise ConfigError(f"--views {views} asks for more augmented views than {p} holds ({have})")
-    t = LF.TeacherLogits(t.train, t.val, t.test, t.views[:views] if views else None, t.views_seed, t.views_aug,
-                         t.data_fp, t.teacher_fp, t.meta)
+    t = dataclasses.replace(t, views=t.views[:views] if views else None)
     return _guidance(mode, t, p.stat().st_size, 0.0, 0.0, reused=True)
 
 
@@ -211,7 +211,5 @@ def save_logits(teacher, data, views: int = 0, aug: Augment | None = None, view_
 
 def _val_views(teacher, data, aug: Augment, views: int, seed: int) -> np.ndarray:
     # The val rows' views, so that a file made from one split serves every other split too.
-    import dataclasses
-
     swapped = dataclasses.replace(data, x_train=data.x_val, y_train=data.y_val, train_index=data.val_index)
     return view_logits(teacher, swapped, aug, views, seed)
