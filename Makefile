@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 KDQ    := $(VENV)/bin/kdq_tf
 DEMO_OUT ?= runs/demo
 
-.PHONY: demo test data bench bench-quick clean
+.PHONY: demo test data firmware-tools bench bench-quick clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,21 @@ demo: data
 		--limit 12000 --teacher-epochs 3 --epochs 8 --qat --qat-epochs 2 --baseline
 	$(KDQ) export --run $(DEMO_OUT) --int8 --c-array --firmware $(DEMO_OUT)/firmware
 
-test: data
+# The Arm toolchain and QEMU, for the firmware tests (Cortex-M4 under QEMU): installed the way
+# the data set is, where apt is usable (root); otherwise those tests are skipped and say why.
+FW_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-newlib qemu-system-arm
+firmware-tools:
+	@if command -v arm-none-eabi-g++ >/dev/null && command -v qemu-system-arm >/dev/null; then \
+		echo "firmware tools: found"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "firmware tools: installing $(FW_PACKAGES)"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(FW_PACKAGES) >/dev/null || \
+		{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(FW_PACKAGES) >/dev/null; }; \
+	else \
+		echo "firmware tools: not found (apt-get install $(FW_PACKAGES)); Cortex-M4 tests will be skipped"; \
+	fi
+
+test: data firmware-tools
 	$(PY) -m pytest -q
 
 # Benchmarks (matplotlib for the plots). Full: an hour or more on 2 cores, from the teacher logits

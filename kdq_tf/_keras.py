@@ -10,10 +10,16 @@ that TF-MOT's own `tf.keras` references resolve to the same tf_keras
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-# TensorFlow's C++ INFO lines drown the progress bars; warnings still show.
+# TensorFlow's C++ INFO lines drown the progress bars; warnings still show. The CLI goes
+# further (level 3 and kdq_tf._quiet) unless run with -v.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
-import tensorflow as tf  # noqa: E402
-import tf_keras as keras  # noqa: E402
+from kdq_tf._quiet import native_stderr_muted  # noqa: E402
+
+with native_stderr_muted():
+    import tensorflow as tf
+    import tf_keras as keras
+
+    tf.config.list_physical_devices()  # CUDA probing (and its cuInit error) happens here, muted
 
 __all__ = ["keras", "tf"]

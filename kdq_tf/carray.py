@@ -4,7 +4,8 @@ Generated files:
     model_data.h / .cc   alignas(16) const unsigned char g_<name>_model_data[] and its size
     model_settings.h     input/output shapes, int8 scale and zero point, class names
     model_ops.h          a MicroMutableOpResolver<N> registering exactly the model's builtin ops
-    sample_input.h       one quantized test input and its expected class
+    sample_input.h       one test input (float, as preprocessed in training) and its expected class
+    test_samples.h       N test inputs already quantized, and their labels, for on-target checks
 """
 
 import re
@@ -87,14 +88,26 @@ def _f(x: float) -> str:
     return f"{float(x):.9g}f" if np.isfinite(x) else "0.0f"
 
 
+_CTYPES = {"int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t", "int32": "int32_t", "float32": "float"}
+
+
+def c_type(dtype: str) -> str:
+    """numpy dtype name -> C type ("int8" -> "int8_t")."""
+    if str(dtype) not in _CTYPES:
+        raise KdqError(f"no C type for tensor dtype {dtype}")
+    return _CTYPES[str(dtype)]
+
+
 def model_settings(name: str, inp: TensorSpec, out: TensorSpec, class_names: list[str], arena_size: int) -> str:
-    """`model_settings.h`: shapes, quantization parameters, classes and the tensor arena size."""
+    """`model_settings.h`: shapes, types, quantization parameters, classes and the tensor arena size."""
     ident = c_identifier(name)
     g = _guard(ident, "model_settings.h")
     names = ",\n".join(f"    {c_string(n)}" for n in class_names)
     lines = [
-        f"{_HEADER}#ifndef {g}\n#define {g}\n",
+        f"{_HEADER}#ifndef {g}\n#define {g}\n\n#include <cstdint>\n",
         f"namespace {ident}_settings {{\n",
+        f"using InputType = {c_type(inp.dtype)};",
+        f"using OutputType = {c_type(out.dtype)};",
         f"constexpr int kInputDims = {len(inp.shape)};",
         f"constexpr int kInputShape[kInputDims] = {{{', '.join(map(str, inp.shape))}}};",
         f"constexpr int kInputSize = {int(np.prod(inp.shape))};",
@@ -102,6 +115,7 @@ def model_settings(name: str, inp: TensorSpec, out: TensorSpec, class_names: lis
         f"constexpr int kInputZeroPoint = {inp.zero_point};",
         f"constexpr int kOutputDims = {len(out.shape)};",
         f"constexpr int kOutputShape[kOutputDims] = {{{', '.join(map(str, out.shape))}}};",
+        f"constexpr int kOutputSize = {int(np.prod(out.shape))};",
         f"constexpr float kOutputScale = {_f(out.scale)};",
         f"constexpr int kOutputZeroPoint = {out.zero_point};",
         f"constexpr int kNumClasses = {len(class_names)};",
@@ -148,3 +162,25 @@ def sample_input(name: str, x_q: np.ndarray, label: int, class_name: str) -> str
             f"alignas(16) const {ctype} g_{ident}_sample_input[{len(flat)}] = {{\n{body}\n}};\n"
             f"constexpr int g_{ident}_sample_label = {int(label)};\n"
             f"constexpr const char* g_{ident}_sample_class = {c_string(class_name)};\n\n#endif  // {g}\n")
+
+
+def test_samples(name: str, x_q: np.ndarray, labels: np.ndarray) -> str:
+    """`test_samples.h`: N inputs already quantized (N, ...) with their labels.
+
+    Quantized on the host, so that the device and the Python TFLM interpreter get the
+    very same input bytes and their outputs can be compared bit for bit.
+    """
+    ident = c_identifier(name)
+    g = _guard(ident, "test_samples.h")
+    x_q = np.asarray(x_q)
+    ctype = c_type(x_q.dtype.name)
+    n, size = len(x_q), int(np.prod(x_q.shape[1:]))
+    rows = []
+    for sample in x_q.reshape(n, size):
+        chunks = [", ".join(str(int(v)) for v in sample[i:i + 24]) for i in range(0, size, 24)]
+        rows.append("    {" + ",\n     ".join(chunks) + "}")
+    return (f"{_HEADER}#ifndef {g}\n#define {g}\n\n#include <cstdint>\n\n"
+            f"constexpr int kNumTestSamples = {n};\n"
+            f"alignas(16) const {ctype} g_{ident}_test_inputs[{n}][{size}] = {{\n" + ",\n".join(rows) + "\n};\n"
+            f"const int g_{ident}_test_labels[{n}] = {{{', '.join(str(int(v)) for v in labels)}}};\n\n"
+            f"#endif  // {g}\n")

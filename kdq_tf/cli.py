@@ -3,6 +3,7 @@
 import argparse
 import json
 import logging
+import os
 import sys
 
 import numpy as np
@@ -214,18 +215,6 @@ def _read_model(path: str) -> bytes:
     return data
 
 
-def cmd_export(args) -> int:
-    from kdq_tf.export import run_export
-
-    overrides = {k: v for k, v in vars(args).items() if k.startswith("export.")}
-    report = run_export(args.run, args.out, args.firmware, overrides, args.set)
-    out = args.out or f"{args.run}/export"
-    print((__import__("pathlib").Path(out) / "report.md").read_text())
-    if args.json:
-        print(json.dumps(report, indent=2))
-    return 0
-
-
 def cmd_verify(args) -> int:
     from pathlib import Path
 
@@ -384,6 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="kdq_tf", description="Distill a ResNet50 teacher into a small student, train it quantization-"
         "aware and export full-int8 TFLite for microcontrollers.")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also show TensorFlow's and LiteRT's native log lines")
     sub = parser.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="inspect data sets")
@@ -414,21 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--input-shape", default="28x28x1", help="HxWxC (default 28x28x1)")
     s.add_argument("--classes", type=int, default=10)
     s.set_defaults(func=cmd_students)
-    e = sub.add_parser("export", help="int8 .tflite, C arrays, TFLite-Micro firmware, host checks")
-    e.add_argument("--run", required=True, help="run directory of kdq_tf distill")
-    e.add_argument("--out", help="export folder (default RUN/export)")
-    mode = e.add_mutually_exclusive_group()
-    for m in ("int8", "int16x8", "float16", "float32"):
-        mode.add_argument(f"--{m}", dest="export.mode", action="store_const", const=m)
-    e.add_argument("--c-array", dest="export.c_array", action=argparse.BooleanOptionalAction, default=None,
-                   help="write model_data.cc/.h, model_settings.h, model_ops.h, sample_input.h")
-    e.add_argument("--firmware", metavar="DIR", help="write a TFLite-Micro firmware project here")
-    e.add_argument("--name", dest="export.name", help="C name: g_<name>_model_data (default model)")
-    e.add_argument("--calib-samples", dest="export.calib_samples", type=int)
-    e.add_argument("--verify-samples", dest="export.verify_samples", type=int)
-    e.add_argument("--set", action="append", default=[])
-    e.add_argument("--json", action="store_true")
-    e.set_defaults(func=cmd_export)
+    from kdq_tf.cli_device import add_parsers
+
+    add_parsers(sub)
 
     v = sub.add_parser("verify", help="run a .tflite on LiteRT and TFLite-Micro against the run's Keras model")
     v.add_argument("model")
@@ -489,6 +468,8 @@ def _tidy_metavars(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not args.verbose:  # before TensorFlow is imported; the user's own level wins
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s" if args.quiet else "%(message)s",
                         stream=sys.stderr)

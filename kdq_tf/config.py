@@ -86,6 +86,9 @@ class TeacherConfig:
     jit: bool = False  # XLA-compile the train step
     weight_decay: float = 0.0  # > 0: AdamW with this decoupled decay
     snapshot_every: int = 0  # keep the weights every N epochs in teacher_snapshots/ (fusion, KD-gain study)
+    # Warm start: begin training from these weights (a teacher .keras, a run folder or a snapshot
+    # .weights.h5) with a fresh schedule, to train a teacher further than one session allows.
+    init: str | None = None
 
     def __post_init__(self):
         _one_of("teacher.weights", self.weights, ("none", "imagenet"))
@@ -93,6 +96,8 @@ class TeacherConfig:
         _one_of("teacher.fusion", self.fusion, ("logits", "probs"))
         _check(not (self.path and self.logits), "give teacher models (--teacher) or precomputed logits "
                "(--teacher-logits), not both")
+        _check(not (self.init and (self.path or self.logits)), "teacher.init warm-starts the ResNet50 the "
+               "teacher stage trains; it cannot be combined with --teacher or --teacher-logits")
         _check(0.0 <= self.erase <= 1.0, f"teacher.erase must be a probability in [0, 1], got {self.erase}")
         _check(self.batch_size is None or self.batch_size > 0,
                f"teacher.batch_size must be > 0, got {self.batch_size}")
@@ -160,9 +165,14 @@ class ExportConfig:
     name: str = "model"  # C identifier stem: g_<name>_model_data
     c_array: bool = True
     verify_samples: int = 1000
+    # Test images embedded in the firmware for the on-target check: 10 28x28 images take 8 KB
+    # of flash, next to a model of tens of KB; any MCU board that holds the model holds them.
+    firmware_samples: int = 10
 
     def __post_init__(self):
         _one_of("export.mode", self.mode, ("int8", "int16x8", "float16", "float32"))
+        _check(0 < self.firmware_samples <= 1000,
+               f"export.firmware_samples must be in 1..1000, got {self.firmware_samples}")
         _check(self.calib_samples > 0, f"export.calib_samples must be > 0, got {self.calib_samples}")
         _check(self.verify_samples > 0, f"export.verify_samples must be > 0, got {self.verify_samples}")
 

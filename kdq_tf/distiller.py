@@ -25,6 +25,22 @@ class Distiller(keras.Model):
         self.teacher = teacher
         if teacher is not None:
             teacher.trainable = False
+        # Built now, from the student's input: BackupAndRestore and fit then see a built model
+        # (an unbuilt one makes Keras warn at every checkpoint, and cannot restore weights).
+        self.build(student.input_shape)
+
+    def get_config(self):
+        """The student and teacher, serialized, so Keras can describe (and checkpoint) the wrapper."""
+        return {"name": self.name,
+                "student": keras.saving.serialize_keras_object(self.student),
+                "teacher": keras.saving.serialize_keras_object(self.teacher) if self.teacher is not None else None}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        student = keras.saving.deserialize_keras_object(config.pop("student"))
+        teacher = config.pop("teacher")
+        return cls(student, keras.saving.deserialize_keras_object(teacher) if teacher else None, **config)
 
     def compile(self, optimizer="adam", metrics=None, temperature: float = 4.0,
                 loss_weights: LossWeights = LossWeights(), soft_loss: str = "kl", hard_loss: str = "ce", **kwargs):

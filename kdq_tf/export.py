@@ -74,7 +74,8 @@ def metadata_for(info) -> dict:
             "dataset": info.name}
 
 
-def verify(model_bytes: bytes, keras_model, x: np.ndarray, y: np.ndarray, arena_size: int | None = None) -> dict:
+def verify(model_bytes: bytes, keras_model, x: np.ndarray, y: np.ndarray, arena_size: int | None = None,
+           device_bytes: bytes | None = None) -> dict:
     """Runs the model on LiteRT (optimized and reference kernels) and TFLM; compares with Keras.
 
     Args:
@@ -82,6 +83,8 @@ def verify(model_bytes: bytes, keras_model, x: np.ndarray, y: np.ndarray, arena_
         keras_model: the model it came from, or None.
         x: normalised inputs (N, H, W, C); y: labels (N,).
         arena_size: TFLM arena; searched when None.
+        device_bytes: the stripped flatbuffer the firmware carries; checked bit-exact against
+            `model_bytes` on TFLM.
 
     Returns:
         Accuracies, top-1 agreements, exact-output agreement of TFLM vs LiteRT reference, arena.
@@ -101,6 +104,12 @@ def verify(model_bytes: bytes, keras_model, x: np.ndarray, y: np.ndarray, arena_
            "top1_agreement_tflm_litert": float((top["tflm"] == top["litert"]).mean()),
            "exact_outputs_tflm_vs_litert_ref": float(np.mean(np.all(out_micro == out_ref, axis=-1))),
            "max_abs_diff_tflm_vs_litert_ref": int(np.abs(out_micro.astype(np.int64) - out_ref).max())}
+    if device_bytes is not None:
+        out_device = MicroRunner(device_bytes, arena).run_raw(x_q)
+        res["device_model"] = {"bytes": len(device_bytes), "full_bytes": len(model_bytes),
+                               "saved_bytes": len(model_bytes) - len(device_bytes),
+                               "bit_exact_tflm": int(np.all(out_device == out_micro, axis=-1).sum()),
+                               "samples": int(len(x))}
     if keras_model is not None:
         k_top = keras_model.predict(x, batch_size=256, verbose=0).argmax(-1)
         res.update(accuracy_keras=float((k_top == y).mean()),
@@ -121,6 +130,9 @@ def run_export(run_dir: str | Path, out_dir: str | Path | None = None, firmware_
     cfg = run_config(run_dir, overrides or {}, sets)
     e = cfg.export
     out = Path(out_dir) if out_dir else run_dir / "export"
+    if firmware_dir and e.mode not in ("int8", "int16x8"):
+        raise KdqError(f"--firmware needs an integer model (--int8 or --int16x8), got --{e.mode}: TFLite-Micro "
+                       "firmware here runs quantized models")
     for target in (out, Path(firmware_dir) if firmware_dir else None):
         if target is not None:
             _check_writable(target)
@@ -135,7 +147,9 @@ def run_export(run_dir: str | Path, out_dir: str | Path | None = None, firmware_
     model_bytes = flatbuf.embed_metadata(to_tflite(rm.model, e.mode, rep if needs_rep else None), meta)
     float_bytes = to_tflite(rm.model, "float32") if e.mode != "float32" else model_bytes
     ops = flatbuf.op_names(model_bytes)
+    device_bytes = flatbuf.strip_for_device(model_bytes) if e.mode in ("int8", "int16x8") else model_bytes
     report = {"source_model": str(rm.path), "source_kind": rm.kind, "mode": e.mode, "ops": ops,
+              "run_dir": str(run_dir.resolve()),
               "sizes": {"tflite_bytes": len(model_bytes), "float32_tflite_bytes": len(float_bytes),
                         "float32_over_this": round(len(float_bytes) / len(model_bytes), 3),
                         "weights_bytes": flatbuf.weight_bytes(model_bytes),
@@ -145,7 +159,7 @@ def run_export(run_dir: str | Path, out_dir: str | Path | None = None, firmware_
     # 3. Verify on LiteRT and TFLM (int8/int16 models; TFLM has no float16 weights path).
     x, y = data.sample("test", e.verify_samples, seed=cfg.run.seed)
     if e.mode in ("int8", "int16x8"):
-        report["verify"] = verify(model_bytes, rm.model, x, y)
+        report["verify"] = verify(model_bytes, rm.model, x, y, device_bytes=device_bytes)
     # The whole test split on LiteRT, preprocessed from the embedded metadata exactly as
     # `kdq_tf eval` does on a device, so the two figures can be compared one to one.
     from kdq_tf.runtime import Runner
@@ -158,22 +172,54 @@ def run_export(run_dir: str | Path, out_dir: str | Path | None = None, firmware_
     if e.mode != "float32":
         outputs["model_float32.tflite"] = float_bytes
     generated = {}
+    arena = report.get("verify", {}).get("arena_bytes", 0)
     if e.c_array or firmware_dir:
-        generated = c_sources(model_bytes, e.name, data.info.class_names, x[0], int(y[0]),
-                              report.get("verify", {}).get("arena_bytes", 0))
+        generated = c_sources(device_bytes, e.name, data.info.class_names, x[0], int(y[0]), arena)
     for fname, blob in outputs.items():
         files.write_bytes(out / fname, blob)
     if e.c_array:
         for fname, text in generated.items():
             files.write_text(out / fname, text)
     if firmware_dir:
-        from kdq_tf.firmware import write_firmware
-
-        write_firmware(firmware_dir, e.name, generated)
-        report["firmware_dir"] = str(firmware_dir)
+        report["firmware"] = firmware_project(model_bytes, firmware_dir, e.name, data.info.class_names, x, y,
+                                              e.firmware_samples, arena, (out / "report.json").resolve(), generated)
     files.write_json(out / "report.json", report)
     files.write_text(out / "report.md", export_markdown(report, files.read_json(run_dir / "metrics.json")))
     return report
+
+
+def firmware_project(model_bytes: bytes, out_dir: str | Path, name: str, class_names, x: np.ndarray, y: np.ndarray,
+                     samples: int = 10, arena: int | None = None, export_report: Path | None = None,
+                     generated: dict | None = None) -> dict:
+    """Writes a TFLite-Micro firmware folder for an integer `.tflite` (bytes in, files out).
+
+    The device gets the stripped flatbuffer and the first `samples` of `x` (normalised
+    floats, quantized here with the model's input parameters) with their labels `y`.
+
+    Returns:
+        What the folder's firmware.json records.
+    """
+    from kdq_tf.firmware import write_firmware
+    from kdq_tf.micro import find_arena_size
+    from kdq_tf.runtime import Runner
+
+    device_bytes = flatbuf.strip_for_device(model_bytes)
+    arena = arena or find_arena_size(device_bytes)
+    generated = generated or c_sources(device_bytes, name, class_names, x[0], int(y[0]), arena)
+    n = min(samples, len(x))
+    x_q = Runner.from_bytes(model_bytes, reference=True).quantize(x[:n])
+    if x_q.dtype not in (np.int8, np.int16):
+        raise KdqError(f"firmware needs an integer model (int8 or int16x8 input); this one takes {x_q.dtype}")
+    mode = "int16x8" if x_q.dtype == np.int16 else "int8"
+    return write_firmware(out_dir, name, generated, device_bytes, x_q, y[:n], flatbuf.op_names(model_bytes),
+                          chosen_arena(arena), class_names, export_report=export_report, mode=mode)
+
+
+def chosen_arena(host_arena: int) -> int:
+    """`kTensorArenaSize`: 25% + 1 KiB over the host figure, as targets differ in alignment and
+    kernel scratch needs (the host is a safe upper bound for 32-bit targets: 8,048 B on the
+    host against 6,932 B used on a Cortex-M4 in ../shared/tflm's measurements)."""
+    return int(host_arena * 1.25) + 1024 if host_arena else 64 * 1024
 
 
 def c_sources(model_bytes: bytes, name: str, class_names, sample_x: np.ndarray, sample_y: int,
@@ -183,8 +229,7 @@ def c_sources(model_bytes: bytes, name: str, class_names, sample_x: np.ndarray, 
 
     r = Runner.from_bytes(model_bytes)
     header, source = carray.model_data(model_bytes, name)
-    # 25% + 1 KiB over the host figure: targets differ in alignment and kernel scratch needs.
-    margin = int(arena * 1.25) + 1024 if arena else 64 * 1024
+    margin = chosen_arena(arena)
     return {"model_data.h": header, "model_data.cc": source,
             "model_settings.h": carray.model_settings(name, tensor_spec(r.input_details),
                                                       tensor_spec(r.output_details), list(class_names), margin),
@@ -228,20 +273,29 @@ def export_markdown(report: dict, metrics: dict) -> str:
     if "student_qat" in metrics:
         rows.append(["student QAT (Keras)", metrics["student_qat"]["accuracy"], metrics["student_qat"]["params"],
                      None, None])
-    rows.append([f"{report['mode']} .tflite (LiteRT)", v.get("accuracy_litert"), None, s["tflite_bytes"],
-                 v.get("arena_bytes")])
+    rows.append([f"{report['mode']} .tflite (LiteRT)", report.get("test_accuracy_litert", v.get("accuracy_litert")),
+                 None, s["tflite_bytes"], v.get("arena_bytes")])
     table = markdown_table(["model", "test accuracy", "params", ".tflite bytes", "TFLM arena bytes"], rows)
     lines = [f"# kdq_tf export ({report['mode']})", "", table, ""]
     if v:
-        lines += [f"- verified on {v['samples']} test samples (accuracy above is on those for the .tflite, on the "
-                  "whole test split for Keras rows)",
+        lines += [f"- accuracies above are on the whole test split ({report.get('test_samples')} images); the "
+                  f"runtime checks below on {v['samples']} of them",
                   f"- TFLM vs LiteRT top-1 agreement: {100 * v['top1_agreement_tflm_litert']:.2f}%; "
                   f"bit-exact outputs vs LiteRT reference kernels: {100 * v['exact_outputs_tflm_vs_litert_ref']:.2f}%"]
         if "top1_agreement_keras_litert" in v:
             lines.append(f"- Keras vs int8 top-1 agreement: {100 * v['top1_agreement_keras_litert']:.2f}% "
                          f"(Keras {100 * v['accuracy_keras']:.2f}%, int8 {100 * v['accuracy_litert']:.2f}% "
                          "on the same samples)")
+    if "device_model" in v:
+        d = v["device_model"]
+        lines.append(f"- device flatbuffer (model_data.cc): {d['bytes']:,} B, {d['saved_bytes']:,} B less than the "
+                     f".tflite (metadata, names, signatures stripped); bit-exact with it on TFLM on "
+                     f"{d['bit_exact_tflm']}/{d['samples']} samples")
     lines += [f"- float32/{report['mode']} size ratio: {s['float32_over_this']}x; flatbuffer overhead "
               f"{s['overhead_bytes']} bytes ({100 * s['overhead_share']:.1f}% of the file)",
               f"- ops: {', '.join(report['ops'])}", ""]
+    if report.get("device"):
+        from kdq_tf.fw_report import markdown
+
+        lines += ["## On the device (kdq_tf firmware run)", "", *markdown(report["device"]["runs"]).splitlines()[2:]]
     return "\n".join(lines)

@@ -1,24 +1,56 @@
-"""Writes a TFLite-Micro firmware project: the firmware_export/ template plus generated files."""
+"""Writes a TFLite-Micro firmware project: the firmware_export/ template plus generated files.
 
+Beside the sources go what `kdq_tf firmware run` compares against: the device flatbuffer,
+the embedded test inputs (already quantized) and `firmware.json`.
+"""
+
+import io
 import string
 from pathlib import Path
 
-from kdq_tf import files
-from kdq_tf.carray import c_identifier
+import numpy as np
+
+from kdq_tf import carray, files, tflm_tree
 
 # The repo's firmware_export/ (export runs from a source checkout or an editable install).
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "firmware_export"
-TEMPLATE_FILES = ("main.cc", "Makefile", "CMakeLists.txt", "README.md")
+TEMPLATE_FILES = ("main.cc", "timer.h", "Makefile", "CMakeLists.txt", "README.md",
+                  "cortex_m/startup_mps2_an386.c", "cortex_m/mps2_an386.ld")
+DEVICE_MODEL = "model_device.tflite"
 
 
 def render_template(name: str) -> dict[str, str]:
     """The template files with `${name}` replaced by the C identifier."""
-    ident = c_identifier(name)
-    src = TEMPLATE_DIR
-    return {f: string.Template((src / f).read_text()).safe_substitute(name=ident) for f in TEMPLATE_FILES}
+    ident = carray.c_identifier(name)
+    return {f: string.Template((TEMPLATE_DIR / f).read_text()).safe_substitute(name=ident) for f in TEMPLATE_FILES}
 
 
-def write_firmware(out_dir: str | Path, name: str, generated: dict[str, str]) -> list[Path]:
-    """Writes template + generated files (atomically each) into `out_dir`; returns the paths."""
+def write_firmware(out_dir: str | Path, name: str, generated: dict[str, str], device_model: bytes,
+                   x_q: np.ndarray, labels: np.ndarray, ops: list[str], arena_bytes: int, class_names,
+                   export_report: Path | None = None, mode: str = "int8") -> dict:
+    """Writes template + generated files + the check data (each file atomically) into `out_dir`.
+
+    Args:
+        generated: export's C sources (model_data, model_settings, model_ops, sample_input).
+        device_model: the flatbuffer in model_data.cc, kept as a file for the comparison.
+        x_q, labels: the test inputs embedded in test_samples.h, already quantized.
+        arena_bytes: `kTensorArenaSize` of model_settings.h.
+
+    Returns:
+        What firmware.json records (name, samples, arena, files).
+    """
     out = Path(out_dir)
-    return [files.write_text(out / fname, text) for fname, text in {**render_template(name), **generated}.items()]
+    ident = carray.c_identifier(name)
+    texts = {**render_template(name), **generated, "test_samples.h": carray.test_samples(name, x_q, labels),
+             "tflm_sources.mk": tflm_tree.sources_mk(ops)}
+    blob = io.BytesIO()
+    np.savez(blob, x_q=x_q, y=np.asarray(labels, np.int64))
+    info = {"name": ident, "mode": mode, "ops": ops, "samples": int(len(x_q)), "model_file": DEVICE_MODEL,
+            "model_bytes": len(device_model), "arena_bytes": int(arena_bytes), "class_names": list(class_names),
+            "export_report": str(export_report) if export_report else None}
+    for fname, text in texts.items():
+        files.write_text(out / fname, text)
+    files.write_bytes(out / DEVICE_MODEL, device_model)
+    files.write_bytes(out / "test_samples.npz", blob.getvalue())
+    files.write_json(out / "firmware.json", info)
+    return {**info, "dir": str(out)}

@@ -141,7 +141,7 @@ def describe(data: bytes) -> dict:
         q = t.quantization
         scale = list(np.asarray(q.scale).ravel()) if q is not None and q.scale is not None else []
         zero = list(np.asarray(q.zeroPoint).ravel()) if q is not None and q.zeroPoint is not None else []
-        name = t.name.decode() if isinstance(t.name, bytes) else str(t.name)
+        name = t.name.decode() if isinstance(t.name, bytes) else (t.name or "")
         tensors.append({"index": i, "name": name, "dtype": types.get(t.type, str(t.type)).lower(),
                         "shape": [int(d) for d in (t.shape if t.shape is not None else [])],
                         "scale": [float(v) for v in scale[:4]], "zero_point": [int(v) for v in zero[:4]],
@@ -150,3 +150,35 @@ def describe(data: bytes) -> dict:
     return {"bytes": len(data), "weights_bytes": w, "overhead_bytes": len(data) - w, "ops": op_names(data),
             "operators": len(g.operators or []), "inputs": [int(i) for i in g.inputs],
             "outputs": [int(i) for i in g.outputs], "tensors": tensors, "metadata": read_metadata(data)}
+
+
+# Metadata TFLM reads at run time (offline memory plans); every other entry is for tools.
+DEVICE_METADATA = frozenset({"OfflineMemoryAllocation"})
+
+
+def strip_for_device(data: bytes) -> bytes:
+    """The flatbuffer without what TFLite-Micro never reads: metadata (kdq_tf's, the
+    converter's, min_runtime_version), tensor and subgraph names, signatures and the description.
+
+    Buffer indices are kept (the dropped metadata buffers are emptied, not removed), so every
+    tensor still points at its weights. The full model stays the one for LiteRT and
+    `kdq_tf infer`, which read the class names and preprocessing from the metadata.
+    """
+    import flatbuffers
+
+    model = _model(data)
+    used = {t.buffer for g in model.subgraphs or [] for t in g.tensors or []}
+    keep = [m for m in model.metadata or [] if _name(m) in DEVICE_METADATA]
+    for m in model.metadata or []:
+        if m not in keep and m.buffer not in used:
+            model.buffers[m.buffer].data = None
+    model.metadata = keep or None
+    model.signatureDefs = None
+    model.description = None
+    for g in model.subgraphs or []:
+        g.name = None
+        for t in g.tensors or []:
+            t.name = None
+    b = flatbuffers.Builder(len(data))
+    b.Finish(model.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output())

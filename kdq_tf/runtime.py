@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kdq_tf._quiet import native_stderr_muted
 from kdq_tf.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,9 @@ def load_interpreter(model_content: bytes, threads: int | None = None, reference
     mod = _interpreter_module()
     kwargs = {"experimental_op_resolver_type": mod.OpResolverType.BUILTIN_REF} if reference else {}
     try:
-        interp = mod.Interpreter(model_content=model_content, num_threads=threads, **kwargs)
-        interp.allocate_tensors()
+        with native_stderr_muted():  # LiteRT's "Created TensorFlow Lite XNNPACK delegate" line
+            interp = mod.Interpreter(model_content=model_content, num_threads=threads, **kwargs)
+            interp.allocate_tensors()
     except (ValueError, RuntimeError) as e:
         raise ModelError(f"TFLite model could not be loaded ({str(e).splitlines()[0]})") from None
     return interp

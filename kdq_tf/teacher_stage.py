@@ -12,7 +12,7 @@ import numpy as np
 
 from kdq_tf import files
 from kdq_tf.config import Config
-from kdq_tf.errors import KdqError
+from kdq_tf.errors import KdqError, ModelError
 from kdq_tf.pipeline import (RunDir, distributed, evaluate, prepare_run_dir, seed_everything, val_accuracy,
                              write_report)
 
@@ -50,6 +50,8 @@ def teacher_stage(cfg: Config, run: RunDir, data, user_teacher=None):
     tc = cfg.teacher
     model, precision = TT.build_teacher_for_training(info.input_shape, info.num_classes, tc, info.preprocess,
                                                      raw_max)
+    if tc.init:  # on --resume, BackupAndRestore then restores the interrupted epoch over it
+        TT.warm_start(model, tc.init, info.input_shape, info.num_classes)
     batch = tc.batch_size or cfg.data.batch_size
     aug = TT.teacher_augment(tc, cfg.data)
     steps = int(np.ceil(info.n_train / batch))
@@ -63,7 +65,8 @@ def teacher_stage(cfg: Config, run: RunDir, data, user_teacher=None):
     train_time = time.perf_counter() - t0
     files.save_keras(model, path)
     metrics = {**evaluate(model, data), "val_accuracy": val_accuracy(model, data),
-               "source": f"ResNet50 weights={tc.weights}", "train_time_s": round(train_time, 2),
+               "source": f"ResNet50 weights={tc.weights}" + (f", warm start {tc.init}" if tc.init else ""),
+               "train_time_s": round(train_time, 2),
                "epochs_run": result["epochs"], "input_size": tc.input_size, "adapter": tc.adapter,
                "precision": precision, "batch_size": batch, "augment": aug.to_dict() if aug else None}
     run.update_metrics("teacher", metrics)
@@ -83,6 +86,9 @@ def load_user_teacher(cfg: Config, data):
     from kdq_tf import teachers as TS
 
     if not cfg.teacher.path:
+        if cfg.teacher.init and not Path(cfg.teacher.init).exists():
+            raise ModelError(f"teacher.init {cfg.teacher.init} does not exist; give a teacher .keras, a run "
+                             "folder or a snapshot .weights.h5")
         return None
     info = data.info
     specs = TS.member_paths(cfg.teacher.path)

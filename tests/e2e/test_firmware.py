@@ -1,0 +1,148 @@
+"""Firmware built against the TFLM tree and run on the host and a Cortex-M4 (QEMU), checked
+byte for byte against the `tflite_micro` Python interpreter on the same inputs."""
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from kdq_tf import cli, flatbuf
+from kdq_tf._keras import keras
+from kdq_tf.convert import to_tflite
+from kdq_tf.export import firmware_project
+from kdq_tf.fw_build import BuildOptions, build
+from kdq_tf.fw_report import record
+from kdq_tf.fw_run import run
+from kdq_tf.micro import MicroRunner
+
+TFLM = Path(os.environ.get("TFLM_DIR") or ROOT.parent / "shared" / "tflm")
+needs_tree = pytest.mark.skipif(not (TFLM / "tensorflow/lite/micro/micro_interpreter.cc").is_file(),
+                                reason=f"no TFLite-Micro tree at {TFLM} (set TFLM_DIR)")
+needs_host = pytest.mark.skipif(shutil.which("g++") is None or shutil.which("make") is None,
+                                reason="g++ and make not installed")
+needs_arm = pytest.mark.skipif(shutil.which("arm-none-eabi-g++") is None or shutil.which("qemu-system-arm") is None,
+                               reason="apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi "
+                               "libstdc++-arm-none-eabi-newlib qemu-system-arm")
+
+
+def _tiny_model():
+    """The student's op set (CONV_2D, MEAN): a small conv net on 12x12 images, 3 classes."""
+    keras.utils.set_random_seed(0)
+    m = keras.Sequential([keras.layers.Input((12, 12, 1)), keras.layers.Conv2D(8, 3, strides=2, activation="relu"),
+                          keras.layers.Conv2D(3, 1), keras.layers.GlobalAveragePooling2D()])
+    x = np.random.default_rng(0).normal(size=(64, 12, 12, 1)).astype(np.float32)
+    return m, x
+
+
+@pytest.fixture(scope="module")
+def int8_firmware(tmp_path_factory):
+    m, x = _tiny_model()
+    model = to_tflite(m, "int8", x[:32])
+    out = tmp_path_factory.mktemp("fw") / "firmware"
+    info = firmware_project(model, out, "tiny", ["a", "b", "c"], x[32:], np.arange(32) % 3, samples=6)
+    return out, info
+
+
+def _check_run(fw_dir: Path, r: dict):
+    blob = np.load(fw_dir / "test_samples.npz")
+    want = MicroRunner((fw_dir / "model_device.tflite").read_bytes(), r["arena_chosen_bytes"]).run_raw(blob["x_q"])
+    assert r["samples"] == len(want) == 6
+    assert r["bit_exact"] == 6, r
+    assert r["predicted"] == [int(v) for v in want.argmax(1)]
+    assert 0 < r["arena_used_bytes"] <= r["arena_chosen_bytes"]
+    mem = r["memory"]
+    assert mem["flash_model_bytes"] == len((fw_dir / "model_device.tflite").read_bytes())
+    assert mem["ram_arena_bytes"] == r["arena_chosen_bytes"]
+    assert mem["flash_bytes"] > mem["flash_model_bytes"] and mem["ram_bytes"] >= mem["ram_arena_bytes"]
+
+
+@needs_tree
+@needs_host
+def test_host_build_is_bit_exact_with_python_tflm(int8_firmware):
+    fw_dir, _ = int8_firmware
+    b = build(fw_dir, BuildOptions("host", "reference", str(TFLM)))
+    assert Path(b["binary"]).is_file()
+    r = run(fw_dir, "host")
+    _check_run(fw_dir, r)
+    md = record(fw_dir, r)
+    assert "host/reference" in md and (fw_dir / "device_report.json").is_file()
+
+
+@needs_tree
+@needs_arm
+def test_cortex_m4_cmsis_nn_under_qemu_is_bit_exact(int8_firmware):
+    fw_dir, _ = int8_firmware
+    assert cli.main(["firmware", "build", str(fw_dir), "--target", "cortex-m4", "--kernels", "cmsis-nn",
+                     "--tflm", str(TFLM)]) == 0
+    r = run(fw_dir, "cortex-m4")  # the latest Cortex-M4 build: CMSIS-NN
+    assert r["kernels"] == "cmsis-nn"
+    _check_run(fw_dir, r)
+    assert r["instructions_per_inference"] > 1000
+
+
+@needs_tree
+@needs_host
+def test_int16x8_runs_bit_exact_on_tflm(tmp_path):
+    m, x = _tiny_model()
+    model = to_tflite(m, "int16x8", x[:32])
+    info = firmware_project(model, tmp_path / "fw", "tiny16", ["a", "b", "c"], x[32:], np.arange(32) % 3,
+                            samples=6)
+    assert info["mode"] == "int16x8"
+    assert "using InputType = int16_t;" in (tmp_path / "fw" / "model_settings.h").read_text()
+    build(tmp_path / "fw", BuildOptions("host", "reference", str(TFLM)))
+    _check_run(tmp_path / "fw", run(tmp_path / "fw", "host"))
+
+
+def test_device_flatbuffer_drops_metadata_and_stays_bit_exact():
+    m, x = _tiny_model()
+    full = flatbuf.embed_metadata(to_tflite(m, "int8", x[:32]), {"class_names": ["a", "b", "c"]})
+    dev = flatbuf.strip_for_device(full)
+    assert len(dev) < len(full)
+    assert flatbuf.read_metadata(full) is not None and flatbuf.read_metadata(dev) is None
+    assert all(t["name"] == "" for t in flatbuf.describe(dev)["tensors"])
+    x_q = np.random.default_rng(1).integers(-128, 128, (20, 12, 12, 1), dtype=np.int8)
+    np.testing.assert_array_equal(MicroRunner(dev, 16384).run_raw(x_q), MicroRunner(full, 16384).run_raw(x_q))
+
+
+def _one_error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("kdq_tf: error:"), err
+    return err[0]
+
+
+def test_missing_tree_exits_2_with_one_line(int8_firmware, capsys, tmp_path, monkeypatch):
+    monkeypatch.delenv("TFLM_DIR", raising=False)
+    fw_dir, _ = int8_firmware
+    assert cli.main(["firmware", "build", str(fw_dir), "--tflm", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in _one_error(capsys)
+    assert cli.main(["firmware", "build", str(fw_dir)]) == 2
+    assert "--tflm" in _one_error(capsys)
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["firmware", "build", str(fw_dir), "--tflm", str(tmp_path / "empty")]) == 2
+    assert "micro_interpreter.cc is missing" in _one_error(capsys)
+
+
+def test_missing_toolchain_and_qemu_exit_2_with_the_packages(int8_firmware, capsys, tmp_path, monkeypatch):
+    fw_dir = tmp_path / "fw"
+    shutil.copytree(int8_firmware[0], fw_dir, ignore=shutil.ignore_patterns("build", "device_report.*"))
+    before = sorted(p.name for p in fw_dir.rglob("*"))
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "make").symlink_to(shutil.which("make"))
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # make, but no Arm compiler and no QEMU
+    assert cli.main(["firmware", "build", str(fw_dir), "--target", "cortex-m4", "--tflm", str(TFLM)]) == 2
+    line = _one_error(capsys)
+    assert "arm-none-eabi-g++ not found" in line and "apt-get install gcc-arm-none-eabi" in line
+    assert sorted(p.name for p in fw_dir.rglob("*")) == before  # nothing written
+    assert cli.main(["firmware", "run", str(fw_dir), "--target", "cortex-m4"]) == 2
+    assert "no cortex-m4 build" in _one_error(capsys)
+    elf = fw_dir / "build" / "cortex-m4-reference" / "tiny_fw.elf"  # a build, as far as run can tell
+    elf.parent.mkdir(parents=True, exist_ok=True)
+    elf.touch()
+    (fw_dir / "build" / "cortex-m4.last").write_text("reference")
+    assert cli.main(["firmware", "run", str(fw_dir), "--target", "cortex-m4"]) == 2
+    assert "qemu-system-arm not found" in _one_error(capsys)
+    assert cli.main(["firmware", "run", str(tmp_path / "bin"), "--target", "host"]) == 2
+    assert "not a kdq_tf firmware folder" in _one_error(capsys)
