@@ -95,6 +95,20 @@ def memory(a, work: Path, logits: Path) -> dict:
     return {"distill_peak_rss_mib": max(peak, before) / 1024.0, "note": "ru_maxrss of the child process (Linux: KiB)"}
 
 
+def device_rows(a, work: Path) -> dict | None:
+    """The seed-0 int8 student on TFLite-Micro: host and Cortex-M4 (emulated), benchmarks/device.py."""
+    import device
+    from kdq_tf.errors import KdqError
+
+    if not a.tflm:
+        return {"skipped": "no TFLite-Micro tree given (--tflm '')"}
+    try:
+        return device.measure(work / "seed0_int8.tflite", a.tflm, a.dataset, work / "device", 10)
+    except KdqError as e:  # no tree or no toolchain here: the rest of the benchmark still stands
+        log.warning("device rows skipped: %s", e)
+        return {"skipped": str(e)}
+
+
 def _shown(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
@@ -190,6 +204,16 @@ def markdown(res: dict) -> str:
               "- epoch time vs data: " + ", ".join(f"{int(p['fraction'] * 100)}% {p['epoch_s']:.2f} s"
                                                    for p in sc["points"])
               + f" (per-sample max/min {sc['max_over_min_per_sample']:.2f})"]
+    dev = res.get("device") or {}
+    if dev.get("runs"):
+        import device
+
+        lines += ["", "## On the device (TFLite-Micro, seed-0 int8 student)", "", device.table(dev)]
+        if dev.get("instruction_ratio_reference_over_cmsis_nn"):
+            lines.append(f"- Cortex-M4 (emulated): reference/CMSIS-NN instructions per inference "
+                         f"{dev['instruction_ratio_reference_over_cmsis_nn']}x")
+    elif dev.get("skipped"):
+        lines += ["", f"Device rows skipped: {dev['skipped']}"]
     return "\n".join(lines) + "\n"
 
 
@@ -270,6 +294,8 @@ def parse(argv):
     p.add_argument("--gain-epochs", type=int)
     p.add_argument("--cost-limit", type=int, help="samples for the scaling timings")
     p.add_argument("--latency-runs", type=int, default=300)
+    p.add_argument("--tflm", default=str(ROOT.parent / "shared" / "tflm"),
+                   help="TFLite-Micro tree for the device rows (host and Cortex-M4 under QEMU); '' skips them")
     p.add_argument("--work", help="work folder (runs); default runs/bench_<name>")
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     a = p.parse_args(argv)
@@ -315,7 +341,7 @@ def main(argv=None) -> dict:
     log.info("5/7 KD gain against teacher accuracy")
     gain_files = [*src["snapshots"], ("final", src["teacher"]["accuracy"], Path(src["logits"]))]
     res["kd_gain"] = KD.kd_gain(a, work, gain_files, best["temperature"], best["lam"])
-    log.info("6/7 size, latency, memory, scaling")
+    log.info("6/7 size, latency, memory, scaling, device")
     from kdq_tf import flatbuf
 
     i8 = (work / "seed0_int8.tflite").read_bytes()
@@ -326,6 +352,7 @@ def main(argv=None) -> dict:
     res["latency"] = latency(work, a.latency_runs)
     res["memory"] = memory(a, work, src["logits"])
     res["scaling"] = KD.scaling(a, work, src["logits"])
+    res["device"] = device_rows(a, work)
     res["wall_time_s"] = time.perf_counter() - t_start
     res["summary"] = summarize(res)
     log.info("7/7 writing results")

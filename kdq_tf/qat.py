@@ -46,11 +46,11 @@ def quantize_student(student: keras.Model, skip: str | None = None) -> keras.Mod
         if not skip:
             return qk.quantize_model(student)
         pattern = re.compile(skip)
-        kept = [layer.name for layer in student.layers if pattern.search(layer.name)]
-        log.info("QAT keeps these layers float: %s", ", ".join(kept) or "(none matched)")
+        kept = _float_layers(student, pattern)
+        log.info("QAT keeps these layers float: %s", ", ".join(sorted(kept)) or "(none matched)")
 
         def annotate(layer):
-            if isinstance(layer, keras.layers.InputLayer) or pattern.search(layer.name):
+            if isinstance(layer, keras.layers.InputLayer) or layer.name in kept:
                 return layer.__class__.from_config(layer.get_config())
             return qk.quantize_annotate_layer(layer.__class__.from_config(layer.get_config()))
 
@@ -64,6 +64,24 @@ def quantize_student(student: keras.Model, skip: str | None = None) -> keras.Mod
         if "not supported" in str(e) or "Layer" in str(e):
             raise _unsupported(e) from None
         raise ModelError(f"TF-MOT could not quantize the student: {str(e).splitlines()[0]}") from None
+
+
+def _float_layers(model: keras.Model, pattern: re.Pattern) -> set[str]:
+    """The layers --qat-skip keeps float: those it names, and the weightless layers that only
+    consume float layers (a Flatten after a skipped 1x1-conv head).
+
+    TF-MOT wraps the input of any quantized layer with an output quantizer; leaving a
+    Flatten annotated after a skipped head made the head `quant_logits`, its output
+    fake-quantized, which is not what skipping it means.
+    """
+    kept = set()
+    for layer in model.layers:  # topological order
+        inbound = [n.inbound_layers for n in layer._inbound_nodes]  # noqa: SLF001 - Keras has no public walk
+        parents = {p.name for group in inbound for p in (group if isinstance(group, list) else [group])}
+        follows_float = bool(parents) and parents <= kept and not layer.weights
+        if pattern.search(layer.name) or follows_float:
+            kept.add(layer.name)
+    return kept
 
 
 def load_qat_model(path: str | Path) -> keras.Model:

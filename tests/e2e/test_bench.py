@@ -18,7 +18,7 @@ def test_bench_quick_tiny(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--quick", "--name", "tiny", "--limit", "600",
          "--epochs", "1", "--cost-limit", "300", "--latency-runs", "20", "--sweep-t", "2,4", "--sweep-lam", "0.5,1",
-         "--mode-limit", "400", "--results", str(tmp_path / "results"), "--work", str(tmp_path / "work")],
+         "--mode-limit", "400", "--tflm", "", "--results", str(tmp_path / "results"), "--work", str(tmp_path / "work")],
         capture_output=True, text=True, cwd=ROOT, timeout=900, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads((tmp_path / "results" / "tiny.json").read_text())
@@ -43,6 +43,7 @@ def test_bench_quick_tiny(tmp_path):
     assert res["size"]["float32_over_int8"] > 1 and 0 < res["size"]["overhead_share"] < 1
     assert res["latency"]["model"]["runs"] == 20 and res["latency"]["median_ratio"] > 0
     assert res["memory"]["distill_peak_rss_mib"] > 100
+    assert "--tflm" in res["device"]["skipped"]  # the device rows have tests of their own (test_firmware)
     assert [p["fraction"] for p in res["scaling"]["points"]] == [0.25, 0.5, 1.0]
     assert set(s["targets"]) >= {"int8_distilled_beats_int8_scratch_by_0.5pt", "teacher_at_least_93.5"}
     md = (tmp_path / "results" / "tiny.md").read_text()

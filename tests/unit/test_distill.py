@@ -128,6 +128,17 @@ def test_qat_skip_keeps_layers_float(data):
     assert "quant_b2_conv" in names
 
 
+def test_qat_skip_of_the_1x1_conv_head_leaves_it_unwrapped(data):
+    student = build_student("tiny_cnn", data.info.input_shape, 4)
+    q = quantize_student(student, skip="^logits$")
+    kinds = {layer.name: type(layer).__name__ for layer in q.layers}
+    # Neither the head nor the Flatten after it is wrapped (no output fake-quant on the head).
+    assert kinds.get("logits") == "Conv2D" and kinds.get("flatten") == "Flatten"
+    assert "quant_logits" not in kinds and kinds["quant_gap"] == "QuantizeWrapperV2"
+    x = data.info.preprocess.apply(data.x_test[:8])
+    assert q.predict(x, verbose=0).shape == (8, 4)
+
+
 def test_unquantizable_student_names_layer(data):
     inp = keras.Input(data.info.input_shape)
     x = keras.layers.Flatten()(inp)

@@ -1,0 +1,73 @@
+"""Firmware sources and parsers against independent truth: gcc-compiled bytes, hand-written output."""
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from kdq_tf import carray, tflm_tree
+from kdq_tf.errors import KdqError
+from kdq_tf.fw_run import parse_output
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not installed")
+@pytest.mark.parametrize("dtype", [np.int8, np.int16])
+def test_test_samples_header_compiles_to_the_numpy_bytes(tmp_path, dtype):
+    info = np.iinfo(dtype)
+    x = np.random.default_rng(0).integers(info.min, info.max + 1, (3, 5, 7, 1)).astype(dtype)
+    x[0, 0, 0, 0], x[1, 0, 0, 0] = info.min, info.max  # the extremes print as valid C literals
+    (tmp_path / "test_samples.h").write_text(carray.test_samples("m", x, np.array([2, 0, 1])))
+    (tmp_path / "t.cc").write_text(r'''
+#include <cstdio>
+#include "test_samples.h"
+int main() {
+  FILE* f = fopen("out.bin", "wb");
+  fwrite(g_m_test_inputs, 1, sizeof(g_m_test_inputs), f);
+  fclose(f);
+  printf("%d %d %d %d", kNumTestSamples, g_m_test_labels[0], g_m_test_labels[1], g_m_test_labels[2]);
+}
+''')
+    subprocess.run(["g++", "-std=c++17", "-Wall", "-Werror", "-o", "t", "t.cc"], cwd=tmp_path, check=True,
+                   capture_output=True)
+    out = subprocess.run(["./t"], cwd=tmp_path, check=True, capture_output=True, text=True).stdout
+    assert out == "3 2 0 1"
+    assert (tmp_path / "out.bin").read_bytes() == x.tobytes()  # host is little-endian, like the M4
+
+
+def test_model_settings_carries_the_tensor_types():
+    s = carray.model_settings("m", carray.TensorSpec((1, 4, 4, 1), "int16", 0.5, 0),
+                              carray.TensorSpec((1, 3), "int16", 0.25, 0), ["a", "b", "c"], 1000)
+    assert "using InputType = int16_t;" in s and "using OutputType = int16_t;" in s
+    assert "constexpr int kOutputSize = 3;" in s
+    with pytest.raises(KdqError, match="no C type"):
+        carray.c_type("complex64")
+
+
+def test_parse_output_reads_samples_and_facts():
+    text = ("board says hello\n"
+            "kdq: model m samples 2 arena 4096\n"
+            "kdq: sample 0 label 3 class 1 Ankle boot out -128 5 127\n"
+            "kdq: sample 1 label 1 class 1 Ankle boot out 0 -1 2\n"
+            "kdq: arena_used 3000\nkdq: ticks 12345\nkdq: correct 1/2\n")
+    got = parse_output(text)
+    assert [s["out"] for s in got["samples"]] == [[-128, 5, 127], [0, -1, 2]]
+    assert got["samples"][0]["class_name"] == "Ankle boot" and got["samples"][0]["label"] == 3
+    assert got["arena_used"] == 3000 and got["ticks"] == 12345 and "error" not in got
+    assert parse_output("kdq: error AllocateTensors failed\n")["error"] == "AllocateTensors failed"
+
+
+def test_kernel_files_follow_tflm_names():
+    assert tflm_tree.kernel_files(["CONV_2D", "MEAN", "RESHAPE", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D",
+                                   "MAX_POOL_2D", "FULLY_CONNECTED", "SOFTMAX"]) == [
+        "conv", "reduce", "reshape", "depthwise_conv", "pooling", "fully_connected", "softmax"]
+    assert "KDQ_KERNELS := conv reduce" in tflm_tree.sources_mk(["CONV_2D", "MEAN"])
+    with pytest.raises(KdqError, match="CUSTOM:MyOp"):
+        tflm_tree.kernel_files(["CUSTOM:MyOp"])
+
+
+def test_tree_identity_changes_with_the_manifest(tmp_path):
+    (tmp_path / "MANIFEST.txt").write_text("tflite-micro abc\n")
+    a = tflm_tree.tree_identity(tmp_path)
+    (tmp_path / "MANIFEST.txt").write_text("tflite-micro def\n")
+    assert tflm_tree.tree_identity(tmp_path) != a
