@@ -61,7 +61,7 @@ def teacher_source(a, work: Path) -> dict:
     dest = Path(a.teacher_dir)
     if a.retrain_teacher:
         run = TA.train_teacher(work / "teacher", work / "teacher.log", a.dataset)
-        TA.build(run, dest, a.views, work / "teacher.log")
+        TA.build(run, dest, a.views, [work / "teacher.log"])
     data = load_dataset(DataConfig(dataset=a.dataset))
     prov = TA.check(dest, data)
     model = Path(a.teacher_model) if a.teacher_model else (work / "teacher" / "teacher.keras")

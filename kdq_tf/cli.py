@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 
 import numpy as np
 
@@ -470,6 +471,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.verbose:  # before TensorFlow is imported; the user's own level wins
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        # TensorFlow's Python logger: retracing notices, "Sharding callback duration", compiled-
+        # metrics notes. kdq_tf's own lines say what runs; -v shows TensorFlow's too.
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
+        logging.getLogger("absl").setLevel(logging.WARNING)  # checkpoint "Sharding callback duration"
+        # TF-MOT models are saved as HDF5 on purpose (its layers need quantize_scope).
+        warnings.filterwarnings("ignore", message=".*saving your model as an HDF5 file.*")
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s" if args.quiet else "%(message)s",
                         stream=sys.stderr)

@@ -159,3 +159,45 @@ def test_logits_file_round_trip_and_split(data):
         LF.for_split(wrong, data, "f.npz")
     with pytest.raises(DataError, match="not a readable"):
         LF.from_bytes(b"not a zip", "f.npz")
+
+
+def test_warm_start_copies_the_weights_and_refuses_another_shape(tmp_path):
+    from kdq_tf.teacher_training import warm_start
+
+    def net(width):
+        return keras.Sequential([keras.layers.Input((12, 12, 1)), keras.layers.Conv2D(width, 3),
+                                 keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)])
+
+    keras.utils.set_random_seed(1)
+    trained = net(4)
+    trained.save(tmp_path / "t.keras")
+    fresh = net(4)
+    assert not np.array_equal(fresh.get_weights()[0], trained.get_weights()[0])
+    warm_start(fresh, str(tmp_path / "t.keras"), (12, 12, 1), 3)
+    for a, b in zip(fresh.get_weights(), trained.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ModelError, match="do not fit"):
+        warm_start(net(8), str(tmp_path / "t.keras"), (12, 12, 1), 3)
+
+
+def test_artifact_follows_warm_started_stages(tmp_path):
+    import sys
+
+    from conftest import ROOT
+    from kdq_tf import files
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import teacher_artifact as TA
+
+    def stage(name, epochs, init=None, seconds=3600.0):
+        run = tmp_path / name
+        files.write_json(run / "config.json", {"teacher": {"epochs": epochs, "lr": 0.001, "init": init}})
+        files.write_json(run / "metrics.json", {"teacher": {"train_time_s": seconds, "accuracy": 0.9}})
+        return run
+
+    stage("s1", 15)
+    s2 = stage("s2", 16, init=str(tmp_path / "s1" / "teacher.keras"), seconds=1800.0)
+    chain = TA.stages(s2)
+    assert [c["run"].name for c in chain] == ["s1", "s2"]
+    assert [c["epochs_before"] for c in chain] == [0, 15]
+    assert "teacher.init=" in TA._command(chain[1]) and "teacher.init" not in TA._command(chain[0])
