@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 
-
 def cmd_export(args) -> int:
     from kdq_tf.export import run_export
 

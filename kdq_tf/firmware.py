@@ -45,7 +45,7 @@ def write_firmware(out_dir: str | Path, name: str, generated: dict[str, str], de
              "tflm_sources.mk": tflm_tree.sources_mk(ops)}
     blob = io.BytesIO()
     np.savez(blob, x_q=x_q, y=np.asarray(labels, np.int64))
-    info = {"name": ident, "mode": mode, "ops": ops, "samples": int(len(x_q)), "model_file": DEVICE_MODEL,
+    info = {"name": ident, "mode": mode, "ops": ops, "samples": len(x_q), "model_file": DEVICE_MODEL,
             "model_bytes": len(device_model), "arena_bytes": int(arena_bytes), "class_names": list(class_names),
             "export_report": str(export_report) if export_report else None}
     for fname, text in texts.items():

@@ -57,7 +57,7 @@ def check_tools(target: str, run: bool = False) -> None:
     missing = [t for t in needed if shutil.which(t) is None]
     if target == "cortex-m4" and not missing and not run:
         # The compiler alone is not enough: printf/exit come from newlib's semihosting (rdimon).
-        spec = subprocess.run(["arm-none-eabi-gcc", "-print-file-name=rdimon.specs"], capture_output=True,
+        spec = subprocess.run(["arm-none-eabi-gcc", "-print-file-name=rdimon.specs"], capture_output=True, check=False,
                               text=True).stdout.strip()
         if not os.path.isabs(spec):
             missing = ["arm-none-eabi-g++"]
@@ -91,7 +91,7 @@ def binary_path(fw_dir: Path, info: dict, target: str, kernels: str) -> Path:
 
 def _compiler_version(target: str) -> str:
     cxx = "g++" if target == "host" else "arm-none-eabi-g++"
-    return subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+    return subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False).stdout.splitlines()[0]
 
 
 def object_cache(root: Path, opts: BuildOptions) -> Path:
@@ -122,11 +122,10 @@ def build(fw_dir: str | Path, opts: BuildOptions) -> dict:
            f"KERNELS={opts.kernels}", f"TFLM_DIR={root}", f"TFLM_OBJDIR={cache}"]
     log.info("building %s for %s with %s kernels (objects cached in %s)", fw_dir, opts.target, opts.kernels, cache)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    returncode, lines = _make(cmd, out / "build.log")
     seconds = time.perf_counter() - t0
-    (out / "build.log").write_text(f"$ {' '.join(cmd)}\n{proc.stdout}{proc.stderr}")
-    if proc.returncode != 0:
-        errors = [ln for ln in proc.stderr.splitlines() if "error" in ln.lower()] or proc.stderr.splitlines() or ["?"]
+    if returncode != 0:
+        errors = [ln for ln in lines if "error:" in ln.lower() or "Error " in ln] or lines[-1:] or ["?"]
         raise KdqError(f"firmware build failed ({opts.target}, {opts.kernels}): {errors[0].strip()[:300]} "
                        f"(full log: {out / 'build.log'})")
     after = _count_objects(cache)
@@ -136,6 +135,21 @@ def build(fw_dir: str | Path, opts: BuildOptions) -> dict:
               "tflm": str(root), "warm": after == before}
     (fw_dir / "build" / f"{opts.target}.last").write_text(opts.kernels)
     return result
+
+
+def _make(cmd: list[str], log_path: Path) -> tuple[int, list[str]]:
+    """Runs make, logging progress every 10 compiled files (a cold build takes minutes); returns
+    its status and output lines, also written to `log_path`."""
+    lines, compiled = [], 0
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+            if " -c " in line:
+                compiled += 1
+                if compiled % 10 == 0:
+                    log.info("  compiled %d files", compiled)
+    log_path.write_text(f"$ {' '.join(cmd)}\n" + "\n".join(lines) + "\n")
+    return proc.returncode, lines
 
 
 def last_kernels(fw_dir: Path, target: str) -> str | None:

@@ -74,7 +74,7 @@ def memory(binary: Path, target: str, info: dict) -> dict:
         if len(parts) == 4:
             symbols[parts[3]] = int(parts[1], 16)
     ident = info["name"]
-    sym = lambda key: next((v for k, v in symbols.items() if k.split("::")[-1] == key), 0)  # noqa: E731
+    sym = lambda key: next((v for k, v in symbols.items() if k.split("::")[-1] == key), 0)
     ram_sections = (".data", ".bss")
     flash_sections = [s for s in sections if s not in ram_sections + (".heap", ".stack") and not s.startswith(
         (".debug", ".comment", ".ARM.attributes", ".note", ".gnu", ".dynamic", ".got", ".tbss", ".tdata"))]
@@ -105,7 +105,7 @@ def run(fw_dir: str | Path, target: str = "host", kernels: str | None = None, ti
     check_tools(target, run=True)
     cmd = command(binary, target)
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         raise KdqError(f"the {target} firmware did not finish within {timeout:.0f} s") from None
     (build_dir(fw_dir, target, kernels) / "run.log").write_text(f"$ {' '.join(cmd)}\n{proc.stdout}{proc.stderr}")
@@ -119,7 +119,7 @@ def run(fw_dir: str | Path, target: str = "host", kernels: str | None = None, ti
         raise KdqError(f"the firmware printed {out.shape[0]} outputs of {out.shape[1]} values; expected "
                        f"{want.shape[0]} of {want.shape[1]}: export the firmware again")
     exact = np.all(out == want, axis=1)
-    result = {"target": target, "kernels": kernels, "samples": int(len(out)),
+    result = {"target": target, "kernels": kernels, "samples": len(out),
               "bit_exact": int(exact.sum()), "top1_agreement": float((out.argmax(1) == want.argmax(1)).mean()),
               "max_abs_diff": int(np.abs(out.astype(np.int64) - want).max()),
               "predicted": [s["class"] for s in got["samples"]], "predicted_names": [s["class_name"] for s in got["samples"]],
