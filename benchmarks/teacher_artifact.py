@@ -91,7 +91,7 @@ def _command(st: dict) -> str:
 
 
 def build(run: Path, dest: Path, views: int, run_logs: list[Path] = (), command: str = "",
-          snapshots: tuple[int, ...] = (3, 9, 15, 23)) -> dict:
+          snapshots: tuple[int, ...] = (3, 9, 15, 23), paused_s: float = 0.0) -> dict:
     """Writes the artifact folder from a finished teacher run; returns the provenance.
 
     A run warm-started from another (`teacher.init`) is followed back to its first stage:
@@ -100,6 +100,7 @@ def build(run: Path, dest: Path, views: int, run_logs: list[Path] = (), command:
 
     `snapshots`: the epochs (counted over all stages) whose snapshots get logits files too,
     teachers of lower accuracy for the KD-gain study; a few, to keep the folder under 10 MB.
+    `paused_s`: seconds the last stage was stopped (SIGSTOP) while its clock ran; taken off its hours.
     """
     from kdq_tf import files
     from kdq_tf.config import config_from_dict
@@ -144,14 +145,15 @@ def build(run: Path, dest: Path, views: int, run_logs: list[Path] = (), command:
     if lines:
         files.write_text(dest / "train.log", "\n".join(lines) + "\n")
     total = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
-    hours = sum(st["metrics"]["train_time_s"] for st in chain) / 3600
+    hours = (sum(st["metrics"]["train_time_s"] for st in chain) - paused_s) / 3600
     prov = {
         "what": "int8 logits of the benchmark's ResNet50 teacher (weights are not kept in the repository)",
         "command": command or " && ".join(_command(st) for st in chain),
         "stages": [{"command": _command(st), "epochs": st["config"]["teacher"]["epochs"],
-                    "hours": st["metrics"]["train_time_s"] / 3600, "accuracy": st["metrics"]["accuracy"],
+                    "hours": (st["metrics"]["train_time_s"] - (paused_s if st is chain[-1] else 0.0)) / 3600,
+                    "accuracy": st["metrics"]["accuracy"],
                     "val_accuracy": st["metrics"].get("val_accuracy")} for st in chain],
-        "config": saved, "teacher": metrics, "train_hours": hours, "epochs": total_epochs,
+        "config": saved, "teacher": metrics, "train_hours": hours, "paused_s": paused_s, "epochs": total_epochs,
         "data_fingerprint": data.raw_fingerprint,
         "logits": {"file": "logits.npz", "sha256": sha256(dest / "logits.npz"), "views": views,
                    "views_augment": final["views_augment"], "bytes": final["bytes"],
@@ -194,10 +196,12 @@ def main(argv=None):
     p.add_argument("--snapshots", default="3,9,15,23",
                    help="epochs (over all stages) whose snapshots also get logits files")
     p.add_argument("--dest", default=str(DEFAULT))
+    p.add_argument("--paused-s", type=float, default=0.0,
+                   help="seconds the training was stopped (SIGSTOP) while its clock ran; taken off the hours")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     prov = build(Path(a.run), Path(a.dest), a.views, [Path(v) for v in a.log.split(",") if v], a.command,
-                 tuple(int(v) for v in a.snapshots.split(",") if v))
+                 tuple(int(v) for v in a.snapshots.split(",") if v), a.paused_s)
     print(json.dumps({k: prov[k] for k in ("teacher", "train_hours", "artifact_bytes", "snapshots")}, indent=2))
 
 

@@ -274,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("absl").setLevel(logging.WARNING)  # checkpoint "Sharding callback duration"
         # TF-MOT models are saved as HDF5 on purpose (its layers need quantize_scope).
         warnings.filterwarnings("ignore", message=".*saving your model as an HDF5 file.*")
+        # The converter's note on a QAT model whose input quantizer holds the statistics.
+        warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s" if args.quiet else "%(message)s",
                         stream=sys.stderr)
