@@ -125,6 +125,7 @@ def test_missing_tree_exits_2_with_one_line(int8_firmware, capsys, tmp_path, mon
     assert "micro_interpreter.cc is missing" in _one_error(capsys)
 
 
+@needs_host
 def test_missing_toolchain_and_qemu_exit_2_with_the_packages(int8_firmware, capsys, tmp_path, monkeypatch):
     fw_dir = tmp_path / "fw"
     shutil.copytree(int8_firmware[0], fw_dir, ignore=shutil.ignore_patterns("build", "device_report.*"))
