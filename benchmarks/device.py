@@ -65,9 +65,10 @@ def table(res: dict) -> str:
         label = "Cortex-M4 (emulated)" if target == "cortex-m4" else "host (x86-64)"
         m = r["memory"]
         rows.append([f"{label}, {kernels}", f"{r['bit_exact']}/{r['samples']}", f"{r['correct']}/{r['samples']}",
-                     m["flash_bytes"], m["flash_model_bytes"], m["ram_bytes"], m["ram_arena_bytes"],
+                     m["flash_bytes"], m["flash_model_bytes"], m.get("flash_tflm_bytes", ""), m["ram_bytes"],
+                     m["ram_arena_bytes"],
                      r["arena_used_bytes"], r.get("instructions_per_inference"), r["build_cold_s"], r["build_warm_s"]])
-    return markdown_table(["device", "bit-exact vs Python TFLM", "correct", "flash B", "model B", "RAM B",
+    return markdown_table(["device", "bit-exact vs Python TFLM", "correct", "flash B", "model B", "TFLM B", "RAM B",
                            "arena B (chosen)", "arena used B", "instructions / inference", "cold build s",
                            "warm build s"], rows)
 
@@ -82,7 +83,8 @@ def markdown(res: dict) -> str:
     lines += ["- Instructions: QEMU `-icount shift=0` SysTick ticks x 40 (QEMU clocks the MPS2 at 25 MHz, one "
               "instruction per ns). QEMU models no pipeline or memory wait states, so these are instruction "
               "counts, not cycles; compare them as ratios.",
-              "- Flash: text + rodata + the initial values of .data; RAM: data + bss (the arena is in bss). "
+              "- Flash: text + rodata + the initial values of .data; TFLM: its objects' share (CMSIS-NN included), "
+              "from the linker map; RAM: data + bss (the arena is in bss). "
               "Cold build: empty object cache; warm: the application again with the TFLM objects cached.",
               f"- Machine: {res['machine']}", ""]
     return "\n".join(lines)

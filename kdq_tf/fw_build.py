@@ -133,6 +133,7 @@ def build(fw_dir: str | Path, opts: BuildOptions) -> dict:
     result = {"target": opts.target, "kernels": opts.kernels, "binary": str(binary), "build_time_s": round(seconds, 1),
               "tflm_objects_compiled": after - before, "tflm_objects_in_cache": after, "object_cache": str(cache),
               "tflm": str(root), "warm": after == before}
+    (out / "build.json").write_text(json.dumps(result, indent=2))  # run reads where the TFLM objects were
     (fw_dir / "build" / f"{opts.target}.last").write_text(opts.kernels)
     return result
 

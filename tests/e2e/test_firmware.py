@@ -81,6 +81,10 @@ def test_cortex_m4_cmsis_nn_under_qemu_is_bit_exact(int8_firmware):
     assert r["kernels"] == "cmsis-nn"
     _check_run(fw_dir, r)
     assert r["instructions_per_inference"] > 1000
+    m = r["memory"]  # the linker map's shares add up to the loaded flash sections, within 1%: the map
+    loaded = m["flash_bytes"] - m["sections"][".data"]  # lists string sections before the linker merges them
+    assert abs(m["flash_tflm_bytes"] + m["flash_runtime_bytes"] + m["flash_app_bytes"] - loaded) < 0.01 * loaded
+    assert m["flash_app_bytes"] >= m["flash_model_bytes"] + m["flash_test_images_bytes"] and m["flash_tflm_bytes"] > 0
 
 
 @needs_tree

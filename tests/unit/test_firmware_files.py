@@ -2,13 +2,14 @@
 
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from kdq_tf import carray, tflm_tree
 from kdq_tf.errors import KdqError
-from kdq_tf.fw_run import parse_output
+from kdq_tf.fw_run import map_shares, parse_output
 
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not installed")
@@ -71,3 +72,29 @@ def test_tree_identity_changes_with_the_manifest(tmp_path):
     a = tflm_tree.tree_identity(tmp_path)
     (tmp_path / "MANIFEST.txt").write_text("tflite-micro def\n")
     assert tflm_tree.tree_identity(tmp_path) != a
+
+
+def test_map_shares_sum_by_origin(tmp_path):
+    cache = "/c/tflm-objects/x"
+    (tmp_path / "fw.map").write_text(f"""Discarded input sections
+ .text.unused   0x00000000       0x99 {cache}/a.cc.o
+Linker script and memory map
+
+.text           0x00000000     0x1000
+ .text.main     0x00000010       0x20 build/app/main.cc.o
+ .text._ZN6tflite15VeryLongNameThatWraps
+                0x00000030      0x100 {cache}/tensorflow/lite/micro/micro_interpreter.cc.o
+ .text          0x00000130       0x40 /usr/lib/arm-none-eabi/lib/libc.a(lib_a-memcpy.o)
+                0x00000130                memcpy
+ .rodata        0x00000170      0x200 build/app/model_data.cc.o
+.data           0x20000000       0x10
+ .data          0x20000000        0x8 {cache}/x.cc.o
+ .data          0x20000008        0x8 /usr/lib/libc.a(lib_a-impure.o)
+.bss            0x20000010     0x1000
+ .bss           0x20000010      0x800 build/app/main.cc.o
+.debug_info     0x00000000     0x5000
+ .debug_info    0x00000000     0x5000 {cache}/tensorflow/lite/micro/micro_interpreter.cc.o
+""")
+    got = map_shares(tmp_path / "fw.map", Path(cache))
+    assert got["flash"] == {"tflm": 0x100, "app": 0x20 + 0x200, "runtime": 0x40}
+    assert got["ram"] == {"tflm": 8, "app": 0x800, "runtime": 8}
