@@ -63,25 +63,47 @@ def train_teacher(out: Path, log_path: Path, dataset: str = "fashion_mnist") -> 
     return out / "stage2"
 
 
-def stages(run: Path) -> list[dict]:
+def stages(run: Path, logs: list[Path] = ()) -> list[dict]:
     """The run and the runs it was warm-started from (teacher.init), oldest first: each stage's
-    folder, config, metrics and the epoch count before it."""
+    folder, config, metrics, the epochs it passed on, and the epoch count before it.
+
+    A stage warm-started from a snapshot (`RUN/teacher_snapshots/*_epoch_NNN.weights.h5`) takes
+    only NNN epochs of that run, which may have been stopped there: its hours then come from
+    its console log (`logs`, oldest first, one per stage), the per-epoch seconds Keras prints.
+    """
     from kdq_tf import files
 
-    chain = []
+    chain, used = [], None
     while run is not None:
         saved, metrics = files.read_json(run / "config.json"), files.read_json(run / "metrics.json").get("teacher")
-        if not saved or not metrics:
+        if not saved or (not metrics and used is None):
             raise SystemExit(f"{run} is not a finished teacher run (config.json, metrics.json)")
-        chain.append({"run": run, "config": saved, "metrics": metrics})
+        epochs = used or saved["teacher"]["epochs"]
+        chain.append({"run": run, "config": saved, "metrics": metrics or {}, "epochs": epochs})
         init = saved["teacher"].get("init")
-        run = Path(init).parent if init and Path(init).name == "teacher.keras" else (Path(init) if init else None)
+        if init and init.endswith(".weights.h5"):
+            run, used = Path(init).parent.parent, int(re.search(r"epoch_(\d+)", Path(init).name).group(1))
+        else:
+            run = (Path(init).parent if Path(init).name == "teacher.keras" else Path(init)) if init else None
+            used = None
     chain.reverse()
     before = 0
-    for st in chain:
+    for i, st in enumerate(chain):
         st["epochs_before"] = before
-        before += st["config"]["teacher"]["epochs"]
+        before += st["epochs"]
+        if st["epochs"] != st["config"]["teacher"]["epochs"] or not st["metrics"].get("train_time_s"):
+            seconds = _epoch_seconds(logs[i]) if i < len(logs) else []
+            if len(seconds) < st["epochs"]:
+                raise SystemExit(f"stage {st['run']} was used up to epoch {st['epochs']}; give its console log "
+                                 "(--log, one per stage, oldest first) for its hours")
+            st["metrics"] = {**st["metrics"], "train_time_s": sum(seconds[:st["epochs"]])}
     return chain
+
+
+def _epoch_seconds(log_path: Path) -> list[float]:
+    """Per-epoch seconds from a Keras console log ("422/422 - 269s - loss: ...")."""
+    text = log_path.read_text() if log_path.is_file() else ""
+    return [float(m[1]) for m in re.finditer(r"^\d+/\d+ - (\d+)s - loss", text, re.M)]
 
 
 def _command(st: dict) -> str:
@@ -91,7 +113,7 @@ def _command(st: dict) -> str:
 
 
 def build(run: Path, dest: Path, views: int, run_logs: list[Path] = (), command: str = "",
-          snapshots: tuple[int, ...] = (3, 9, 15, 23), paused_s: float = 0.0) -> dict:
+          snapshots: tuple[int, ...] = (3, 9, 15, 19, 25), paused_s: float = 0.0) -> dict:
     """Writes the artifact folder from a finished teacher run; returns the provenance.
 
     A run warm-started from another (`teacher.init`) is followed back to its first stage:
@@ -109,7 +131,7 @@ def build(run: Path, dest: Path, views: int, run_logs: list[Path] = (), command:
     from kdq_tf.teacher_stage import write_logits_file
     from kdq_tf.teachers import load_member
 
-    chain = stages(run)
+    chain = stages(run, list(run_logs))
     saved, metrics = chain[-1]["config"], chain[-1]["metrics"]
     if not (run / "teacher.keras").is_file():
         raise SystemExit(f"{run} has no teacher.keras")
@@ -121,12 +143,13 @@ def build(run: Path, dest: Path, views: int, run_logs: list[Path] = (), command:
     t0 = time.perf_counter()
     teacher = load_member(str(run), info.input_shape, info.num_classes).model
     final = write_logits_file(cfg, data, teacher, metrics, dest / "logits.npz")
-    total_epochs = chain[-1]["epochs_before"] + saved["teacher"]["epochs"]
+    total_epochs = chain[-1]["epochs_before"] + chain[-1]["epochs"]
     snaps = []
     for st in chain:
         for snap in sorted((st["run"] / "teacher_snapshots").glob("*.weights.h5")):
-            epoch = st["epochs_before"] + int(re.search(r"epoch_(\d+)", snap.name).group(1))
-            if epoch == total_epochs or epoch not in snapshots:
+            local = int(re.search(r"epoch_(\d+)", snap.name).group(1))
+            epoch = st["epochs_before"] + local
+            if local > st["epochs"] or epoch == total_epochs or epoch not in snapshots:
                 continue  # the last snapshot is the final teacher
             model = load_member(str(snap), info.input_shape, info.num_classes).model
             m = {"accuracy": evaluate(model, data)["accuracy"],
@@ -135,10 +158,11 @@ def build(run: Path, dest: Path, views: int, run_logs: list[Path] = (), command:
             p = write_logits_file(no_views, data, model, m, dest / "snapshots" / f"epoch_{epoch:03d}.npz")
             snaps.append({"epoch": epoch, **m, "file": f"snapshots/epoch_{epoch:03d}.npz", "bytes": p["bytes"]})
             log.info("snapshot epoch %d: test %.4f", epoch, m["accuracy"])
-    history = []
+    history = []  # the epochs each stage passed on, numbered over all stages
     for st in chain:
-        rows = (st["run"] / "teacher_history.csv").read_text().splitlines()
-        history += rows[1:] if history else rows
+        header, *rows = (st["run"] / "teacher_history.csv").read_text().splitlines()
+        history = history or [header]
+        history += [f"{st['epochs_before'] + i},{r.split(',', 1)[1]}" for i, r in enumerate(rows[:st["epochs"]])]
     files.write_text(dest / "teacher_history.csv", "\n".join(history) + "\n")
     noise = re.compile(r"^(W0000|I0000|E0000|WARNING: All log messages)")
     lines = [ln for path in run_logs if path.is_file() for ln in path.read_text().splitlines() if not noise.match(ln)]
@@ -149,9 +173,9 @@ def build(run: Path, dest: Path, views: int, run_logs: list[Path] = (), command:
     prov = {
         "what": "int8 logits of the benchmark's ResNet50 teacher (weights are not kept in the repository)",
         "command": command or " && ".join(_command(st) for st in chain),
-        "stages": [{"command": _command(st), "epochs": st["config"]["teacher"]["epochs"],
+        "stages": [{"command": _command(st), "epochs_used": st["epochs"],
                     "hours": (st["metrics"]["train_time_s"] - (paused_s if st is chain[-1] else 0.0)) / 3600,
-                    "accuracy": st["metrics"]["accuracy"],
+                    "accuracy": st["metrics"].get("accuracy"),
                     "val_accuracy": st["metrics"].get("val_accuracy")} for st in chain],
         "config": saved, "teacher": metrics, "train_hours": hours, "paused_s": paused_s, "epochs": total_epochs,
         "data_fingerprint": data.raw_fingerprint,
@@ -193,7 +217,7 @@ def main(argv=None):
     p.add_argument("--log", default="", help="the runs' console logs, comma-separated, oldest first: train.log")
     p.add_argument("--views", type=int, default=4)
     p.add_argument("--command", default="", help="the exact command that trained the teacher")
-    p.add_argument("--snapshots", default="3,9,15,23",
+    p.add_argument("--snapshots", default="3,9,15,19,25",
                    help="epochs (over all stages) whose snapshots also get logits files")
     p.add_argument("--dest", default=str(DEFAULT))
     p.add_argument("--paused-s", type=float, default=0.0,

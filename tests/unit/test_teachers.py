@@ -201,3 +201,14 @@ def test_artifact_follows_warm_started_stages(tmp_path):
     assert [c["run"].name for c in chain] == ["s1", "s2"]
     assert [c["epochs_before"] for c in chain] == [0, 15]
     assert "teacher.init=" in TA._command(chain[1]) and "teacher.init" not in TA._command(chain[0])
+    # A stage stopped after epoch 6 and continued from its epoch-4 snapshot: 4 epochs, hours from its log.
+    (tmp_path / "s2" / "metrics.json").unlink()
+    s3 = stage("s3", 12, init=str(tmp_path / "s2" / "teacher_snapshots" / "train_epoch_004.weights.h5"))
+    with pytest.raises(SystemExit, match="console log"):
+        TA.stages(s3)
+    log2 = tmp_path / "s2.log"
+    log2.write_text("".join(f"Epoch {i}/16\n422/422 - {s}s - loss: 0.3\n" for i, s in enumerate([10, 20, 30, 40, 50, 60])))
+    chain = TA.stages(s3, [tmp_path / "none.log", log2])
+    assert [c["epochs"] for c in chain] == [15, 4, 12] and [c["epochs_before"] for c in chain] == [0, 15, 19]
+    assert chain[1]["metrics"]["train_time_s"] == 100  # 10 + 20 + 30 + 40: the epochs it passed on
+    assert chain[0]["metrics"]["train_time_s"] == 3600.0
