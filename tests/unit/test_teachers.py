@@ -212,3 +212,22 @@ def test_artifact_follows_warm_started_stages(tmp_path):
     assert [c["epochs"] for c in chain] == [15, 4, 12] and [c["epochs_before"] for c in chain] == [0, 15, 19]
     assert chain[1]["metrics"]["train_time_s"] == 100  # 10 + 20 + 30 + 40: the epochs it passed on
     assert chain[0]["metrics"]["train_time_s"] == 3600.0
+
+
+def test_fusion_study_selects_on_val_and_keeps_the_final_teacher_as_a_candidate():
+    import sys
+
+    from conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import teacher_fusion as TF
+
+    y = np.array([0, 1, 2, 0])
+    hot = np.eye(3)[y] * 4.0  # right on every row
+    wrong = np.roll(hot, 1, axis=1)  # wrong on every row
+    ms = [{"name": "final", "val": hot, "test": hot}, {"name": "epoch 3", "val": wrong, "test": hot}]
+    res = TF.study(ms, y, y)
+    assert [r["val"] for r in res["single"]] == [1.0, 0.0]
+    assert len(res["fused"]) == 2  # one pair, two modes
+    assert res["best_on_val"]["members"] == ["final"] and res["best_on_val"]["mode"] is None
+    assert "No fusion beats" in TF.markdown({**res, "teacher_dir": "x"})
