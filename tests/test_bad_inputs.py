@@ -166,6 +166,8 @@ CASES = {
     "export: missing run": (["export", "--run", "{d}/norun", "--int8"], "does not exist"),
     "export: not fully integer": (["export", "--run", "{d}/floatblock", "--int8", "--out", "{d}/x/exp"],
                                   "float ops remain: CONV_2D"),
+    "teacher: missing warm start": ([T, "--dataset", "npz:{good}", "--set", "teacher.init={d}/none.keras"],
+                                    "teacher.init .*none.keras does not exist"),
     "export: firmware of a float model": (["export", "--run", "{d}/floatblock", "--float16", "--firmware",
                                            "{d}/x/fw"], "--firmware needs an integer model"),
     "export: no firmware samples": (["export", "--run", "{d}/floatblock", "--firmware", "{d}/x/fw",
