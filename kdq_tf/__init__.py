@@ -32,7 +32,11 @@ _API = {
     "quantize_student": "kdq_tf.qat", "load_qat_model": "kdq_tf.qat",
     # Conversion to TFLite bytes, C sources, firmware, export stage.
     "to_tflite": "kdq_tf.convert", "model_data": "kdq_tf.carray", "model_settings": "kdq_tf.carray",
-    "model_ops": "kdq_tf.carray", "run_export": "kdq_tf.export",
+    "model_ops": "kdq_tf.carray", "run_export": "kdq_tf.export", "firmware_project": "kdq_tf.export",
+    "strip_for_device": "kdq_tf.flatbuf",
+    # Firmware on TFLite-Micro: build for the host or a Cortex-M4, run and check it ("module:name").
+    "BuildOptions": "kdq_tf.fw_build", "build_firmware": "kdq_tf.fw_build:build",
+    "run_firmware": "kdq_tf.fw_run:run",
     # Runtimes: LiteRT (TensorFlow-free) and the TFLite-Micro host interpreter.
     "Runner": "kdq_tf.runtime", "MicroRunner": "kdq_tf.micro", "find_arena_size": "kdq_tf.micro",
     # Distribution.
@@ -48,5 +52,6 @@ __all__ = sorted(_API)
 
 def __getattr__(name: str):
     if name in _API:
-        return getattr(importlib.import_module(_API[name]), name)
+        module, _, attr = _API[name].partition(":")
+        return getattr(importlib.import_module(module), attr or name)
     raise AttributeError(f"module 'kdq_tf' has no attribute {name!r}")
