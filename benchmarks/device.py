@@ -11,6 +11,8 @@ and the build time (cold: empty object cache; warm: the same build again).
 import argparse
 import json
 import logging
+import os
+import platform
 import shutil
 import sys
 import time
@@ -107,10 +109,8 @@ def main(argv=None) -> dict:
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     res = measure(Path(a.model), a.tflm, a.dataset, work, a.samples)
-    import platform
-
     res.update(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), wall_time_s=round(time.perf_counter() - t0, 1),
-               machine=f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores",
+               machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
                command=" ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]))
     out = Path(a.results)
     files.write_json(out / f"{a.name}.json", res)

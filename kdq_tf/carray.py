@@ -153,7 +153,7 @@ def sample_input(name: str, x_q: np.ndarray, label: int, class_name: str) -> str
     """`sample_input.h`: one quantized input (flattened) with its expected class."""
     ident = c_identifier(name)
     g = _guard(ident, "sample_input.h")
-    ctype = {np.int8: "int8_t", np.uint8: "uint8_t", np.int16: "int16_t"}.get(x_q.dtype.type, "float")
+    ctype = c_type(x_q.dtype.name)
     flat = x_q.reshape(-1)
     rows = [", ".join(str(int(v)) if ctype != "float" else _f(v) for v in flat[i:i + 16])
             for i in range(0, len(flat), 16)]

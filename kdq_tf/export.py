@@ -182,7 +182,8 @@ def run_export(run_dir: str | Path, out_dir: str | Path | None = None, firmware_
             files.write_text(out / fname, text)
     if firmware_dir:
         report["firmware"] = firmware_project(model_bytes, firmware_dir, e.name, data.info.class_names, x, y,
-                                              e.firmware_samples, arena, (out / "report.json").resolve(), generated)
+                                              e.firmware_samples, arena, (out / "report.json").resolve(), generated,
+                                              device_bytes)
     files.write_json(out / "report.json", report)
     files.write_text(out / "report.md", export_markdown(report, files.read_json(run_dir / "metrics.json")))
     return report
@@ -190,7 +191,7 @@ def run_export(run_dir: str | Path, out_dir: str | Path | None = None, firmware_
 
 def firmware_project(model_bytes: bytes, out_dir: str | Path, name: str, class_names, x: np.ndarray, y: np.ndarray,
                      samples: int = 10, arena: int | None = None, export_report: Path | None = None,
-                     generated: dict | None = None) -> dict:
+                     generated: dict | None = None, device_bytes: bytes | None = None) -> dict:
     """Writes a TFLite-Micro firmware folder for an integer `.tflite` (bytes in, files out).
 
     The device gets the stripped flatbuffer and the first `samples` of `x` (normalised
@@ -203,7 +204,7 @@ def firmware_project(model_bytes: bytes, out_dir: str | Path, name: str, class_n
     from kdq_tf.micro import find_arena_size
     from kdq_tf.runtime import Runner
 
-    device_bytes = flatbuf.strip_for_device(model_bytes)
+    device_bytes = device_bytes or flatbuf.strip_for_device(model_bytes)
     arena = arena or find_arena_size(device_bytes)
     generated = generated or c_sources(device_bytes, name, class_names, x[0], int(y[0]), arena)
     n = min(samples, len(x))
@@ -297,5 +298,5 @@ def export_markdown(report: dict, metrics: dict) -> str:
     if report.get("device"):
         from kdq_tf.fw_report import markdown
 
-        lines += ["## On the device (kdq_tf firmware run)", "", *markdown(report["device"]["runs"]).splitlines()[2:]]
+        lines += ["## On the device (kdq_tf firmware run)", "", markdown(report["device"]["runs"], heading=False)]
     return "\n".join(lines)

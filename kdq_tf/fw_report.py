@@ -16,7 +16,7 @@ def ratio(runs: dict) -> float | None:
     return round(a / b, 2) if a and b else None
 
 
-def markdown(runs: dict) -> str:
+def markdown(runs: dict, heading: bool = True) -> str:
     from kdq_tf.report import markdown_table
 
     rows = []
@@ -29,7 +29,7 @@ def markdown(runs: dict) -> str:
     table = markdown_table(["target/kernels", "bit-exact vs Python TFLM", "top-1 agreement", "correct",
                             "flash bytes", "model", "TFLM", "all code", "RAM bytes", "arena (RAM)",
                             "arena used / chosen", "instructions per inference"], rows)
-    lines = ["# kdq_tf firmware on the device", "", table, ""]
+    lines = (["# kdq_tf firmware on the device", ""] if heading else []) + [table, ""]
     for key, r in runs.items():
         names = r.get("class_names") or []
         classes = ", ".join(f"{n}{'' if p == y else ' (label: ' + (names[y] if y < len(names) else str(y)) + ')'}"

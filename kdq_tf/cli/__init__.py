@@ -1,4 +1,8 @@
-"""Command line: argparse subcommands; each handler builds a Config and makes one call."""
+"""Command line: argparse subcommands; each handler builds a Config and makes one call.
+
+The training side is here; `device.py` holds export and firmware, `runtime.py` the commands
+on a `.tflite`. Only this package prints.
+"""
 
 import argparse
 import json
@@ -236,11 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--input-shape", default="28x28x1", help="HxWxC (default 28x28x1)")
     s.add_argument("--classes", type=int, default=10)
     s.set_defaults(func=cmd_students)
-    from kdq_tf.cli_device import add_parsers
+    from kdq_tf.cli.device import add_parsers
 
     add_parsers(sub)
 
-    from kdq_tf.cli_runtime import add_parsers as add_runtime_parsers
+    from kdq_tf.cli.runtime import add_parsers as add_runtime_parsers
 
     add_runtime_parsers(sub)
 
