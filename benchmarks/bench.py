@@ -66,12 +66,46 @@ def teacher_source(a, work: Path) -> dict:
     prov = TA.check(dest, data)
     model = Path(a.teacher_model) if a.teacher_model else (work / "teacher" / "teacher.keras")
     fp = from_bytes((dest / "logits.npz").read_bytes(), "logits.npz").teacher_fp
-    snaps = [(f"epoch {s['epoch']}", s["accuracy"], dest / s["file"]) for s in prov["snapshots"]]
+    members = prov.get("members") or [{"config": prov["config"]["teacher"]}]
+    first = _arch(members[0]["config"])
+    snaps = [(f"{first} epoch {s['epoch']}", s["accuracy"], dest / s["file"]) for s in prov["snapshots"]]
+    keys = ("arch", "width", "epochs", "lr", "batch_size", "precision", "erase", "weight_decay", "input_size",
+            "adapter")
+    recipes = [{k: m["config"][k] for k in keys if k in m["config"]} for m in members]
+    fusion = prov.get("fusion")
+    label = (f"{' + '.join(_arch(m['config']) for m in members)} teacher, fused (float)" if fusion
+             else f"{first} teacher (float)")
     return {"logits": dest / "logits.npz", "model": model if model.is_file() else None, "teacher": prov["teacher"],
-            "snapshots": snaps, "source": f"{_shown(dest)} (fingerprint {fp}, checked)",
-            "recipe": {k: prov["config"]["teacher"][k] for k in ("epochs", "lr", "batch_size", "precision", "erase",
-                                                                 "weight_decay", "input_size", "adapter")},
+            "snapshots": snaps, "source": f"{_shown(dest)} (fingerprint {fp}, checked)", "label": label,
+            "recipe": recipes[0] if len(recipes) == 1 else recipes, "fusion": fusion,
+            "members": [{"label": _arch(m["config"]), "hours": m.get("hours"), **(fusion["members"][i] if fusion
+                                                                               else {})}
+                        for i, m in enumerate(members)],
             "hours": prov["train_hours"], "command": prov["command"]}
+
+
+def _arch(teacher_config: dict) -> str:
+    arch = teacher_config.get("arch", "resnet50")
+    return "ResNet50" if arch == "resnet50" else f"CNN-{teacher_config.get('width')}"
+
+
+def other_teachers(a) -> list[tuple[str, float, Path]]:
+    """--gain-also: more stored teacher artifacts as KD-gain points (label, test accuracy, logits)."""
+    import teacher_artifact as TA
+
+    from kdq_tf.config import DataConfig
+    from kdq_tf.data import load_dataset
+
+    if not a.gain_also:
+        return []
+    data = load_dataset(DataConfig(dataset=a.dataset))
+    out = []
+    for d in a.gain_also:
+        prov = TA.check(Path(d), data)
+        members = prov.get("members") or [{"config": prov["config"]["teacher"]}]
+        label = " + ".join(_arch(m["config"]) for m in members) + f" ({prov['epochs']} epochs)"
+        out.append((label, prov["teacher"]["accuracy"], Path(d) / "logits.npz"))
+    return out
 
 
 def latency(work: Path, runs: int) -> dict:
@@ -118,7 +152,7 @@ def summarize(res: dict) -> dict:
     t = res["teacher"]["teacher"]
     names = {"scratch": "student from scratch (float)", "distilled": "student distilled (float)",
              "scratch_qat_int8": "scratch + QAT, int8 .tflite", "distilled_qat_int8": "distilled + QAT, int8 .tflite"}
-    table = [{"model": "ResNet50 teacher (float)", "accuracy": KD.mean_std([t["accuracy"]]),
+    table = [{"model": res["teacher"].get("label", "ResNet50 teacher (float)"), "accuracy": KD.mean_std([t["accuracy"]]),
               "f1": KD.mean_std([t.get("f1", t["accuracy"])]), "params": t.get("params"), "tflite_bytes": None,
               "arena_bytes": None}]
     for key, label in names.items():
@@ -161,6 +195,7 @@ def markdown(res: dict) -> str:
              f"total {res['wall_time_s'] / 60:.1f} min. Settings: `{json.dumps(st, sort_keys=True)}`", "",
              f"Teacher: {t['source']}; recipe `{json.dumps(t['recipe'], sort_keys=True, default=str)}`"
              + (f"; {t['hours']:.2f} h of training" if t.get("hours") else "") + ".", "",
+             *fusion_lines(t),
              f"Students: T={res['chosen']['temperature']:g}, lambda={res['chosen']['lam']:g} (chosen on the "
              f"validation split), {st['epochs']} epochs + {st['qat_epochs']} QAT, {st['views']} cached augmented "
              "views; the scratch twin has the same architecture, augmentation, epochs, schedule and QAT.", "",
@@ -215,6 +250,21 @@ def markdown(res: dict) -> str:
     elif dev.get("skipped"):
         lines += ["", f"Device rows skipped: {dev['skipped']}"]
     return "\n".join(lines) + "\n"
+
+
+def fusion_lines(t: dict) -> list[str]:
+    """The members of a fused teacher and the fusion chosen on the validation split."""
+    f = t.get("fusion")
+    if not f:
+        return []
+    lines = ["| teacher | val accuracy % | test accuracy % | hours of training | fusion weight |", "|---|---|---|---|---|"]
+    for m, w in zip(t["members"], f["weights"]):
+        lines.append(f"| {m['label']} | {100 * m['val_accuracy']:.2f} | {100 * m['accuracy']:.2f} | "
+                     f"{m['hours']:.2f} | {w:g} |")
+    lines.append(f"| fused (mean of {'logits' if f['mode'] == 'logits' else 'probabilities'}) | "
+                 f"{100 * f['val_accuracy']:.2f} | {100 * f['accuracy']:.2f} | {t['hours']:.2f} | |")
+    return [*lines, "", f"The fusion mode and weights scored best on the validation split among {f['tried']} "
+            "tried; the test column is only reported.", ""]
 
 
 def plots(res: dict, out: Path) -> list[str]:
@@ -279,11 +329,14 @@ def parse(argv):
     p.add_argument("--teacher-epochs", type=int, help="--quick's teacher")
     p.add_argument("--retrain-teacher", action="store_true", help="train the stored teacher again (hours)")
     p.add_argument("--teacher-dir", default=str(ROOT / "benchmarks" / "teachers" / "fashion_mnist_resnet50"))
+    p.add_argument("--gain-also", action="append", default=[],
+                   help="another teacher artifact folder to add to the KD-gain table (repeatable)")
     p.add_argument("--teacher-model", help="the teacher's .keras, for the online guidance row (optional)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--qat-epochs", type=int)
     p.add_argument("--views", type=int)
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3, help="the students' Adam rate (cosine decay)")
     p.add_argument("--temperature", type=float, default=4.0, help="the sweep's starting T")
     p.add_argument("--lam", type=float, default=0.5, help="the sweep's starting lambda")
     p.add_argument("--sweep-t", default="1,2,4,8")
@@ -339,7 +392,7 @@ def main(argv=None) -> dict:
     log.info("4/7 guidance modes")
     res["guidance"] = KD.guidance_modes(a, work, src["logits"], src["model"], best["temperature"], best["lam"])
     log.info("5/7 KD gain against teacher accuracy")
-    gain_files = [*src["snapshots"], ("final", src["teacher"]["accuracy"], Path(src["logits"]))]
+    gain_files = [*src["snapshots"], *other_teachers(a), ("final", src["teacher"]["accuracy"], Path(src["logits"]))]
     res["kd_gain"] = KD.kd_gain(a, work, gain_files, best["temperature"], best["lam"])
     log.info("6/7 size, latency, memory, scaling, device")
     from kdq_tf import flatbuf

@@ -18,7 +18,7 @@ log = logging.getLogger("bench")
 def student_sets(a, *, epochs=None, temperature=None, lam=None, limit=None) -> list[str]:
     limit = a.limit if limit is None else limit
     sets = [f"data.dataset={a.dataset}", f"data.batch_size={a.batch_size}", f"distill.student={a.student}",
-            f"distill.epochs={epochs or a.epochs}", f"distill.temperature={temperature or a.temperature}",
+            f"distill.epochs={epochs or a.epochs}", f"distill.lr={a.lr}", f"distill.temperature={temperature or a.temperature}",
             f"distill.lam={a.lam if lam is None else lam}", f"qat.epochs={a.qat_epochs}", "run.resume=true"]
     return sets + ([f"data.limit={limit}"] if limit else [])
 
@@ -172,7 +172,7 @@ def kd_gain(a, work: Path, files: list[tuple[str, float, Path]], t: float, lam: 
     """
     rows, scratch = [], None
     for i, (name, teacher_acc, path) in enumerate(files):
-        m = distill_run(a, work / "kd_gain" / name, path, baseline=i == 0, epochs=a.gain_epochs, temperature=t,
+        m = distill_run(a, work / "kd_gain" / f"teacher{i:02d}", path, baseline=i == 0, epochs=a.gain_epochs, temperature=t,
                         lam=lam)
         if i == 0:
             scratch = m["baseline"]["accuracy"]

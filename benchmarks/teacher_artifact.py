@@ -112,73 +112,75 @@ def _command(st: dict) -> str:
     return f"kdq_tf teacher --out {st['run']} " + " ".join(f"--set teacher.{k}={t[k]}" for k in keys if t.get(k))
 
 
-def build(run: Path, dest: Path, views: int, run_logs: list[Path] = (), command: str = "",
+def build(runs, dest: Path, views: int, run_logs=(), command: str = "",
           snapshots: tuple[int, ...] = (3, 9, 15, 19, 25), paused_s: float = 0.0) -> dict:
-    """Writes the artifact folder from a finished teacher run; returns the provenance.
+    """Writes the artifact folder from one finished teacher run, or fuses several; returns the provenance.
 
     A run warm-started from another (`teacher.init`) is followed back to its first stage:
     the hours add up, the epochs count from the first stage, and every stage's command
-    goes into the provenance.
+    goes into the provenance. Several runs are fused (kdq_tf.teachers) with the mode and
+    weights that score best on the validation split (`choose_fusion`); the hours of all
+    members add up.
 
-    `snapshots`: the epochs (counted over all stages) whose snapshots get logits files too,
-    teachers of lower accuracy for the KD-gain study; a few, to keep the folder under 10 MB.
-    `paused_s`: seconds the last stage was stopped (SIGSTOP) while its clock ran; taken off its hours.
+    `run_logs`: the console logs of one run (a list of paths), or one such list per run.
+    `snapshots`: the epochs (counted over all stages of the first run) whose snapshots get
+    logits files too, teachers of lower accuracy for the KD-gain study; a few, to keep the
+    folder under 10 MB.
+    `paused_s`: seconds the first run's last stage was stopped (SIGSTOP) while its clock ran.
     """
     from kdq_tf import files
     from kdq_tf.config import config_from_dict
     from kdq_tf.data import load_dataset
-    from kdq_tf.pipeline import evaluate
     from kdq_tf.teacher_stage import write_logits_file
-    from kdq_tf.teachers import load_member
 
-    chain = stages(run, list(run_logs))
-    saved, metrics = chain[-1]["config"], chain[-1]["metrics"]
-    if not (run / "teacher.keras").is_file():
-        raise SystemExit(f"{run} has no teacher.keras")
+    runs = [Path(r) for r in (runs if isinstance(runs, (list, tuple)) else [runs])]
+    logs = list(run_logs)
+    if logs and not isinstance(logs[0], (list, tuple)):
+        logs = [logs]
+    logs += [[]] * (len(runs) - len(logs))
+    chains = [stages(r, [Path(p) for p in lg]) for r, lg in zip(runs, logs)]
+    for r in runs:
+        if not (r / "teacher.keras").is_file():
+            raise SystemExit(f"{r} has no teacher.keras")
+    saved = chains[0][-1]["config"]
     cfg = config_from_dict({**saved, "distill": {**saved["distill"], "views": views}})
     data = load_dataset(cfg.data, seed=cfg.run.seed)
-    info = data.info
     dest.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(dest / "snapshots", ignore_errors=True)
     t0 = time.perf_counter()
-    teacher = load_member(str(run), info.input_shape, info.num_classes).model
+    teacher, metrics, fusion = _teacher(runs, chains, data)
     final = write_logits_file(cfg, data, teacher, metrics, dest / "logits.npz")
-    total_epochs = chain[-1]["epochs_before"] + chain[-1]["epochs"]
-    snaps = []
-    for st in chain:
-        for snap in sorted((st["run"] / "teacher_snapshots").glob("*.weights.h5")):
-            local = int(re.search(r"epoch_(\d+)", snap.name).group(1))
-            epoch = st["epochs_before"] + local
-            if local > st["epochs"] or epoch == total_epochs or epoch not in snapshots:
-                continue  # the last snapshot is the final teacher
-            model = load_member(str(snap), info.input_shape, info.num_classes).model
-            m = {"accuracy": evaluate(model, data)["accuracy"],
-                 "val_accuracy": evaluate(model, data, "val")["accuracy"]}
-            no_views = config_from_dict({**saved, "distill": {**saved["distill"], "views": 0}})
-            p = write_logits_file(no_views, data, model, m, dest / "snapshots" / f"epoch_{epoch:03d}.npz")
-            snaps.append({"epoch": epoch, **m, "file": f"snapshots/epoch_{epoch:03d}.npz", "bytes": p["bytes"]})
-            log.info("snapshot epoch %d: test %.4f", epoch, m["accuracy"])
-    history = []  # the epochs each stage passed on, numbered over all stages
-    for st in chain:
+    snaps = _snapshot_logits(chains[0], saved, data, dest, snapshots)
+    history = []  # the epochs each stage of the first run passed on, numbered over all its stages
+    for st in chains[0]:
         header, *rows = (st["run"] / "teacher_history.csv").read_text().splitlines()
         history = history or [header]
         history += [f"{st['epochs_before'] + i},{r.split(',', 1)[1]}" for i, r in enumerate(rows[:st["epochs"]])]
     files.write_text(dest / "teacher_history.csv", "\n".join(history) + "\n")
     noise = re.compile(r"^(W0000|I0000|E0000|WARNING: All log messages)")
-    lines = [ln for path in run_logs if path.is_file() for ln in path.read_text().splitlines() if not noise.match(ln)]
+    lines = [ln for lg in logs for path in lg if Path(path).is_file()
+             for ln in Path(path).read_text().splitlines() if not noise.match(ln)]
     if lines:
         files.write_text(dest / "train.log", "\n".join(lines) + "\n")
     total = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
-    hours = (sum(st["metrics"]["train_time_s"] for st in chain) - paused_s) / 3600
+
+    def hours(st, first_run):
+        return (st["metrics"]["train_time_s"] - (paused_s if first_run and st is chains[0][-1] else 0.0)) / 3600
+
+    members = [{"run": str(r), "command": " && ".join(_command(st) for st in chain),
+                "stages": [{"command": _command(st), "epochs_used": st["epochs"], "hours": hours(st, i == 0),
+                            "accuracy": st["metrics"].get("accuracy"),
+                            "val_accuracy": st["metrics"].get("val_accuracy")} for st in chain],
+                "config": chain[-1]["config"]["teacher"], "hours": sum(hours(st, i == 0) for st in chain),
+                "epochs": chain[-1]["epochs_before"] + chain[-1]["epochs"]}
+               for i, (r, chain) in enumerate(zip(runs, chains))]
+    what = "ResNet50 teacher" if len(runs) == 1 else f"fused teacher ({len(runs)} members)"
     prov = {
-        "what": "int8 logits of the benchmark's ResNet50 teacher (weights are not kept in the repository)",
-        "command": command or " && ".join(_command(st) for st in chain),
-        "stages": [{"command": _command(st), "epochs_used": st["epochs"],
-                    "hours": (st["metrics"]["train_time_s"] - (paused_s if st is chain[-1] else 0.0)) / 3600,
-                    "accuracy": st["metrics"].get("accuracy"),
-                    "val_accuracy": st["metrics"].get("val_accuracy")} for st in chain],
-        "config": saved, "teacher": metrics, "train_hours": hours, "paused_s": paused_s, "epochs": total_epochs,
-        "data_fingerprint": data.raw_fingerprint,
+        "what": f"int8 logits of the benchmark's {what} (weights are not kept in the repository)",
+        "command": command or " ; ".join(m["command"] for m in members),
+        "stages": members[0]["stages"], "members": members, "fusion": fusion,
+        "config": saved, "teacher": metrics, "train_hours": sum(m["hours"] for m in members), "paused_s": paused_s,
+        "epochs": members[0]["epochs"], "data_fingerprint": data.raw_fingerprint,
         "logits": {"file": "logits.npz", "sha256": sha256(dest / "logits.npz"), "views": views,
                    "views_augment": final["views_augment"], "bytes": final["bytes"],
                    "max_abs_int8_error": final["max_abs_int8_error"]},
@@ -190,6 +192,81 @@ def build(run: Path, dest: Path, views: int, run_logs: list[Path] = (), command:
     prov["teacher_fingerprint"] = from_bytes((dest / "logits.npz").read_bytes(), "logits.npz").teacher_fp
     files.write_json(dest / "provenance.json", prov)
     return prov
+
+
+def _teacher(runs: list[Path], chains: list, data):
+    """The teacher whose logits are stored: the one run's model, or the members fused. Returns
+    `(model, metrics, fusion)`, fusion None for one run."""
+    from kdq_tf import teachers as TS
+    from kdq_tf.pipeline import evaluate
+
+    info = data.info
+    members = [TS.load_member(str(r), info.input_shape, info.num_classes) for r in runs]
+    if len(members) == 1:
+        return members[0].model, chains[0][-1]["metrics"], None
+    from kdq_tf.pipeline import predict_logits
+
+    fusion = choose_fusion([predict_logits(m.model, data, "val") for m in members],
+                           [predict_logits(m.model, data, "test") for m in members],
+                           data.split("val")[1], data.split("test")[1])
+    model = TS.fused_model(members, fusion["weights"], fusion["mode"])
+    metrics = {**evaluate(model, data), "val_accuracy": evaluate(model, data, "val")["accuracy"],
+               "source": "fused: " + ", ".join(str(r) for r in runs), "fusion": fusion["mode"],
+               "train_time_s": sum(st["metrics"]["train_time_s"] for chain in chains for st in chain)}
+    return model, metrics, fusion
+
+
+def choose_fusion(val: list, test: list, y_val, y_test, grid: int = 10) -> dict:
+    """The fusion mode and member weights with the best validation accuracy.
+
+    `val`/`test`: each member's logits on the two splits. Tries both modes (mean of logits,
+    mean of probabilities) with the weights proportional to each member's validation
+    accuracy and, for two members, every split of a `grid`-step simplex. The test split is
+    only scored, never used to choose.
+    """
+    import numpy as np
+
+    from kdq_tf import teachers as TS
+
+    def acc(z, y):
+        return float((np.asarray(z).argmax(-1) == np.asarray(y)).mean())
+
+    singles = [{"val_accuracy": acc(v, y_val), "accuracy": acc(t, y_test)} for v, t in zip(val, test)]
+    candidates = [TS.weights_from_accuracy([s["val_accuracy"] for s in singles])]
+    if len(val) == 2:
+        candidates += [[i / grid, 1 - i / grid] for i in range(1, grid)]
+    tried = [{"mode": mode, "weights": [round(v, 4) for v in w], "val_accuracy": acc(TS.fuse_numpy(val, w, mode), y_val)}
+             for mode in TS.FUSIONS for w in candidates]
+    best = dict(max(tried, key=lambda r: r["val_accuracy"]))  # first of equals: logits, accuracy weights
+    best["accuracy"] = acc(TS.fuse_numpy(test, best["weights"], best["mode"]), y_test)
+    return {**best, "members": singles, "tried": len(tried), "chosen_on": "val"}
+
+
+def _snapshot_logits(chain: list, saved: dict, data, dest: Path, snapshots: tuple[int, ...]) -> list[dict]:
+    """Logits files for the chosen snapshots of one run (the final one is the teacher itself)."""
+    from kdq_tf.config import config_from_dict
+    from kdq_tf.pipeline import evaluate
+    from kdq_tf.teacher_stage import write_logits_file
+    from kdq_tf.teachers import load_member
+
+    info = data.info
+    total_epochs = chain[-1]["epochs_before"] + chain[-1]["epochs"]
+    no_views = config_from_dict({**saved, "distill": {**saved["distill"], "views": 0}})
+    snaps = []
+    for st in chain:
+        for snap in sorted((st["run"] / "teacher_snapshots").glob("*.weights.h5")):
+            local = int(re.search(r"epoch_(\d+)", snap.name).group(1))
+            epoch = st["epochs_before"] + local
+            if local > st["epochs"] or epoch == total_epochs or epoch not in snapshots:
+                continue
+            model = load_member(str(snap), info.input_shape, info.num_classes).model
+            m = {"accuracy": evaluate(model, data)["accuracy"],
+                 "val_accuracy": evaluate(model, data, "val")["accuracy"]}
+            p = write_logits_file(no_views, data, model, m, dest / "snapshots" / f"epoch_{epoch:03d}.npz")
+            snaps.append({"epoch": epoch, **m, "file": f"snapshots/epoch_{epoch:03d}.npz", "bytes": p["bytes"],
+                          "member": str(chain[-1]["run"])})
+            log.info("snapshot epoch %d: test %.4f", epoch, m["accuracy"])
+    return snaps
 
 
 def check(dest: Path, data) -> dict:
@@ -213,8 +290,10 @@ def check(dest: Path, data) -> dict:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", required=True, help="a finished `kdq_tf teacher` run folder")
-    p.add_argument("--log", default="", help="the runs' console logs, comma-separated, oldest first: train.log")
+    p.add_argument("--run", required=True, action="append",
+                   help="a finished `kdq_tf teacher` run folder; give it again for each member of a fusion")
+    p.add_argument("--log", action="append", default=[],
+                   help="a run's console logs, comma-separated, oldest stage first (once per --run): train.log")
     p.add_argument("--views", type=int, default=4)
     p.add_argument("--command", default="", help="the exact command that trained the teacher")
     p.add_argument("--snapshots", default="3,9,15,19,25",
@@ -224,7 +303,8 @@ def main(argv=None):
                    help="seconds the training was stopped (SIGSTOP) while its clock ran; taken off the hours")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    prov = build(Path(a.run), Path(a.dest), a.views, [Path(v) for v in a.log.split(",") if v], a.command,
+    prov = build([Path(r) for r in a.run], Path(a.dest), a.views,
+                 [[Path(v) for v in lg.split(",") if v] for lg in a.log], a.command,
                  tuple(int(v) for v in a.snapshots.split(",") if v), a.paused_s)
     print(json.dumps({k: prov[k] for k in ("teacher", "train_hours", "artifact_bytes", "snapshots")}, indent=2))
 

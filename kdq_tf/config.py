@@ -64,6 +64,10 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TeacherConfig:
+    # resnet50: the ResNet50 behind an adapter; cnn: a VGG-style CNN at the data's own resolution,
+    # cheaper per image on small inputs and a diverse second member for fusion.
+    arch: str = "resnet50"
+    width: int = 48  # cnn only: filters of its first stage (x2, x4 in the next two)
     weights: str = "none"  # none: from scratch; imagenet: fine-tune the ImageNet backbone
     path: str | None = None  # a user's .keras teacher instead of ResNet50; several (comma-separated) are fused
     fusion: str = "logits"  # several teachers: weighted mean of logits | of probabilities (kdq_tf.teachers)
@@ -91,7 +95,11 @@ class TeacherConfig:
     init: str | None = None
 
     def __post_init__(self):
+        _one_of("teacher.arch", self.arch, ("resnet50", "cnn"))
+        _check(self.width >= 1, f"teacher.width must be >= 1, got {self.width}")
         _one_of("teacher.weights", self.weights, ("none", "imagenet"))
+        _check(not (self.arch == "cnn" and self.weights == "imagenet"), "teacher.weights=imagenet needs "
+               "teacher.arch=resnet50; the cnn teacher trains from scratch")
         _one_of("teacher.precision", self.precision, ("float32", "mixed_bfloat16", "auto"))
         _one_of("teacher.fusion", self.fusion, ("logits", "probs"))
         _check(not (self.path and self.logits), "give teacher models (--teacher) or precomputed logits "

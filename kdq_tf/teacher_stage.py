@@ -65,9 +65,9 @@ def teacher_stage(cfg: Config, run: RunDir, data, user_teacher=None):
     train_time = time.perf_counter() - t0
     files.save_keras(model, path)
     metrics = {**evaluate(model, data), "val_accuracy": val_accuracy(model, data),
-               "source": f"ResNet50 weights={tc.weights}" + (f", warm start {tc.init}" if tc.init else ""),
+               "source": (f"ResNet50 weights={tc.weights}" if tc.arch == "resnet50" else f"cnn width={tc.width}") + (f", warm start {tc.init}" if tc.init else ""),
                "train_time_s": round(train_time, 2),
-               "epochs_run": result["epochs"], "input_size": tc.input_size, "adapter": tc.adapter,
+               "epochs_run": result["epochs"], "arch": tc.arch, "input_size": tc.input_size, "adapter": tc.adapter,
                "precision": precision, "batch_size": batch, "augment": aug.to_dict() if aug else None}
     run.update_metrics("teacher", metrics)
     return model, metrics

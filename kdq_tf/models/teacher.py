@@ -49,7 +49,8 @@ def _preprocess_kernel(channels: int, pre: Preprocess, raw_max: float) -> tuple[
 def build_teacher(input_shape: tuple[int, int, int], num_classes: int, cfg: TeacherConfig = TeacherConfig(),
                   preprocess: Preprocess | None = None, raw_max: float = 255.0,
                   logits_dtype: str | None = None) -> keras.Model:
-    """ResNet50 (no top) behind an adapter that pads/resizes and maps channels to 3.
+    """ResNet50 (no top) behind an adapter that pads/resizes and maps channels to 3,
+    or, with `cfg.arch == "cnn"`, the plain CNN of `build_cnn_teacher`.
 
     Args:
         input_shape: the data's (H, W, C), C in {1, 3}.
@@ -67,6 +68,8 @@ def build_teacher(input_shape: tuple[int, int, int], num_classes: int, cfg: Teac
     Raises:
         ModelError: if ImageNet weights are asked for but cannot be obtained.
     """
+    if cfg.arch == "cnn":
+        return build_cnn_teacher(input_shape, num_classes, cfg.width, logits_dtype)
     h, w, c = input_shape
     preprocess = preprocess or Preprocess(1.0 / 255.0, (0.0,) * c, (1.0,) * c)
     s = cfg.input_size
@@ -101,6 +104,28 @@ def build_teacher(input_shape: tuple[int, int, int], num_classes: int, cfg: Teac
     x = backbone(x)  # (batch, 2048)
     outputs = keras.layers.Dense(num_classes, name="logits", dtype=logits_dtype)(x)
     return keras.Model(inputs, outputs, name="resnet50_teacher")
+
+
+def build_cnn_teacher(input_shape: tuple[int, int, int], num_classes: int, width: int = 48,
+                      logits_dtype: str | None = None) -> keras.Model:
+    """A VGG-style teacher: three stages of two 3x3 conv-BN-ReLU (width, 2x, 4x), GAP, dense.
+
+    ResNet50's stem divides the input by 4 at once, so a 28x28 image becomes 8x8 before
+    the first residual block. This network keeps the full resolution in its first
+    stage, which on small images buys more accuracy per image-second than ResNet50
+    (benchmarks/results/teacher_speed.md), and it errs differently from ResNet50, which
+    is what a fusion of the two needs. It reads the pipeline's normalised input as is.
+    """
+    L = keras.layers
+    inputs = keras.Input(input_shape, name="image")
+    x = inputs
+    for i, (filters, stride) in enumerate([(1, 1), (1, 1), (2, 2), (2, 1), (4, 2), (4, 1)]):
+        x = L.Conv2D(width * filters, 3, strides=stride, padding="same", use_bias=False, name=f"c{i}_conv")(x)
+        x = L.BatchNormalization(momentum=0.9, name=f"c{i}_bn")(x)  # 0.9: see build_teacher
+        x = L.ReLU(name=f"c{i}_relu")(x)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    outputs = L.Dense(num_classes, name="logits", dtype=logits_dtype)(x)
+    return keras.Model(inputs, outputs, name=f"cnn{width}_teacher")
 
 
 def backbone_of(model: keras.Model) -> keras.Model | None:

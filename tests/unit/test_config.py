@@ -29,10 +29,17 @@ def test_unknown_key_names_valid_keys():
     ("data.limit=abc", "expects int"),
     ("qat.enabled=maybe", "expects bool"),
     ("data.normalize=zscore", "must be one of"),
+    ("teacher.arch=vgg16", "teacher.arch must be one of"),
+    ("teacher.width=0", "teacher.width must be >= 1"),
 ])
 def test_bad_values(item, msg):
     with pytest.raises(ConfigError, match=msg):
         load_config(sets=[item])
+
+
+def test_cnn_teacher_cannot_take_imagenet_weights():
+    with pytest.raises(ConfigError, match="needs teacher.arch=resnet50"):
+        load_config(sets=["teacher.arch=cnn", "teacher.weights=imagenet"])
 
 
 def test_alpha_and_lambda_conflict():

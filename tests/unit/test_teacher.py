@@ -40,6 +40,17 @@ def test_adapter_applies_caffe_preprocessing():
                                [-103.939, -116.779, 255 - 123.68], rtol=1e-5)
 
 
+def test_cnn_teacher_keeps_the_input_resolution():
+    m = T.build_teacher((28, 28, 1), 7, TeacherConfig(arch="cnn", width=8))
+    assert m.output_shape == (None, 7) and T.backbone_of(m) is None  # one training phase, no adapter
+    assert m.get_layer("c1_conv").output_shape == (None, 28, 28, 8)  # full resolution in the first stage
+    assert m.get_layer("c5_conv").output_shape == (None, 7, 7, 32)  # width x4 after two stride-2 convs
+    # conv kernels 9*(1*8 + 8*8 + 8*16 + 16*16 + 16*32 + 32*32), BN 4 per channel, dense 32*7 + 7
+    convs = 9 * (8 + 64 + 128 + 256 + 512 + 1024)
+    assert m.count_params() == convs + 4 * (8 + 8 + 16 + 16 + 32 + 32) + 32 * 7 + 7
+    assert teacher_phases(m, TeacherConfig(arch="cnn"), steps_per_epoch=2)[0].name == "train"
+
+
 def test_imagenet_weights_from_keras_cache(tmp_path, monkeypatch):
     # The real file can't be downloaded here: put a weights file where Keras looks for it.
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
