@@ -51,8 +51,9 @@ firmware-tools:
 test: data firmware-tools
 	$(PY) -m pytest -q
 
-# Benchmarks (matplotlib for the plots). Full: an hour or more on 2 cores, from the teacher logits
-# stored in benchmarks/teachers/ (TEACHER=retrain trains that ResNet50 again: hours); quick: minutes.
+# Benchmarks (matplotlib for the plots). Full: about 80 minutes on 2 cores, from the fused teacher's
+# logits stored in benchmarks/teachers/ (TEACHER=retrain trains its ResNet50 and CNN again: hours);
+# quick: minutes.
 TEACHER ?= stored
 $(VENV)/.bench: $(VENV)/.installed
 	$(PY) -m pip install -q matplotlib

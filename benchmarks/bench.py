@@ -60,8 +60,8 @@ def teacher_source(a, work: Path) -> dict:
                 "recipe": m}
     dest = Path(a.teacher_dir)
     if a.retrain_teacher:
-        run = TA.train_teacher(work / "teacher", work / "teacher.log", a.dataset)
-        TA.build(run, dest, a.views, [work / "teacher.log"])
+        runs = TA.train_teacher(work / "teacher", work / "teacher.log", a.dataset)
+        TA.build(runs, dest, a.views, [[work / "teacher.log"]], snapshots=(5, 10, 15, 20, 25))
     data = load_dataset(DataConfig(dataset=a.dataset))
     prov = TA.check(dest, data)
     model = Path(a.teacher_model) if a.teacher_model else (work / "teacher" / "teacher.keras")
@@ -143,6 +143,20 @@ def device_rows(a, work: Path) -> dict | None:
         return {"skipped": str(e)}
 
 
+def _portable(value):
+    """Settings as another clone would write them: paths inside the checkout (or beside it, like
+    ../shared/tflm) relative to it."""
+    if isinstance(value, list):
+        return [_portable(v) for v in value]
+    if isinstance(value, str) and value.startswith("/"):
+        p = Path(value)
+        if p.is_relative_to(ROOT):
+            return str(p.relative_to(ROOT))
+        if p.is_relative_to(ROOT.parent):
+            return str(Path("..") / p.relative_to(ROOT.parent))
+    return value
+
+
 def _shown(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
@@ -197,8 +211,11 @@ def markdown(res: dict) -> str:
              + (f"; {t['hours']:.2f} h of training" if t.get("hours") else "") + ".", "",
              *fusion_lines(t),
              f"Students: T={res['chosen']['temperature']:g}, lambda={res['chosen']['lam']:g} (chosen on the "
-             f"validation split), {st['epochs']} epochs + {st['qat_epochs']} QAT, {st['views']} cached augmented "
-             "views; the scratch twin has the same architecture, augmentation, epochs, schedule and QAT.", "",
+             f"validation split), {st['epochs']} epochs + {st['qat_epochs']} QAT, "
+             + (f"{res['chosen']['views']} cached augmented views" if res["chosen"]["views"] else
+                "cached logits without augmentation")
+             + f" (chosen on the validation split); batch {st['batch_size']}, Adam {st['lr']:g} with cosine decay; "
+             "the scratch twin has the same architecture, augmentation, epochs, schedule and QAT.", "",
              "## Quality (test set; students: mean ± std over seeds)", "",
              "| model | test accuracy % | macro F1 % | params | .tflite bytes | TFLM arena bytes |",
              "|---|---|---|---|---|---|"]
@@ -211,8 +228,9 @@ def markdown(res: dict) -> str:
         lines.append(f"| {name} | {json.dumps(shown)} | {'yes' if tg['holds'] else 'no'} |")
     sw = res["sweep"]
     lines += ["", f"## Sweep on the validation split (seed 0, float students, {st['sweep_epochs']} epochs)", "",
-              "| T | lambda | val accuracy % |", "|---|---|---|"]
-    lines += [f"| {r['temperature']:g} | {r['lam']:g} | {100 * r['val_accuracy']:.2f} |" for r in sw["rows"]]
+              "| T | lambda | cached views | val accuracy % |", "|---|---|---|---|"]
+    lines += [f"| {r['temperature']:g} | {r['lam']:g} | {r.get('views', st['views']) or 'none'} | "
+              f"{100 * r['val_accuracy']:.2f} |" for r in sw["rows"]]
     g = res["guidance"]
     lines += ["", f"## Guidance modes ({g['samples']} samples, {g['epochs']} epochs, seed 0, float students)", "",
               "| guidance | test accuracy % | val accuracy % | s/epoch | cache bytes |", "|---|---|---|---|---|"]
@@ -323,20 +341,21 @@ def parse(argv):
     p.add_argument("--quick", action="store_true", help="a slice, a short teacher and one seed")
     p.add_argument("--name", help="results file stem (default: full or quick)")
     p.add_argument("--dataset", default="fashion_mnist")
-    p.add_argument("--student", default="tiny_cnn")
+    p.add_argument("--student", help="default: small_cnn (97k params); quick: tiny_cnn")
     p.add_argument("--seeds", type=int)
     p.add_argument("--limit", type=int, help="samples per split (default: all; quick: 6000)")
     p.add_argument("--teacher-epochs", type=int, help="--quick's teacher")
     p.add_argument("--retrain-teacher", action="store_true", help="train the stored teacher again (hours)")
-    p.add_argument("--teacher-dir", default=str(ROOT / "benchmarks" / "teachers" / "fashion_mnist_resnet50"))
-    p.add_argument("--gain-also", action="append", default=[],
-                   help="another teacher artifact folder to add to the KD-gain table (repeatable)")
+    p.add_argument("--teacher-dir", default=str(ROOT / "benchmarks" / "teachers" / "fashion_mnist_fused"))
+    p.add_argument("--gain-also", action="append",
+                   help="another teacher artifact folder to add to the KD-gain table (repeatable; full default: "
+                        "the ResNet50 member alone, benchmarks/teachers/fashion_mnist_resnet50_31ep)")
     p.add_argument("--teacher-model", help="the teacher's .keras, for the online guidance row (optional)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--qat-epochs", type=int)
     p.add_argument("--views", type=int)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3, help="the students' Adam rate (cosine decay)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="the students' Adam rate (cosine decay)")
     p.add_argument("--temperature", type=float, default=4.0, help="the sweep's starting T")
     p.add_argument("--lam", type=float, default=0.5, help="the sweep's starting lambda")
     p.add_argument("--sweep-t", default="1,2,4,8")
@@ -352,11 +371,13 @@ def parse(argv):
     p.add_argument("--work", help="work folder (runs); default runs/bench_<name>")
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     a = p.parse_args(argv)
-    quick = {"seeds": 1, "limit": 6000, "teacher_epochs": 1, "epochs": 3, "qat_epochs": 1, "views": 2,
+    quick = {"gain_also": [], "student": "tiny_cnn", "batch_size": 32, "lr": 1e-3, "seeds": 1, "limit": 6000, "teacher_epochs": 1, "epochs": 3, "qat_epochs": 1, "views": 2,
              "sweep_epochs": 1, "mode_epochs": 1, "mode_limit": 3000, "gain_epochs": 1, "cost_limit": 2000}
-    # Sized so that the whole run fits in about an hour on 2 cores once the teacher logits exist.
-    full = {"seeds": 3, "limit": None, "teacher_epochs": None, "epochs": 6, "qat_epochs": 2, "views": 4,
-            "sweep_epochs": 3, "mode_epochs": 4, "mode_limit": 12000, "gain_epochs": 3, "cost_limit": 10000}
+    # Sized so that the whole run fits in about 80 minutes on 2 cores once the teacher logits exist;
+    # 12 epochs because distillation needs patience (a 6-epoch student barely separates from its twin).
+    full = {"gain_also": [str(ROOT / "benchmarks" / "teachers" / "fashion_mnist_resnet50_31ep")], "student": "small_cnn", "batch_size": 128, "lr": 2e-3, "seeds": 3, "limit": None,
+            "teacher_epochs": None, "epochs": 12, "qat_epochs": 2, "views": 4, "sweep_epochs": 6, "mode_epochs": 4,
+            "mode_limit": 12000, "gain_epochs": 6, "cost_limit": 10000}
     for k, v in (quick if a.quick else full).items():
         if getattr(a, k) is None:
             setattr(a, k, v)
@@ -382,13 +403,13 @@ def main(argv=None) -> dict:
     views_aug = from_bytes(Path(src["logits"]).read_bytes(), "logits").views_aug or {}
     a.view_erase = views_aug.get("erase", 0.0)  # the scratch twin augments like the views
     res = {"name": a.name, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
-           "settings": {k: v for k, v in vars(a).items() if k not in ("results", "work", "name")},
+           "settings": {k: _portable(v) for k, v in vars(a).items() if k not in ("results", "work", "name")},
            "teacher": {k: (str(v) if isinstance(v, Path) else v) for k, v in src.items() if k != "snapshots"}}
     log.info("2/7 T/lambda sweep on the validation split")
     res["sweep"] = KD.sweep(a, work, src["logits"])
     best = res["chosen"] = res["sweep"]["best"]
     log.info("3/7 students over %d seed(s) at T=%g, lambda=%g", a.seeds, best["temperature"], best["lam"])
-    res["quality"] = KD.seeds(a, work, src["logits"], best["temperature"], best["lam"])
+    res["quality"] = KD.seeds(a, work, src["logits"], best["temperature"], best["lam"], best["views"])
     log.info("4/7 guidance modes")
     res["guidance"] = KD.guidance_modes(a, work, src["logits"], src["model"], best["temperature"], best["lam"])
     log.info("5/7 KD gain against teacher accuracy")

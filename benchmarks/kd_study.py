@@ -64,28 +64,38 @@ def distill_run(a, out: Path, logits: Path, seed: int = 0, views: int = 0, qat=F
 
 
 def sweep(a, work: Path, logits: Path) -> dict:
-    """T and lambda on the validation split (seed 0, float students, `a.sweep_epochs`): never the test set."""
+    """T, lambda, then K views or none, on the validation split (seed 0, float students,
+    `a.sweep_epochs`): never the test set.
+
+    Views against none is part of the sweep because it decides the regime: augmented
+    views fight over-fitting, un-augmented cached logits let the teacher do it.
+    """
     rows = []
 
-    def run(t, lam):
-        name = f"T{t:g}_lam{lam:g}"
-        m = distill_run(a, work / "sweep" / name, logits, views=a.views, epochs=a.sweep_epochs, temperature=t,
-                        lam=lam, erase=a.view_erase)
-        rows.append({"temperature": t, "lam": lam, "val_accuracy": m["student"]["val_accuracy"],
+    def run(t, lam, views):
+        name = f"T{t:g}_lam{lam:g}" + ("" if views == a.views else f"_views{views}")
+        m = distill_run(a, work / "sweep" / name, logits, views=views, epochs=a.sweep_epochs, temperature=t,
+                        lam=lam, erase=a.view_erase if views else 0.0)
+        rows.append({"temperature": t, "lam": lam, "views": views, "val_accuracy": m["student"]["val_accuracy"],
                      "epochs": a.sweep_epochs})
         log.info("sweep %s: val %.4f", name, rows[-1]["val_accuracy"])
         return rows[-1]["val_accuracy"]
 
-    best_t = max(a.sweep_t, key=lambda t: run(t, a.lam))
+    best_t = max(a.sweep_t, key=lambda t: run(t, a.lam, a.views))
     lams = [v for v in a.sweep_lam if v != a.lam]
     scores = {a.lam: max(r["val_accuracy"] for r in rows if r["temperature"] == best_t)}
-    scores.update({lam: run(best_t, lam) for lam in lams})
+    scores.update({lam: run(best_t, lam, a.views) for lam in lams})
     best_lam = max(scores, key=scores.get)
-    return {"rows": rows, "best": {"temperature": best_t, "lam": best_lam}, "split": "val", "seed": 0}
+    best_views = a.views
+    if a.views:
+        best_views = max((a.views, 0), key=lambda v: scores[best_lam] if v == a.views else run(best_t, best_lam, 0))
+    return {"rows": rows, "best": {"temperature": best_t, "lam": best_lam, "views": best_views}, "split": "val",
+            "seed": 0}
 
 
-def seeds(a, work: Path, logits: Path, t: float, lam: float) -> dict:
-    """Per seed: the distilled student (K views) and its scratch twin (same augmentation), both QAT, int8."""
+def seeds(a, work: Path, logits: Path, t: float, lam: float, views: int) -> dict:
+    """Per seed: the distilled student (K views, or none) and its scratch twin (same augmentation),
+    both QAT, int8."""
     from kdq_tf import load_config
     from kdq_tf.data import load_dataset
 
@@ -93,7 +103,8 @@ def seeds(a, work: Path, logits: Path, t: float, lam: float) -> dict:
     curves = {}
     for seed in range(a.seeds):
         out = work / f"seed{seed}"
-        m = distill_run(a, out, logits, seed=seed, views=a.views, qat=True, baseline=True, erase=a.view_erase,
+        m = distill_run(a, out, logits, seed=seed, views=views, qat=True, baseline=True,
+                        erase=a.view_erase if views else 0.0,
                         temperature=t, lam=lam)
         data = load_dataset(load_config(sets=student_sets(a) + [f"run.seed={seed}"]).data, seed=seed)
         rows["scratch"].append(m["baseline"])

@@ -39,7 +39,9 @@ def kd_section(res: dict) -> str:
     lines.append("Guidance on a slice of " + f"{res['guidance']['samples']:,} images: " + "; ".join(
         f"{r['mode']} {100 * r['accuracy']:.2f}% at {r['epoch_s']:.1f} s/epoch" for r in rows) + ".")
     best = res["chosen"]
-    lines.append(f"The validation sweep chose T={best['temperature']:g} and lambda={best['lam']:g}.")
+    views = best.get("views", res["settings"]["views"])
+    lines.append(f"The validation sweep chose T={best['temperature']:g}, lambda={best['lam']:g} and "
+                 + (f"{views} cached augmented views." if views else "cached logits without augmentation."))
     for name, tg in s["targets"].items():
         if not tg["holds"]:
             lines.append(f"Not reached: `{name}` ({json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in tg.items() if k != 'holds'})}).")

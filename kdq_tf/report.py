@@ -69,6 +69,7 @@ def results_table(metrics: dict) -> str:
         m = metrics.get(stage)
         if not m:
             continue
+        seconds = m.get("train_time_s")  # a string: markdown_table would print 0.0-1.0 s as a percentage
         rows.append([stage, m.get("val_accuracy"), m.get("accuracy"), m.get("f1"), m.get("params"),
-                     m.get("train_time_s")])
+                     None if seconds is None else f"{seconds:.1f}"])
     return markdown_table(["model", "val accuracy", "test accuracy", "macro F1", "params", "train time (s)"], rows)

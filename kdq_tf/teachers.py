@@ -61,6 +61,13 @@ class FuseLogits(keras.layers.Layer):
         return {**super().get_config(), "member_weights": self.member_weights, "mode": self.mode}
 
 
+class FlipWidth(keras.layers.Layer):
+    """Mirrors images left-right: the second view of flip test-time augmentation."""
+
+    def call(self, inputs):
+        return tf.reverse(inputs, axis=[2])  # (batch, H, W, C): W is axis 2
+
+
 @dataclass(frozen=True)
 class Member:
     source: str
@@ -91,15 +98,23 @@ def weights_from_accuracy(accuracies: list[float]) -> list[float]:
     return [float(v) for v in a / a.sum()]
 
 
-def fused_model(members: list[Member], weights: list[float], mode: str = "logits") -> keras.Model:
-    """One Keras model: image -> every member -> `FuseLogits` -> (batch, C) logits."""
+def fused_model(members: list[Member], weights: list[float], mode: str = "logits", flip: bool = False) -> keras.Model:
+    """One Keras model: image -> every member -> `FuseLogits` -> (batch, C) logits.
+
+    `flip`: every member also sees the mirrored image, and each member's weight is split
+    evenly between the two views (flip test-time augmentation). Only for data whose
+    classes do not change under a left-right flip, i.e. data the teachers trained with flips.
+    """
     inputs = keras.Input(members[0].model.input_shape[1:], name="image")
-    outs = []
+    views = [inputs, FlipWidth(name="flip")(inputs)] if flip else [inputs]
+    outs, view_weights = [], []
     for i, m in enumerate(members):
         m.model._name = f"member_{i}"  # noqa: SLF001 - nested models need unique names
         m.model.trainable = False
-        outs.append(m.model(inputs, training=False))
-    return keras.Model(inputs, FuseLogits(weights, mode, name="fuse")(outs), name="fused_teacher")
+        for v in views:
+            outs.append(m.model(v, training=False))
+            view_weights.append(weights[i] / len(views))
+    return keras.Model(inputs, FuseLogits(view_weights, mode, name="fuse")(outs), name="fused_teacher")
 
 
 def member_paths(spec: str) -> list[str]:

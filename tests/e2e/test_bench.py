@@ -28,12 +28,13 @@ def test_bench_quick_tiny(tmp_path):
         "scratch + QAT, int8 .tflite", "distilled + QAT, int8 .tflite"]
     for r in s["table"]:
         assert 0.0 <= r["accuracy"]["mean"] <= 1.0 and r["params"] > 0
-    # The sweep ran on validation: every T at the first lambda, then the other lambda at the best T.
+    # The sweep ran on validation: every T at the first lambda, then the other lambda at the best T,
+    # then no views at the best pair.
     sweep = res["sweep"]
-    assert [(r["temperature"], r["lam"]) for r in sweep["rows"]][:2] == [(2.0, 0.5), (4.0, 0.5)]
-    assert len(sweep["rows"]) == 3 and sweep["split"] == "val"
+    assert [(r["temperature"], r["lam"], r["views"]) for r in sweep["rows"]][:2] == [(2.0, 0.5, 2), (4.0, 0.5, 2)]
+    assert len(sweep["rows"]) == 4 and sweep["rows"][3]["views"] == 0 and sweep["split"] == "val"
     best = max(sweep["rows"], key=lambda r: r["val_accuracy"])
-    assert res["chosen"] == {"temperature": best["temperature"], "lam": best["lam"]}
+    assert res["chosen"] == {"temperature": best["temperature"], "lam": best["lam"], "views": best["views"]}
     modes = [r["mode"] for r in res["guidance"]["rows"]]
     assert modes[0].startswith("cached, no aug") and "2 views" in modes[1] and modes[2].startswith("online")
     assert all(r["epoch_s"] > 0 for r in res["guidance"]["rows"])

@@ -27,3 +27,14 @@ def test_choose_fusion_picks_on_validation_and_only_scores_test():
     assert f["mode"] == "logits" and f["weights"] == [0.5, 0.5]
     z = 0.5 * ta + 0.5 * tb
     assert f["accuracy"] == pytest.approx(float((z.argmax(-1) == y).mean()))
+
+
+def test_choose_fusion_flip_views_split_each_member_weight():
+    y = np.array([0, 1])
+    a = np.array([[1., 0], [1., 0]])  # wrong on sample 1 alone
+    a_flipped = np.array([[1., 0], [0, 3.]])  # its mirrored view gets sample 1 right, confidently
+    f = TA.choose_fusion([a], [a], y, y, [a_flipped], [a_flipped])
+    assert f["flip"] is True and f["val_accuracy"] == 1.0
+    assert f["tried"] == 2 * 2  # (no flip, flip) x (logits, probs), one member: accuracy weights only
+    # Without flip views (data trained without flips) the choice never mirrors.
+    assert TA.choose_fusion([a], [a], y, y)["flip"] is False

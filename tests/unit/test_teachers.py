@@ -231,3 +231,17 @@ def test_fusion_study_selects_on_val_and_keeps_the_final_teacher_as_a_candidate(
     assert len(res["fused"]) == 2  # one pair, two modes
     assert res["best_on_val"]["members"] == ["final"] and res["best_on_val"]["mode"] is None
     assert "No fusion beats" in TF.markdown({**res, "teacher_dir": "x"})
+
+
+def test_flip_fusion_averages_each_member_over_both_views():
+    keras.utils.set_random_seed(0)
+    members = []
+    for i in range(2):
+        inp = keras.Input((4, 6, 1))
+        members.append(TS.Member(f"m{i}", keras.Model(inp, keras.layers.Dense(3)(keras.layers.Flatten()(inp)))))
+    x = np.random.default_rng(0).random((5, 4, 6, 1)).astype(np.float32)
+    z = [m.model.predict(x, verbose=0) for m in members]
+    z_flip = [m.model.predict(x[:, :, ::-1], verbose=0) for m in members]
+    fused = TS.fused_model(members, [0.25, 0.75], "logits", flip=True).predict(x, verbose=0)
+    want = 0.25 * (z[0] + z_flip[0]) / 2 + 0.75 * (z[1] + z_flip[1]) / 2
+    np.testing.assert_allclose(fused, want, rtol=1e-5, atol=1e-6)
