@@ -64,9 +64,13 @@ def teacher_source(a, work: Path) -> dict:
         TA.build(runs, dest, a.views, [[work / "teacher.log"]], snapshots=(5, 10, 15, 20, 25))
     data = load_dataset(DataConfig(dataset=a.dataset))
     prov = TA.check(dest, data)
-    model = Path(a.teacher_model) if a.teacher_model else (work / "teacher" / "teacher.keras")
     fp = from_bytes((dest / "logits.npz").read_bytes(), "logits.npz").teacher_fp
     members = prov.get("members") or [{"config": prov["config"]["teacher"]}]
+    # The online guidance row needs the weights: --teacher-model, or the members' runs where this
+    # machine still has them (the repository keeps only logits).
+    specs = (a.teacher_model.split(",") if a.teacher_model else [m["run"] for m in members if m.get("run")]
+             or [str(work / "teacher" / "teacher.keras")])
+    online = ",".join(specs) if specs and all(Path(p).exists() for p in specs) else None
     first = _arch(members[0]["config"])
     snaps = [(f"{first} epoch {s['epoch']}", s["accuracy"], dest / s["file"]) for s in prov["snapshots"]]
     keys = ("arch", "width", "epochs", "lr", "batch_size", "precision", "erase", "weight_decay", "input_size",
@@ -75,7 +79,9 @@ def teacher_source(a, work: Path) -> dict:
     fusion = prov.get("fusion")
     label = (f"{' + '.join(_arch(m['config']) for m in members)} teacher, fused (float)" if fusion
              else f"{first} teacher (float)")
-    return {"logits": dest / "logits.npz", "model": model if model.is_file() else None, "teacher": prov["teacher"],
+    online_sets = ((f"teacher.fusion={fusion['mode']}", "teacher.fusion_weights=" + ",".join(map(str, fusion["weights"])))
+                   if fusion and len(specs) == len(fusion["weights"]) else ())
+    return {"logits": dest / "logits.npz", "model": online, "online_sets": online_sets, "teacher": prov["teacher"],
             "snapshots": snaps, "source": f"{_shown(dest)} (fingerprint {fp}, checked)", "label": label,
             "recipe": recipes[0] if len(recipes) == 1 else recipes, "fusion": fusion,
             "members": [{"label": _arch(m["config"]), "hours": m.get("hours"), **(fusion["members"][i] if fusion
@@ -239,6 +245,9 @@ def markdown(res: dict) -> str:
     lines.append(f"| hard labels only | | | {g['rows'][0]['hard_only_epoch_s']:.2f} | |")
     if g["online_note"]:
         lines += ["", f"_{g['online_note']}._"]
+    elif (t.get("fusion") or {}).get("flip") and len(g["rows"]) > 2:
+        lines += ["", "_The online row fuses the same members with the same mode and weights, without the flip "
+                  "test-time augmentation: its teacher sees the student's augmented image once._"]
     k = res["kd_gain"]
     lines += ["", f"## KD gain against teacher accuracy (seed 0, {k['epochs']} epochs, cached, no augmentation; "
               f"scratch twin {100 * (k['scratch_accuracy'] or 0):.2f}%)", "",
@@ -411,7 +420,8 @@ def main(argv=None) -> dict:
     log.info("3/7 students over %d seed(s) at T=%g, lambda=%g", a.seeds, best["temperature"], best["lam"])
     res["quality"] = KD.seeds(a, work, src["logits"], best["temperature"], best["lam"], best["views"])
     log.info("4/7 guidance modes")
-    res["guidance"] = KD.guidance_modes(a, work, src["logits"], src["model"], best["temperature"], best["lam"])
+    res["guidance"] = KD.guidance_modes(a, work, src["logits"], src["model"], best["temperature"], best["lam"],
+                                        src.get("online_sets", ()))
     log.info("5/7 KD gain against teacher accuracy")
     gain_files = [*src["snapshots"], *other_teachers(a), ("final", src["teacher"]["accuracy"], Path(src["logits"]))]
     res["kd_gain"] = KD.kd_gain(a, work, gain_files, best["temperature"], best["lam"])

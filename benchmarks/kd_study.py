@@ -138,13 +138,18 @@ def _curves(out: Path) -> dict:
     return curves
 
 
-def guidance_modes(a, work: Path, logits: Path, teacher_model: Path | None, t: float, lam: float) -> dict:
-    """Accuracy and s/epoch on a slice: no augmentation + cached, K views cached, online (keras-io style)."""
+def guidance_modes(a, work: Path, logits: Path, teacher_model: str | None, t: float, lam: float,
+                   teacher_sets: tuple[str, ...] = ()) -> dict:
+    """Accuracy and s/epoch on a slice: no augmentation + cached, K views cached, online (keras-io style).
+
+    `teacher_model`: the teacher(s) for the online row (`teacher.path`), None to leave it out;
+    `teacher_sets`: more teacher settings for it (a fused teacher's mode and weights).
+    """
     rows = []
     common = dict(epochs=a.mode_epochs, limit=a.mode_limit, temperature=t, lam=lam)
     plans = [("cached, no augmentation", dict(guidance="cached")),
              (f"cached, {a.views} views", dict(guidance="cached", views=a.views, erase=a.view_erase))]
-    if teacher_model is not None and teacher_model.is_file():
+    if teacher_model:
         plans.append(("online (keras-io: teacher every step, augmented)",
                       dict(guidance="online", augment=True, erase=a.view_erase, teacher=teacher_model)))
     first = True
@@ -152,7 +157,7 @@ def guidance_modes(a, work: Path, logits: Path, teacher_model: Path | None, t: f
         out = work / "modes" / label.split(",")[0].split(" ")[0] / str(kw.get("views", 0))
         teacher = kw.pop("teacher", None)
         if teacher is not None:
-            m = _online_run(a, out, teacher, **common, **kw)
+            m = _online_run(a, out, teacher, teacher_sets, **common, **kw)
         else:
             m = distill_run(a, out, logits, baseline=first, **common, **kw)
         s = m["student"]
@@ -167,11 +172,11 @@ def guidance_modes(a, work: Path, logits: Path, teacher_model: Path | None, t: f
                                                          "does not keep; run with --teacher-model or TEACHER=retrain"}
 
 
-def _online_run(a, out, teacher, guidance, augment, erase, **kw):
+def _online_run(a, out, teacher, teacher_sets, guidance, augment, erase, **kw):
     from kdq_tf import load_config, run_distill
 
     sets = student_sets(a, **kw) + [f"run.out={out}", f"teacher.path={teacher}", f"distill.guidance={guidance}",
-                                    f"data.augment={augment}", f"data.erase={erase}"]
+                                    f"data.augment={augment}", f"data.erase={erase}", *teacher_sets]
     return run_distill(load_config(sets=sets))[1]
 
 
