@@ -149,6 +149,26 @@ def device_rows(a, work: Path) -> dict | None:
         return {"skipped": str(e)}
 
 
+def _claim(work: Path, a) -> None:
+    """Records the settings in the work folder; a folder made with other settings is refused,
+    because every student run in it resumes (`run.resume=true`) and would be silently reused."""
+    import hashlib
+
+    from kdq_tf import files
+
+    settings = {k: _portable(v) for k, v in vars(a).items() if k not in ("results", "name")}
+    teacher = Path(a.teacher_dir) / "provenance.json"
+    if not a.quick and teacher.is_file():  # the same folder may later hold another teacher's logits
+        settings["teacher_provenance_sha256"] = hashlib.sha256(teacher.read_bytes()).hexdigest()
+    path = work / "bench_settings.json"
+    saved = files.read_json(path)
+    if saved and saved != json.loads(json.dumps(settings)):
+        changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
+        raise SystemExit(f"{work} holds runs made with other settings ({', '.join(changed)}); its student runs "
+                         "would be reused. Remove it or give another --work")
+    files.write_json(path, settings)
+
+
 def _portable(value):
     """Settings as another clone would write them: paths inside the checkout (or beside it, like
     ../shared/tflm) relative to it."""
@@ -407,6 +427,7 @@ def main(argv=None) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     results_dir = Path(a.results)
     results_dir.mkdir(parents=True, exist_ok=True)
+    _claim(work, a)
     log.info("1/7 teacher logits")
     src = teacher_source(a, work)
     views_aug = from_bytes(Path(src["logits"]).read_bytes(), "logits").views_aug or {}
