@@ -129,6 +129,8 @@ def model_settings(name: str, inp: TensorSpec, out: TensorSpec, class_names: lis
 
 def resolver_method(op: str) -> str:
     """BuiltinOperator name -> MicroMutableOpResolver method: CONV_2D -> AddConv2D."""
+    if op == "CUSTOM:TFLM_DECODE":  # inserted by TFLM's compression tool
+        return "AddDecode"
     if op.startswith(("CUSTOM:", "UNKNOWN_")):
         raise KdqError(f"op {op} has no TFLite-Micro builtin registration; register it by hand")
     return "Add" + "".join(part.capitalize() if not part[0].isdigit() else part.upper() for part in op.split("_"))

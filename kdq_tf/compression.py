@@ -126,3 +126,24 @@ def compress_lut(data: bytes) -> tuple[bytes, list[dict]]:
         index_bitwidth=p["bits"], mode=spec.PerChannel(axis=axes[p["index"]]) if p["mode"] == "per_channel"
         else spec.PerTensor())]) for p in chosen]
     return bytes(compress(data, specs)), plan
+
+
+def check_on_tflm(uncompressed: bytes, compressed: bytes, x_q: np.ndarray, plan: list[dict]) -> dict:
+    """The compressed model against the uncompressed one on the TFLM interpreter, sample by sample,
+    with its own smallest arena (DECODE may need scratch memory).
+
+    Args:
+        x_q: already-quantized inputs (N, ...).
+    """
+    from kdq_tf.micro import MicroRunner, find_arena_size
+
+    arena = find_arena_size(uncompressed)
+    arena_c = find_arena_size(compressed)
+    a = MicroRunner(uncompressed, arena).run_raw(x_q)
+    b = MicroRunner(compressed, arena_c).run_raw(x_q)
+    done = [p for p in plan if p["compress"]]
+    return {"bytes": len(compressed), "uncompressed_bytes": len(uncompressed),
+            "ratio": round(len(compressed) / len(uncompressed), 4), "arena_bytes": int(arena_c),
+            "uncompressed_arena_bytes": int(arena), "samples": int(len(x_q)),
+            "bit_exact_tflm": int(np.all(a == b, axis=tuple(range(1, a.ndim))).sum()),
+            "tensors_compressed": len(done), "tensors": plan}

@@ -176,9 +176,13 @@ class ExportConfig:
     # Test images embedded in the firmware for the on-target check: 10 28x28 images take 8 KB
     # of flash, next to a model of tens of KB; any MCU board that holds the model holds them.
     firmware_samples: int = 10
+    # lut: TFLite-Micro LUT compression of weight tensors with few distinct values (a clustered
+    # student); the device model (C array, firmware) carries it (kdq_tf.compression).
+    compress: str = "none"
 
     def __post_init__(self):
         _one_of("export.mode", self.mode, ("int8", "int16x8", "float16", "float32"))
+        _one_of("export.compress", self.compress, ("none", "lut"))
         _check(0 < self.firmware_samples <= 1000,
                f"export.firmware_samples must be in 1..1000, got {self.firmware_samples}")
         _check(self.calib_samples > 0, f"export.calib_samples must be > 0, got {self.calib_samples}")

@@ -4,6 +4,7 @@ Everything is computed first and written last (each file atomically), so a faile
 or interrupted export leaves no half-written artifact.
 """
 
+import gzip
 import logging
 import time
 from dataclasses import dataclass
@@ -130,6 +131,8 @@ def run_export(run_dir: str | Path, out_dir: str | Path | None = None, firmware_
     cfg = run_config(run_dir, overrides or {}, sets)
     e = cfg.export
     out = Path(out_dir) if out_dir else run_dir / "export"
+    if e.compress != "none" and e.mode not in ("int8", "int16x8"):
+        raise KdqError(f"--compress {e.compress} needs an integer model (--int8 or --int16x8), got --{e.mode}")
     if firmware_dir and e.mode not in ("int8", "int16x8"):
         raise KdqError(f"--firmware needs an integer model (--int8 or --int16x8), got --{e.mode}: TFLite-Micro "
                        "firmware here runs quantized models")
@@ -153,6 +156,8 @@ def run_export(run_dir: str | Path, out_dir: str | Path | None = None, firmware_
               "sizes": {"tflite_bytes": len(model_bytes), "float32_tflite_bytes": len(float_bytes),
                         "float32_over_this": round(len(float_bytes) / len(model_bytes), 3),
                         "weights_bytes": flatbuf.weight_bytes(model_bytes),
+                        # what TF-MOT measures sparsity with: zeros compress, a dense file does not
+                        "gzip_bytes": len(gzip.compress(model_bytes, 9)),
                         "overhead_bytes": len(model_bytes) - flatbuf.weight_bytes(model_bytes)},
               "convert_time_s": round(time.perf_counter() - t0, 2)}
     report["sizes"]["overhead_share"] = round(report["sizes"]["overhead_bytes"] / len(model_bytes), 4)
@@ -160,6 +165,10 @@ def run_export(run_dir: str | Path, out_dir: str | Path | None = None, firmware_
     x, y = data.sample("test", e.verify_samples, seed=cfg.run.seed)
     if e.mode in ("int8", "int16x8"):
         report["verify"] = verify(model_bytes, rm.model, x, y, device_bytes=device_bytes)
+        report["weights"] = _weights_report(model_bytes)
+    if e.compress == "lut":  # the device carries the compressed model from here on
+        device_bytes, report["compressed"] = _compress(device_bytes, model_bytes, x)
+        report["sizes"]["compressed_device_bytes"] = len(device_bytes)
     # The whole test split on LiteRT, preprocessed from the embedded metadata exactly as
     # `kdq_tf eval` does on a device, so the two figures can be compared one to one.
     from kdq_tf.runtime import Runner
@@ -169,10 +178,12 @@ def run_export(run_dir: str | Path, out_dir: str | Path | None = None, firmware_
     report["test_samples"] = int(len(data.y_test))
     # 4. Generate sources (C arrays, settings, resolver, sample), then write everything.
     outputs = {_FILE_FOR_MODE[e.mode]: model_bytes}
+    if e.compress == "lut":
+        outputs[_FILE_FOR_MODE[e.mode].replace(".tflite", "_lut.tflite")] = device_bytes
     if e.mode != "float32":
         outputs["model_float32.tflite"] = float_bytes
     generated = {}
-    arena = report.get("verify", {}).get("arena_bytes", 0)
+    arena = max(report.get("verify", {}).get("arena_bytes", 0), report.get("compressed", {}).get("arena_bytes", 0))
     if e.c_array or firmware_dir:
         generated = c_sources(device_bytes, e.name, data.info.class_names, x[0], int(y[0]), arena)
     for fname, blob in outputs.items():
@@ -214,6 +225,22 @@ def firmware_project(model_bytes: bytes, out_dir: str | Path, name: str, class_n
     mode = "int16x8" if x_q.dtype == np.int16 else "int8"
     return write_firmware(out_dir, name, generated, device_bytes, x_q, y[:n], flatbuf.op_names(model_bytes),
                           chosen_arena(arena), class_names, export_report=export_report, mode=mode)
+
+
+def _weights_report(model_bytes: bytes) -> list[dict]:
+    from kdq_tf.compression import weight_tensors
+
+    return [w.to_dict() for w in weight_tensors(model_bytes)]
+
+
+def _compress(device_bytes: bytes, model_bytes: bytes, x: np.ndarray) -> tuple[bytes, dict]:
+    """LUT-compresses the device model and checks it bit-exact against the uncompressed one on TFLM."""
+    from kdq_tf import compression
+    from kdq_tf.runtime import Runner
+
+    small, plan = compression.compress_lut(device_bytes)
+    x_q = Runner.from_bytes(model_bytes, reference=True).quantize(x)
+    return small, compression.check_on_tflm(device_bytes, small, x_q, plan)
 
 
 def chosen_arena(host_arena: int) -> int:
@@ -292,7 +319,14 @@ def export_markdown(report: dict, metrics: dict) -> str:
         lines.append(f"- device flatbuffer (model_data.cc): {d['bytes']:,} B, {d['saved_bytes']:,} B less than the "
                      f".tflite (metadata, names, signatures stripped); bit-exact with it on TFLM on "
                      f"{d['bit_exact_tflm']}/{d['samples']} samples")
-    lines += [f"- float32/{report['mode']} size ratio: {s['float32_over_this']}x; flatbuffer overhead "
+    if "compressed" in report:
+        c = report["compressed"]
+        lines.append(f"- LUT-compressed device model: {c['bytes']:,} B ({c['ratio']}x of {c['uncompressed_bytes']:,} "
+                     f"B; {c['tensors_compressed']} tensors), bit-exact with the uncompressed one on TFLM on "
+                     f"{c['bit_exact_tflm']}/{c['samples']} samples, arena {c['arena_bytes']:,} B; the firmware "
+                     "needs TFLM built with USE_TFLM_COMPRESSION")
+    lines += [f"- float32/{report['mode']} size ratio: {s['float32_over_this']}x; gzip -9 of the .tflite "
+              f"{s['gzip_bytes']:,} B; flatbuffer overhead "
               f"{s['overhead_bytes']} bytes ({100 * s['overhead_share']:.1f}% of the file)",
               f"- ops: {', '.join(report['ops'])}", ""]
     if report.get("device"):

@@ -25,6 +25,9 @@ _KERNEL_FILE = {
     "RESIZE_BILINEAR": "resize_bilinear", "RESIZE_NEAREST_NEIGHBOR": "resize_nearest_neighbor",
     "BATCH_MATMUL": "batch_matmul", "ARG_MAX": "arg_min_max", "ARG_MIN": "arg_min_max",
 }
+# The DECODE op of a compressed model (TFLM_DECODE), and the decompression it calls.
+DECODE_KERNELS = ("decode", "decode_state", "decode_state_lut", "decode_state_huffman", "decode_state_prune",
+                  "decompress")
 # Always compiled: helpers every kernel calls.
 CORE_KERNEL_HELPERS = ("kernel_util", "micro_tensor_utils")
 REQUIRED = ("tensorflow/lite/micro/micro_interpreter.cc", "tensorflow/lite/micro/kernels/conv.cc",
@@ -36,6 +39,9 @@ def kernel_files(ops: list[str]) -> list[str]:
     """Kernel file stems for the model's builtin ops, each once ("CONV_2D" -> "conv")."""
     stems = []
     for op in ops:
+        if op == "CUSTOM:TFLM_DECODE":  # compressed tensors: DECODE and its LUT/Huffman/pruning states
+            stems += [s for s in DECODE_KERNELS if s not in stems]
+            continue
         if op.startswith(("CUSTOM:", "UNKNOWN_")):
             raise KdqError(f"op {op} has no TFLite-Micro builtin kernel; firmware export supports builtin ops only")
         stem = _KERNEL_FILE.get(op, op.lower())

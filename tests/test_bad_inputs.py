@@ -59,11 +59,12 @@ def work(tmp_path_factory):
     (d / "bad_key.toml").write_text("[distill]\ntemprature = 3\n")
     (d / "bad_syntax.toml").write_text("[data\nlimit = 3\n")
     cfg = load_config(sets=[f"data.dataset=npz:{good}"]).to_json()
-    for run in ("nostudent", "floatblock"):
+    for run in ("nostudent", "floatblock", "dense"):
         (d / run).mkdir()
         (d / run / "config.json").write_text(cfg)
     student = build_student("tiny_cnn", (12, 12, 1), 3)
     quantize_student(student, skip="^b1_").save(d / "floatblock" / "student_qat.h5")
+    student.save(d / "dense" / "student.keras")  # a float student export quantizes; not clustered
     blob = to_tflite(quantize_student(student), "int8")
     (d / "good.tflite").write_bytes(blob)
     (d / "truncated.tflite").write_bytes(blob[: len(blob) // 2])
@@ -172,6 +173,10 @@ CASES = {
                                            "{d}/x/fw"], "--firmware needs an integer model"),
     "export: no firmware samples": (["export", "--run", "{d}/floatblock", "--firmware", "{d}/x/fw",
                                      "--firmware-samples", "0"], "firmware_samples must be in 1..1000"),
+    "export: compress a float model": (["export", "--run", "{d}/floatblock", "--float16", "--compress", "lut"],
+                                       "--compress lut needs an integer model"),
+    "export: nothing to compress": (["export", "--run", "{d}/dense", "--int8", "--compress", "lut", "--out",
+                                     "{d}/x/lut"], "no weight tensor has few enough distinct values"),
     "firmware: not a firmware folder": (["firmware", "build", "{d}", "--tflm", "{d}"], "not a kdq_tf firmware"),
     "inspect: truncated": (["inspect", "{d}/truncated.tflite"], "truncated or corrupt"),
     "inspect: garbage": (["inspect", "{d}/garbage.tflite"], "not a TFLite flatbuffer"),

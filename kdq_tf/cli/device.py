@@ -57,6 +57,8 @@ def add_parsers(sub) -> None:
         mode.add_argument(f"--{m}", dest="export.mode", action="store_const", const=m)
     e.add_argument("--c-array", dest="export.c_array", action=argparse.BooleanOptionalAction, default=None,
                    help="write model_data.cc/.h, model_settings.h, model_ops.h, sample_input.h")
+    e.add_argument("--compress", dest="export.compress", choices=["none", "lut"],
+                   help="lut: TFLite-Micro LUT compression of clustered weight tensors for the device model")
     e.add_argument("--firmware", metavar="DIR", help="write a TFLite-Micro firmware project here")
     e.add_argument("--firmware-samples", dest="export.firmware_samples", type=int,
                    help="test images embedded in the firmware for the on-target check (default 10)")
