@@ -185,7 +185,7 @@ def run_export(run_dir: str | Path, out_dir: str | Path | None = None, firmware_
     generated = {}
     arena = max(report.get("verify", {}).get("arena_bytes", 0), report.get("compressed", {}).get("arena_bytes", 0))
     if e.c_array or firmware_dir:
-        generated = c_sources(device_bytes, e.name, data.info.class_names, x[0], int(y[0]), arena)
+        generated = c_sources(device_bytes, e.name, data.info.class_names, x[0], int(y[0]), arena, model_bytes)
     for fname, blob in outputs.items():
         files.write_bytes(out / fname, blob)
     if e.c_array:
@@ -217,13 +217,13 @@ def firmware_project(model_bytes: bytes, out_dir: str | Path, name: str, class_n
 
     device_bytes = device_bytes or flatbuf.strip_for_device(model_bytes)
     arena = arena or find_arena_size(device_bytes)
-    generated = generated or c_sources(device_bytes, name, class_names, x[0], int(y[0]), arena)
+    generated = generated or c_sources(device_bytes, name, class_names, x[0], int(y[0]), arena, model_bytes)
     n = min(samples, len(x))
     x_q = Runner.from_bytes(model_bytes, reference=True).quantize(x[:n])
     if x_q.dtype not in (np.int8, np.int16):
         raise KdqError(f"firmware needs an integer model (int8 or int16x8 input); this one takes {x_q.dtype}")
     mode = "int16x8" if x_q.dtype == np.int16 else "int8"
-    return write_firmware(out_dir, name, generated, device_bytes, x_q, y[:n], flatbuf.op_names(model_bytes),
+    return write_firmware(out_dir, name, generated, device_bytes, x_q, y[:n], flatbuf.op_names(device_bytes),
                           chosen_arena(arena), class_names, export_report=export_report, mode=mode)
 
 
@@ -251,11 +251,15 @@ def chosen_arena(host_arena: int) -> int:
 
 
 def c_sources(model_bytes: bytes, name: str, class_names, sample_x: np.ndarray, sample_y: int,
-              arena: int) -> dict[str, str]:
-    """All generated C/C++ files for a model, keyed by file name."""
+              arena: int, io_model: bytes | None = None) -> dict[str, str]:
+    """All generated C/C++ files for a model, keyed by file name.
+
+    `io_model`: the model LiteRT reads the input/output tensors from, when `model_bytes` is
+    a LUT-compressed device model, which only TFLM loads.
+    """
     from kdq_tf.runtime import Runner
 
-    r = Runner.from_bytes(model_bytes)
+    r = Runner.from_bytes(io_model or model_bytes)
     header, source = carray.model_data(model_bytes, name)
     margin = chosen_arena(arena)
     return {"model_data.h": header, "model_data.cc": source,

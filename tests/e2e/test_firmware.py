@@ -16,7 +16,9 @@ from kdq_tf.export import firmware_project
 from kdq_tf.fw_build import BuildOptions, build
 from kdq_tf.fw_report import record
 from kdq_tf.fw_run import run
+from kdq_tf.errors import KdqError
 from kdq_tf.micro import MicroRunner
+from kdq_tf.tflm_tree import COMPRESSION_HEADER
 
 TFLM = Path(os.environ.get("TFLM_DIR") or ROOT.parent / "shared" / "tflm")
 needs_tree = pytest.mark.skipif(not (TFLM / "tensorflow/lite/micro/micro_interpreter.cc").is_file(),
@@ -151,3 +153,44 @@ def test_missing_toolchain_and_qemu_exit_2_with_the_packages(int8_firmware, caps
     assert "qemu-system-arm not found" in _one_error(capsys)
     assert cli.main(["firmware", "run", str(tmp_path / "bin"), "--target", "host"]) == 2
     assert "not a kdq_tf firmware folder" in _one_error(capsys)
+
+
+@needs_tree
+@needs_host
+def test_lut_compressed_firmware_is_bit_exact_with_the_uncompressed_model(tmp_path):
+    from kdq_tf.compression import compress_lut
+
+    keras.utils.set_random_seed(0)
+    m = keras.Sequential([keras.layers.Input((12, 12, 1)), keras.layers.Conv2D(8, 3, activation="relu"),
+                          keras.layers.Conv2D(32, 3, activation="relu"), keras.layers.Conv2D(3, 1),
+                          keras.layers.GlobalAveragePooling2D()])
+    layer = m.layers[1]  # 8 -> 32 channels, 2,304 weights: 16 clusters by hand
+    k, b = layer.get_weights()
+    c = np.linspace(k.min(), k.max(), 16)
+    layer.set_weights([c[np.abs(k[..., None] - c).argmin(-1)], b])
+    x = np.random.default_rng(0).normal(size=(38, 12, 12, 1)).astype(np.float32)
+    model = to_tflite(m, "int8", x[:32])
+    small, plan = compress_lut(flatbuf.strip_for_device(model))
+    assert [p["bits"] for p in plan if p["compress"]] == [4]
+    fw = tmp_path / "fw"
+    info = firmware_project(model, fw, "lut", ["a", "b", "c"], x[32:], np.arange(6) % 3, samples=6, device_bytes=small)
+    assert "CUSTOM:TFLM_DECODE" in info["ops"]
+    assert "KDQ_COMPRESSION := 1" in (fw / "tflm_sources.mk").read_text()
+    assert "AddDecode()" in (fw / "model_ops.h").read_text()
+    opts = BuildOptions("host", "reference", str(TFLM), cache=str(tmp_path / "cache"))
+    if not (TFLM / COMPRESSION_HEADER).is_file():  # ../shared/tflm was generated without compression
+        with pytest.raises(KdqError, match="cannot build a LUT-compressed model.*metadata_saved.h"):
+            build(fw, opts)
+        assert not (tmp_path / "cache").exists()  # refused before compiling anything
+        arena = info["arena_bytes"]
+        plain = MicroRunner(flatbuf.strip_for_device(model), arena).run_raw(np.load(fw / "test_samples.npz")["x_q"])
+        np.testing.assert_array_equal(MicroRunner(small, arena).run_raw(np.load(fw / "test_samples.npz")["x_q"]),
+                                      plain)
+        return
+    build(fw, opts)
+    r = run(fw, "host")
+    _check_run(fw, r)  # the firmware against the Python interpreter on the compressed model
+    samples = np.load(fw / "test_samples.npz")["x_q"]
+    arena = r["arena_chosen_bytes"]  # and that interpreter agrees with the uncompressed model
+    plain = MicroRunner(flatbuf.strip_for_device(model), arena).run_raw(samples)
+    np.testing.assert_array_equal(MicroRunner(small, arena).run_raw(samples), plain)
