@@ -27,12 +27,14 @@ def _unsupported(e: Exception) -> ModelError:
                       f"of the student; keep it in float with --qat-skip '^{layer}$' or use another student")
 
 
-def quantize_student(student: keras.Model, skip: str | None = None) -> keras.Model:
+def quantize_student(student: keras.Model, skip: str | None = None, preserve: str = "none") -> keras.Model:
     """Wraps a flat Functional student for QAT (8-bit default scheme).
 
     Args:
         student: the trained float student.
         skip: regex; layers whose name matches stay float (annotate + apply).
+        preserve: "cluster", "prune" or "prune+cluster": TF-MOT's collaborative scheme that
+            keeps a stripped clustered/pruned student's structure through QAT (kdq_tf.cluster_prune).
 
     Returns:
         The quantization-aware model, with the float weights copied in.
@@ -41,10 +43,16 @@ def quantize_student(student: keras.Model, skip: str | None = None) -> keras.Mod
         ModelError: a layer TF-MOT does not support (named, with a --qat-skip hint),
             a skip regex that is invalid, or a nested/subclassed student.
     """
+    from kdq_tf.cluster_prune import scheme
+
     qk = _tfmot()
     try:
-        if not skip:
+        keep = scheme(preserve)
+        if not skip and keep is None:
             return qk.quantize_model(student)
+        if not skip:
+            with qk.quantize_scope():
+                return qk.quantize_apply(qk.quantize_annotate_model(student), scheme=keep)
         pattern = re.compile(skip)
         kept = _float_layers(student, pattern)
         log.info("QAT keeps these layers float: %s", ", ".join(sorted(kept)) or "(none matched)")
@@ -57,7 +65,7 @@ def quantize_student(student: keras.Model, skip: str | None = None) -> keras.Mod
         annotated = keras.models.clone_model(student, clone_function=annotate)
         annotated.set_weights(student.get_weights())
         with qk.quantize_scope():
-            return qk.quantize_apply(annotated)
+            return qk.quantize_apply(annotated) if keep is None else qk.quantize_apply(annotated, scheme=keep)
     except re.error as e:
         raise ModelError(f"--qat-skip {skip!r} is not a valid regex ({e})") from None
     except (RuntimeError, ValueError) as e:

@@ -1,0 +1,75 @@
+"""Clustering and pruning of a tiny student, through QAT and int8 conversion: the structure survives."""
+
+import numpy as np
+import pytest
+
+from kdq_tf import cluster_prune as CP
+from kdq_tf._keras import keras
+from kdq_tf.errors import ModelError
+
+
+def _data(n=96, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    x = rng.normal(size=(n, 12, 12, 1)).astype(np.float32) + y[:, None, None, None]
+    return x, y
+
+
+def _student():
+    from kdq_tf.models.students import build_student
+
+    keras.utils.set_random_seed(0)
+    return build_student("tiny_cnn", (12, 12, 1), 3)
+
+
+def _fit(model, x, y, epochs=1, callbacks=()):
+    model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=32, epochs=epochs, verbose=0, callbacks=list(callbacks))
+    return model
+
+
+def test_clusters_survive_cqat_and_int8_per_channel():
+    from kdq_tf.compression import weight_tensors
+    from kdq_tf.convert import to_tflite
+    from kdq_tf.qat import quantize_student
+
+    x, y = _data()
+    clustered = CP.strip(_fit(CP.cluster(_student(), 8), x, y))
+    assert all(r["unique"] <= 8 for r in CP.kernel_stats(clustered))
+    qat = _fit(quantize_student(clustered, preserve="cluster"), x, y)
+    blob = to_tflite(qat, "int8")
+    tensors = weight_tensors(blob)
+    assert len(tensors) == 6  # five convs and the 1x1 head
+    for t in tensors:
+        # Each output channel has its own scale: the 8 shared floats stay <= 8 int8 values per channel,
+        # while the whole tensor may hold more.
+        assert t.axis == 0 and t.unique_per_channel <= 8, t
+
+
+def test_pruning_reaches_the_sparsity_and_prune_preserving_qat_keeps_zeros():
+    from kdq_tf.compression import weight_tensors
+    from kdq_tf.convert import to_tflite
+    from kdq_tf.qat import quantize_student
+
+    x, y = _data()
+    steps = 2 * int(np.ceil(len(x) / 32))
+    pruned = CP.strip(_fit(CP.prune(_student(), 0.5, end_step=steps), x, y, epochs=2,
+                           callbacks=CP.pruning_callbacks()))
+    stats = CP.kernel_stats(pruned)
+    assert all(r["zeros"] >= 0.45 for r in stats if r["size"] >= 100), stats  # the head is tiny
+    qat = _fit(quantize_student(pruned, preserve="prune"), x, y)
+    int8 = {t.shape: t.zeros for t in weight_tensors(to_tflite(qat, "int8"))}
+    big = [z for shape, z in int8.items() if np.prod(shape) >= 100]
+    assert big and min(big) >= 0.45, int8
+
+
+@pytest.mark.parametrize("call,msg", [
+    (lambda: CP.check_clusters(1), "2..256 clusters"),
+    (lambda: CP.check_clusters(300), "2..256 clusters"),
+    (lambda: CP.check_sparsity(1.0), "strictly between 0 and 1"),
+    (lambda: CP.check_sparsity(-0.1), "strictly between 0 and 1"),
+    (lambda: CP.scheme("sparse"), "preserve must be one of"),
+])
+def test_bad_structure_settings(call, msg):
+    with pytest.raises(ModelError, match=msg):
+        call()
