@@ -136,6 +136,11 @@ class DistillConfig:
     views: int = 0  # cached modes: teacher logits for K fixed augmented views; the student cycles through them
     baseline: bool = False  # also train the student on hard labels only, same epochs and seed
     shrink: float | None = None  # soft-threshold delta applied to kernels before QAT
+    # Flash below int8 (kdq_tf.cluster_prune): the distilled student is fine-tuned clustered and/or
+    # pruned with the teacher still guiding, and QAT then keeps that structure (CQAT, PQAT, PCQAT).
+    cluster: int = 0  # N shared values per kernel (16: 4-bit LUT indices); 0: off
+    prune: float = 0.0  # final sparsity of magnitude pruning; 0: off
+    structure_epochs: int = 2
 
     def __post_init__(self):
         _check(self.temperature > 0, f"distill.temperature must be > 0, got {self.temperature}")
@@ -150,6 +155,11 @@ class DistillConfig:
         _one_of("distill.hard_loss", self.hard_loss, ("ce", "mse"))
         _one_of("distill.guidance", self.guidance, ("auto", "online", "cached", "cached-int8", "teacher-int8"))
         _check(self.shrink is None or self.shrink >= 0, f"distill.shrink must be >= 0, got {self.shrink}")
+        _check(self.cluster == 0 or 2 <= self.cluster <= 256, "distill.cluster must be 0 (off) or 2..256 clusters "
+               f"per tensor, got {self.cluster}")
+        _check(self.prune == 0 or 0 < self.prune < 1, "distill.prune must be 0 (off) or a sparsity strictly "
+               f"between 0 and 1, got {self.prune}")
+        _check(self.structure_epochs >= 1, f"distill.structure_epochs must be >= 1, got {self.structure_epochs}")
         # Each view is one more teacher pass over the training set and one more copy of its logits.
         _check(0 <= self.views <= 64, f"distill.views must be in 0..64, got {self.views}")
 

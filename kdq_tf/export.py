@@ -29,20 +29,23 @@ class RunModel:
     path: Path
 
 
-def load_run_model(run_dir: Path) -> RunModel:
-    """The QAT student if the run has one, else the float student.
+def load_run_model(run_dir: Path, cfg: Config | None = None) -> RunModel:
+    """The QAT student if the run has one, else the float student (clustered/pruned if it was).
 
     Raises:
         KdqError: the folder holds neither.
     """
     from kdq_tf.pipeline import load_student
     from kdq_tf.qat import load_qat_model
+    from kdq_tf.structure_stage import load_structured_qat, preserve_of
 
     qat, flt = run_dir / "student_qat.h5", run_dir / "student.keras"
     if qat.is_file():
-        return RunModel(load_qat_model(qat), "qat", qat)
-    if flt.is_file():
-        return RunModel(load_student(flt), "float", flt)
+        structured = cfg is not None and preserve_of(cfg) != "none"
+        return RunModel(load_structured_qat(run_dir, cfg) if structured else load_qat_model(qat), "qat", qat)
+    for p in (run_dir / "student_structured.keras", flt):  # clustered/pruned without QAT, else distilled
+        if p.is_file():
+            return RunModel(load_student(p), "float", p)
     raise KdqError(f"{run_dir} holds no student (student_qat.h5 or student.keras); run kdq_tf distill first")
 
 
@@ -140,7 +143,7 @@ def run_export(run_dir: str | Path, out_dir: str | Path | None = None, firmware_
         if target is not None:
             _check_writable(target)
     # 1. Model and data.
-    rm = load_run_model(run_dir)
+    rm = load_run_model(run_dir, cfg)
     data = load_dataset(cfg.data, seed=cfg.run.seed)
     rep, _ = data.sample("train", e.calib_samples, seed=cfg.run.seed)
     # 2. Convert: the asked mode, plus float32 for the size ratio.

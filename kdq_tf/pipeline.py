@@ -171,7 +171,7 @@ def _distill_inputs(cfg: Config, data, guidance):
     return train, val, None
 
 
-def _train_student(cfg, run, data, stage, student, teacher, guidance, epochs, lr) -> dict:
+def _train_student(cfg, run, data, stage, student, teacher, guidance, epochs, lr, callbacks=None) -> dict:
     """Fits a student under the Distiller; returns timings and epochs."""
     from kdq_tf.distiller import Distiller
     from kdq_tf.training import fit_phases
@@ -180,7 +180,8 @@ def _train_student(cfg, run, data, stage, student, teacher, guidance, epochs, lr
     train, val, steps = _distill_inputs(cfg, data, guidance)
     t0 = time.perf_counter()
     result = fit_phases(distiller, _distill_phase(cfg, epochs, lr, _steps_per_epoch(cfg, data)), train, val,
-                        run_dir=run.path, stage=stage, resume=cfg.run.resume, steps_per_epoch=steps)
+                        run_dir=run.path, stage=stage, resume=cfg.run.resume, steps_per_epoch=steps,
+                        callbacks=callbacks)
     return {"train_time_s": round(time.perf_counter() - t0, 2), "epochs_run": result["epochs"]}
 
 
@@ -283,19 +284,23 @@ def _run_distill(cfg: Config, data) -> tuple[RunDir, dict]:
 
     # 5. Optional shrinkage, then QAT with the teacher still guiding.
     from kdq_tf.qat import load_qat_model, quantize_student, shrink_kernels
+    from kdq_tf.structure_stage import load_structured_qat, preserve_of, structure_stage
 
+    if cfg.distill.cluster or cfg.distill.prune:
+        student = structure_stage(cfg, run, data, student, teacher, guidance)
     if cfg.qat.enabled and not (cfg.run.resume and "student_qat" in run.metrics()):
         if cfg.distill.shrink:
             before = evaluate(student, data)["accuracy"]
             stats = shrink_kernels(student, cfg.distill.shrink)
             run.update_metrics("shrink", {**stats, "accuracy_before": before,
                                           "accuracy_after": evaluate(student, data)["accuracy"]})
-        qat_student = quantize_student(student, cfg.qat.skip)
+        qat_student = quantize_student(student, cfg.qat.skip, preserve_of(cfg))
         timing = _train_student(cfg, run, data, "qat", qat_student, teacher, guidance, cfg.qat.epochs, cfg.qat.lr)
         # H5, not .keras: TF-MOT 0.8's QuantizeLayer does not reload from the .keras format
         # ("expected 5 variables, but received 3"); H5 round-trips exactly.
         qat_path = files.save_keras(qat_student, run.path / "student_qat.h5")
-        reloaded = load_qat_model(qat_path)  # prove the artifact loads before reporting it
+        # prove the artifact loads before reporting it
+        reloaded = load_structured_qat(run.path, cfg) if preserve_of(cfg) != "none" else load_qat_model(qat_path)
         run.update_metrics("student_qat", {**evaluate(reloaded, data), "val_accuracy": val_accuracy(reloaded, data),
                                            **timing, "skip": cfg.qat.skip})
     if cfg.qat.enabled and cfg.distill.baseline and not (cfg.run.resume and "baseline_qat" in run.metrics()):

@@ -104,6 +104,13 @@ def _distill_args(p: argparse.ArgumentParser) -> None:
                    help="also train the student on hard labels only, for the KD gain")
     g.add_argument("--shrink", dest="distill.shrink", type=float, metavar="DELTA",
                    help="soft-threshold the student's kernels by DELTA before QAT")
+    c = p.add_argument_group("flash below int8: fine-tuned under the teacher, kept through QAT")
+    c.add_argument("--cluster", dest="distill.cluster", type=int, metavar="N",
+                   help="N shared values per kernel (16: 4-bit indices for export --compress lut)")
+    c.add_argument("--prune", dest="distill.prune", type=float, metavar="SPARSITY",
+                   help="magnitude pruning to this share of zeros (polynomial schedule)")
+    c.add_argument("--structure-epochs", dest="distill.structure_epochs", type=int,
+                   help="epochs of the clustered/pruned fine-tuning (default 2)")
     q = p.add_argument_group("quantization-aware training")
     q.add_argument("--qat", dest="qat.enabled", action="store_true", default=None)
     q.add_argument("--qat-epochs", dest="qat.epochs", type=int)

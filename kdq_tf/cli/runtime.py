@@ -38,7 +38,7 @@ def cmd_verify(args) -> int:
     cfg = run_config(run, {}, ())
     data = load_dataset(cfg.data, seed=cfg.run.seed)
     x, y = data.sample("test", args.samples, seed=cfg.run.seed)
-    res = verify(data_bytes, load_run_model(run).model, x, y)
+    res = verify(data_bytes, load_run_model(run, cfg).model, x, y)
     print(json.dumps(res, indent=2))
     return 0
 

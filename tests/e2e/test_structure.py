@@ -1,0 +1,68 @@
+"""Clustering and pruning under distillation, through QAT, int8 export and TFLM LUT compression."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import run_cli, separable_npz
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from kdq_tf._keras import keras
+
+    d = tmp_path_factory.mktemp("structure")
+    npz = separable_npz(d / "d.npz", n_train=300, n_test=60, size=12, classes=3)
+    with np.load(npz) as f:
+        x, y = f["x_train"].astype(np.float32) / 255.0, f["y_train"]
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((12, 12, 1))
+    h = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inp)
+    t = keras.Model(inp, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(h)))
+    t.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    t.fit(x, y, epochs=3, verbose=0)
+    t.save(d / "teacher.keras")
+    return d, npz
+
+
+def test_cluster_under_distillation_then_cqat_then_lut_export(setup):
+    d, npz = setup
+    out = d / "run_cluster"
+    proc = run_cli("distill", "--dataset", f"npz:{npz}", "--teacher", d / "teacher.keras", "--epochs", "1",
+                   "--cluster", "8", "--structure-epochs", "1", "--qat", "--qat-epochs", "1", "--out", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = json.loads((out / "metrics.json").read_text())
+    s = m["student_structured"]
+    assert s["cluster"] == 8 and s["max_unique"] <= 8  # every float kernel holds <= 8 values
+    exp = out / "export"
+    proc = run_cli("export", "--run", out, "--int8", "--compress", "lut", "--out", exp)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads((exp / "report.json").read_text())
+    assert all(w["unique_per_channel"] <= 8 for w in r["weights"]), r["weights"]  # CQAT kept them through int8
+    c = r["compressed"]
+    assert c["tensors_compressed"] >= 1 and c["bit_exact_tflm"] == c["samples"] > 0
+    assert c["bytes"] < c["uncompressed_bytes"] == len((exp / "model_int8.tflite").read_bytes()) - (
+        r["verify"]["device_model"]["saved_bytes"])
+    lut = (exp / "model_int8_lut.tflite").read_bytes()
+    assert len(lut) == c["bytes"]  # the C array carries the compressed model
+    assert f"g_model_model_data_size = {len(lut)};" in (exp / "model_data.h").read_text()
+    assert "AddDecode()" in (exp / "model_ops.h").read_text()
+    assert "LUT-compressed device model" in (exp / "report.md").read_text()
+
+
+def test_prune_under_distillation_keeps_zeros_through_pqat(setup):
+    d, npz = setup
+    out = d / "run_prune"
+    proc = run_cli("distill", "--dataset", f"npz:{npz}", "--teacher", d / "teacher.keras", "--epochs", "1",
+                   "--prune", "0.5", "--structure-epochs", "2", "--qat", "--qat-epochs", "1", "--out", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    s = json.loads((out / "metrics.json").read_text())["student_structured"]
+    big = [k["zeros"] for k in s["kernels"] if k["size"] >= 100]
+    assert big and min(big) >= 0.45, s["kernels"]
+    proc = run_cli("export", "--run", out, "--int8", "--out", out / "export")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads((out / "export" / "report.json").read_text())
+    zeros = [w["zeros"] for w in r["weights"] if w["bytes"] >= 100]
+    assert min(zeros) >= 0.45, r["weights"]  # the sparsity survived QAT and conversion
+    assert r["sizes"]["gzip_bytes"] < r["sizes"]["tflite_bytes"]
