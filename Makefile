@@ -51,7 +51,7 @@ firmware-tools:
 test: data firmware-tools
 	$(PY) -m pytest -q
 
-# Benchmarks (matplotlib for the plots). Full: about 80 minutes on 2 cores, from the fused teacher's
+# Benchmarks (matplotlib for the plots). Full: about 65 minutes on 2 cores, from the fused teacher's
 # logits stored in benchmarks/teachers/ (TEACHER=retrain trains its ResNet50 and CNN again: hours);
 # quick: minutes.
 TEACHER ?= stored

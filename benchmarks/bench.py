@@ -387,7 +387,7 @@ def parse(argv):
     p.add_argument("--lr", type=float, help="the students' Adam rate (cosine decay)")
     p.add_argument("--temperature", type=float, default=4.0, help="the sweep's starting T")
     p.add_argument("--lam", type=float, default=0.5, help="the sweep's starting lambda")
-    p.add_argument("--sweep-t", default="1,2,4,8")
+    p.add_argument("--sweep-t", default="1,2,4", help="T=8 came last in every earlier sweep (results/full.md history)")
     p.add_argument("--sweep-lam", default="0.5,0.1", help="0.1: most weight on the soft loss, as published")
     p.add_argument("--sweep-epochs", type=int)
     p.add_argument("--mode-epochs", type=int)
@@ -402,11 +402,11 @@ def parse(argv):
     a = p.parse_args(argv)
     quick = {"gain_also": [], "student": "tiny_cnn", "batch_size": 32, "lr": 1e-3, "seeds": 1, "limit": 6000, "teacher_epochs": 1, "epochs": 3, "qat_epochs": 1, "views": 2,
              "sweep_epochs": 1, "mode_epochs": 1, "mode_limit": 3000, "gain_epochs": 1, "cost_limit": 2000}
-    # Sized so that the whole run fits in about 80 minutes on 2 cores once the teacher logits exist;
+    # Sized so that the whole run fits in about 65 minutes on 2 cores once the teacher logits exist;
     # 12 epochs because distillation needs patience (a 6-epoch student barely separates from its twin).
     full = {"gain_also": [str(ROOT / "benchmarks" / "teachers" / "fashion_mnist_resnet50_31ep")], "student": "small_cnn", "batch_size": 128, "lr": 2e-3, "seeds": 3, "limit": None,
-            "teacher_epochs": None, "epochs": 12, "qat_epochs": 2, "views": 4, "sweep_epochs": 6, "mode_epochs": 4,
-            "mode_limit": 12000, "gain_epochs": 6, "cost_limit": 10000}
+            "teacher_epochs": None, "epochs": 12, "qat_epochs": 2, "views": 4, "sweep_epochs": 4, "mode_epochs": 4,
+            "mode_limit": 12000, "gain_epochs": 4, "cost_limit": 10000}
     for k, v in (quick if a.quick else full).items():
         if getattr(a, k) is None:
             setattr(a, k, v)
