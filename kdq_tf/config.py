@@ -125,10 +125,10 @@ class DistillConfig:
     student: str = "tiny_cnn"  # a name from `kdq_tf students`, or a path to a .keras model
     epochs: int = 10
     lr: float = 1e-3
-    # T and lambda won the validation sweep in benchmarks/results/full.md (T in 1, 2, 4, 8; lambda 0.5, 0.1)
-    # with a teacher about level with the student; the literature's 2-8 suits a clearly stronger teacher.
-    temperature: float = 1.0  # >1 softens the teacher (Hinton et al. 2015)
-    lam: float | None = None  # L = L_soft + lam * L_hard; 0.1 when neither lam nor alpha is set
+    # T and lambda won the validation sweep in benchmarks/results/full.md (T in 1, 2, 4; lambda 0.5, 0.1)
+    # with the fused teacher, about 2 pts above the student.
+    temperature: float = 2.0  # >1 softens the teacher (Hinton et al. 2015)
+    lam: float | None = None  # L = L_soft + lam * L_hard; 0.5 when neither lam nor alpha is set
     alpha: float | None = None  # keras-io form: L = alpha * L_hard + (1 - alpha) * L_soft
     soft_loss: str = "kl"  # kl | ce, both scaled by T^2
     hard_loss: str = "ce"  # ce | mse (MSE on one-hot labels)

@@ -23,8 +23,8 @@ class LossWeights:
         """Maps either parametrisation to weights.
 
         Args:
-            lam: `L = L_soft + lam * L_hard` (this toolkit's form). Defaults to 0.1, the
-                benchmark's validation-sweep winner.
+            lam: `L = L_soft + lam * L_hard` (this toolkit's form). Defaults to 0.5, the
+                benchmark's validation-sweep winner (benchmarks/results/full.md).
             alpha: `L = alpha * L_hard + (1 - alpha) * L_soft` (keras-io's form).
 
         Raises:
@@ -36,7 +36,7 @@ class LossWeights:
             if not 0.0 <= alpha <= 1.0:
                 raise ValueError(f"alpha must be in [0, 1], got {alpha}")
             return cls(soft=1.0 - alpha, hard=alpha)
-        lam = 0.1 if lam is None else lam
+        lam = 0.5 if lam is None else lam
         if lam < 0:
             raise ValueError(f"lambda must be >= 0, got {lam}")
         return cls(soft=1.0, hard=lam)

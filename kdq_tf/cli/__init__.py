@@ -92,7 +92,7 @@ def _distill_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--epochs", dest="distill.epochs", type=int, help="distillation epochs")
     g.add_argument("--lr", dest="distill.lr", type=float, help="distillation learning rate")
     g.add_argument("-T", "--temperature", dest="distill.temperature", type=float)
-    g.add_argument("--lambda", dest="distill.lam", type=float, help="L = L_soft + lambda*L_hard (default 0.1)")
+    g.add_argument("--lambda", dest="distill.lam", type=float, help="L = L_soft + lambda*L_hard (default 0.5)")
     g.add_argument("--alpha", dest="distill.alpha", type=float, help="L = alpha*L_hard + (1-alpha)*L_soft")
     g.add_argument("--soft-loss", dest="distill.soft_loss", choices=["kl", "ce"])
     g.add_argument("--hard-loss", dest="distill.hard_loss", choices=["ce", "mse"])

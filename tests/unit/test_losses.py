@@ -45,7 +45,7 @@ def test_both_parametrisations():
     np.testing.assert_allclose(total.numpy(), soft + 0.3 * hard, rtol=1e-5)
     total, _, _ = distillation_loss(Y, T_LOGITS, S_LOGITS, 2.0, LossWeights.from_config(alpha=0.1))
     np.testing.assert_allclose(total.numpy(), 0.1 * hard + 0.9 * soft, rtol=1e-5)
-    assert LossWeights.from_config() == LossWeights(1.0, 0.1)
+    assert LossWeights.from_config() == LossWeights(1.0, 0.5)
     with pytest.raises(ValueError, match="not both"):
         LossWeights.from_config(lam=0.5, alpha=0.5)
     with pytest.raises(ValueError, match="alpha must be in"):
