@@ -30,6 +30,10 @@ _API = {
     "LossWeights": "kdq_tf.losses", "soft_threshold": "kdq_tf.losses",
     "Distiller": "kdq_tf.distiller", "build_guidance": "kdq_tf.guidance",
     "quantize_student": "kdq_tf.qat", "load_qat_model": "kdq_tf.qat",
+    # Below int8: clustering and pruning that QAT keeps, TFLite-Micro LUT compression.
+    "cluster_weights": "kdq_tf.cluster_prune:cluster", "prune_weights": "kdq_tf.cluster_prune:prune",
+    "strip_structure": "kdq_tf.cluster_prune:strip", "weight_tensors": "kdq_tf.compression",
+    "compress_lut": "kdq_tf.compression",
     # Conversion to TFLite bytes, C sources, firmware, export stage.
     "to_tflite": "kdq_tf.convert", "model_data": "kdq_tf.carray", "model_settings": "kdq_tf.carray",
     "model_ops": "kdq_tf.carray", "run_export": "kdq_tf.export", "firmware_project": "kdq_tf.export",

@@ -147,3 +147,13 @@ def check_on_tflm(uncompressed: bytes, compressed: bytes, x_q: np.ndarray, plan:
             "uncompressed_arena_bytes": int(arena), "samples": int(len(x_q)),
             "bit_exact_tflm": int(np.all(a == b, axis=tuple(range(1, a.ndim))).sum()),
             "tensors_compressed": len(done), "tensors": plan}
+
+
+def compress_device(device_bytes: bytes, model_bytes: bytes, x: np.ndarray) -> tuple[bytes, dict]:
+    """`export --compress lut`: LUT-compresses the device model and checks it against the
+    uncompressed one on TFLM, on `x` (normalised inputs) quantized as the full model says."""
+    from kdq_tf.runtime import Runner
+
+    small, plan = compress_lut(device_bytes)
+    x_q = Runner.from_bytes(model_bytes, reference=True).quantize(x)
+    return small, check_on_tflm(device_bytes, small, x_q, plan)

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from kdq_tf import carray, files, flatbuf
+from kdq_tf import carray, compression, files, flatbuf
 from kdq_tf.config import Config, config_from_dict
 from kdq_tf.errors import KdqError
+from kdq_tf.report import export_markdown
 
 log = logging.getLogger(__name__)
 
@@ -168,9 +169,9 @@ def run_export(run_dir: str | Path, out_dir: str | Path | None = None, firmware_
     x, y = data.sample("test", e.verify_samples, seed=cfg.run.seed)
     if e.mode in ("int8", "int16x8"):
         report["verify"] = verify(model_bytes, rm.model, x, y, device_bytes=device_bytes)
-        report["weights"] = _weights_report(model_bytes)
+        report["weights"] = [w.to_dict() for w in compression.weight_tensors(model_bytes)]
     if e.compress == "lut":  # the device carries the compressed model from here on
-        device_bytes, report["compressed"] = _compress(device_bytes, model_bytes, x)
+        device_bytes, report["compressed"] = compression.compress_device(device_bytes, model_bytes, x)
         report["sizes"]["compressed_device_bytes"] = len(device_bytes)
     # The whole test split on LiteRT, preprocessed from the embedded metadata exactly as
     # `kdq_tf eval` does on a device, so the two figures can be compared one to one.
@@ -230,22 +231,6 @@ def firmware_project(model_bytes: bytes, out_dir: str | Path, name: str, class_n
                           chosen_arena(arena), class_names, export_report=export_report, mode=mode)
 
 
-def _weights_report(model_bytes: bytes) -> list[dict]:
-    from kdq_tf.compression import weight_tensors
-
-    return [w.to_dict() for w in weight_tensors(model_bytes)]
-
-
-def _compress(device_bytes: bytes, model_bytes: bytes, x: np.ndarray) -> tuple[bytes, dict]:
-    """LUT-compresses the device model and checks it bit-exact against the uncompressed one on TFLM."""
-    from kdq_tf import compression
-    from kdq_tf.runtime import Runner
-
-    small, plan = compression.compress_lut(device_bytes)
-    x_q = Runner.from_bytes(model_bytes, reference=True).quantize(x)
-    return small, compression.check_on_tflm(device_bytes, small, x_q, plan)
-
-
 def chosen_arena(host_arena: int) -> int:
     """`kTensorArenaSize`: 25% + 1 KiB over the host figure, as targets differ in alignment and
     kernel scratch needs (the host is a safe upper bound for 32-bit targets: 8,048 B on the
@@ -291,53 +276,3 @@ def _check_writable(path: Path) -> None:
             pass
     except OSError as err:
         raise KdqError(f"cannot write to output folder {path}: {err.strerror}") from None
-
-
-def export_markdown(report: dict, metrics: dict) -> str:
-    """The export table: teacher vs student vs int8 with accuracy, size and arena."""
-    from kdq_tf.report import markdown_table
-
-    v = report.get("verify", {})
-    s = report["sizes"]
-    rows = []
-    if "teacher" in metrics:
-        rows.append(["teacher (float, Keras)", metrics["teacher"]["accuracy"], metrics["teacher"]["params"], None, None])
-    if "student" in metrics:
-        rows.append(["student (float, Keras)", metrics["student"]["accuracy"], metrics["student"]["params"],
-                     s["float32_tflite_bytes"], None])
-    if "student_qat" in metrics:
-        rows.append(["student QAT (Keras)", metrics["student_qat"]["accuracy"], metrics["student_qat"]["params"],
-                     None, None])
-    rows.append([f"{report['mode']} .tflite (LiteRT)", report.get("test_accuracy_litert", v.get("accuracy_litert")),
-                 None, s["tflite_bytes"], v.get("arena_bytes")])
-    table = markdown_table(["model", "test accuracy", "params", ".tflite bytes", "TFLM arena bytes"], rows)
-    lines = [f"# kdq_tf export ({report['mode']})", "", table, ""]
-    if v:
-        lines += [f"- accuracies above are on the whole test split ({report.get('test_samples')} images); the "
-                  f"runtime checks below on {v['samples']} of them",
-                  f"- TFLM vs LiteRT top-1 agreement: {100 * v['top1_agreement_tflm_litert']:.2f}%; "
-                  f"bit-exact outputs vs LiteRT reference kernels: {100 * v['exact_outputs_tflm_vs_litert_ref']:.2f}%"]
-        if "top1_agreement_keras_litert" in v:
-            lines.append(f"- Keras vs int8 top-1 agreement: {100 * v['top1_agreement_keras_litert']:.2f}% "
-                         f"(Keras {100 * v['accuracy_keras']:.2f}%, int8 {100 * v['accuracy_litert']:.2f}% "
-                         "on the same samples)")
-    if "device_model" in v:
-        d = v["device_model"]
-        lines.append(f"- device flatbuffer (model_data.cc): {d['bytes']:,} B, {d['saved_bytes']:,} B less than the "
-                     f".tflite (metadata, names, signatures stripped); bit-exact with it on TFLM on "
-                     f"{d['bit_exact_tflm']}/{d['samples']} samples")
-    if "compressed" in report:
-        c = report["compressed"]
-        lines.append(f"- LUT-compressed device model: {c['bytes']:,} B ({c['ratio']}x of {c['uncompressed_bytes']:,} "
-                     f"B; {c['tensors_compressed']} tensors), bit-exact with the uncompressed one on TFLM on "
-                     f"{c['bit_exact_tflm']}/{c['samples']} samples, arena {c['arena_bytes']:,} B; the firmware "
-                     "needs TFLM built with USE_TFLM_COMPRESSION")
-    lines += [f"- float32/{report['mode']} size ratio: {s['float32_over_this']}x; gzip -9 of the .tflite "
-              f"{s['gzip_bytes']:,} B; flatbuffer overhead "
-              f"{s['overhead_bytes']} bytes ({100 * s['overhead_share']:.1f}% of the file)",
-              f"- ops: {', '.join(report['ops'])}", ""]
-    if report.get("device"):
-        from kdq_tf.fw_report import markdown
-
-        lines += ["## On the device (kdq_tf firmware run)", "", markdown(report["device"]["runs"], heading=False)]
-    return "\n".join(lines)

@@ -64,7 +64,7 @@ def record(fw_dir: str | Path, result: dict) -> str:
 
 
 def _update_export_report(path: Path, device: dict) -> None:
-    from kdq_tf.export import export_markdown
+    from kdq_tf.report import export_markdown
 
     report = files.read_json(path)
     report["device"] = device

@@ -73,3 +73,51 @@ def results_table(metrics: dict) -> str:
         rows.append([stage, m.get("val_accuracy"), m.get("accuracy"), m.get("f1"), m.get("params"),
                      None if seconds is None else f"{seconds:.1f}"])
     return markdown_table(["model", "val accuracy", "test accuracy", "macro F1", "params", "train time (s)"], rows)
+
+
+def export_markdown(report: dict, metrics: dict) -> str:
+    """The export table: teacher vs student vs int8 with accuracy, size and arena."""
+    v = report.get("verify", {})
+    s = report["sizes"]
+    rows = []
+    if "teacher" in metrics:
+        rows.append(["teacher (float, Keras)", metrics["teacher"]["accuracy"], metrics["teacher"]["params"], None, None])
+    if "student" in metrics:
+        rows.append(["student (float, Keras)", metrics["student"]["accuracy"], metrics["student"]["params"],
+                     s["float32_tflite_bytes"], None])
+    if "student_qat" in metrics:
+        rows.append(["student QAT (Keras)", metrics["student_qat"]["accuracy"], metrics["student_qat"]["params"],
+                     None, None])
+    rows.append([f"{report['mode']} .tflite (LiteRT)", report.get("test_accuracy_litert", v.get("accuracy_litert")),
+                 None, s["tflite_bytes"], v.get("arena_bytes")])
+    table = markdown_table(["model", "test accuracy", "params", ".tflite bytes", "TFLM arena bytes"], rows)
+    lines = [f"# kdq_tf export ({report['mode']})", "", table, ""]
+    if v:
+        lines += [f"- accuracies above are on the whole test split ({report.get('test_samples')} images); the "
+                  f"runtime checks below on {v['samples']} of them",
+                  f"- TFLM vs LiteRT top-1 agreement: {100 * v['top1_agreement_tflm_litert']:.2f}%; "
+                  f"bit-exact outputs vs LiteRT reference kernels: {100 * v['exact_outputs_tflm_vs_litert_ref']:.2f}%"]
+        if "top1_agreement_keras_litert" in v:
+            lines.append(f"- Keras vs int8 top-1 agreement: {100 * v['top1_agreement_keras_litert']:.2f}% "
+                         f"(Keras {100 * v['accuracy_keras']:.2f}%, int8 {100 * v['accuracy_litert']:.2f}% "
+                         "on the same samples)")
+    if "device_model" in v:
+        d = v["device_model"]
+        lines.append(f"- device flatbuffer (model_data.cc): {d['bytes']:,} B, {d['saved_bytes']:,} B less than the "
+                     f".tflite (metadata, names, signatures stripped); bit-exact with it on TFLM on "
+                     f"{d['bit_exact_tflm']}/{d['samples']} samples")
+    if "compressed" in report:
+        c = report["compressed"]
+        lines.append(f"- LUT-compressed device model: {c['bytes']:,} B ({c['ratio']}x of {c['uncompressed_bytes']:,} "
+                     f"B; {c['tensors_compressed']} tensors), bit-exact with the uncompressed one on TFLM on "
+                     f"{c['bit_exact_tflm']}/{c['samples']} samples, arena {c['arena_bytes']:,} B; the firmware "
+                     "needs TFLM built with USE_TFLM_COMPRESSION")
+    lines += [f"- float32/{report['mode']} size ratio: {s['float32_over_this']}x; gzip -9 of the .tflite "
+              f"{s['gzip_bytes']:,} B; flatbuffer overhead "
+              f"{s['overhead_bytes']} bytes ({100 * s['overhead_share']:.1f}% of the file)",
+              f"- ops: {', '.join(report['ops'])}", ""]
+    if report.get("device"):
+        from kdq_tf.fw_report import markdown
+
+        lines += ["## On the device (kdq_tf firmware run)", "", markdown(report["device"]["runs"], heading=False)]
+    return "\n".join(lines)
