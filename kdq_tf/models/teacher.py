@@ -112,9 +112,9 @@ def build_cnn_teacher(input_shape: tuple[int, int, int], num_classes: int, width
 
     ResNet50's stem divides the input by 4 at once, so a 28x28 image becomes 8x8 before
     the first residual block. This network keeps the full resolution in its first
-    stage, which on small images buys more accuracy per image-second than ResNet50
-    (benchmarks/results/teacher_speed.md), and it errs differently from ResNet50, which
-    is what a fusion of the two needs. It reads the pipeline's normalised input as is.
+    stage and costs less per image on small inputs (`python benchmarks/teacher_speed.py
+    --archs resnet50,cnn` measures both), and it errs differently from ResNet50, which is
+    what a fusion of the two needs. It reads the pipeline's normalised input as is.
     """
     L = keras.layers
     inputs = keras.Input(input_shape, name="image")
