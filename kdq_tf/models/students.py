@@ -41,26 +41,23 @@ def _head(x, num_classes: int):
     return L.Flatten(name="flatten")(x)  # (batch, classes) logits
 
 
+def _five_blocks(input_shape, num_classes: int, widths: tuple[int, ...], name: str) -> keras.Model:
+    # Five 3x3 conv-BN-ReLU blocks, stride 2 at the second and fourth, then the GAP head.
+    inputs = keras.Input(input_shape, name="image")
+    x = inputs
+    for i, filters in enumerate(widths):
+        x = _cbr(x, filters, stride=2 if i in (1, 3) else 1, name=f"b{i + 1}")
+    return keras.Model(inputs, _head(x, num_classes), name=name)
+
+
 def tiny_cnn(input_shape, num_classes: int) -> keras.Model:
     """Five 3x3 conv-BN-ReLU blocks (16-32-32-48-48, two stride-2), GAP, dense; just under 50k params at 10 classes."""
-    inputs = keras.Input(input_shape, name="image")
-    x = _cbr(inputs, 16, name="b1")
-    x = _cbr(x, 32, stride=2, name="b2")
-    x = _cbr(x, 32, name="b3")
-    x = _cbr(x, 48, stride=2, name="b4")
-    x = _cbr(x, 48, name="b5")
-    return keras.Model(inputs, _head(x, num_classes), name="tiny_cnn")
+    return _five_blocks(input_shape, num_classes, (16, 32, 32, 48, 48), "tiny_cnn")
 
 
 def small_cnn(input_shape, num_classes: int) -> keras.Model:
     """tiny_cnn's five blocks at 24-48-48-64-64: just under 100k params, the budget of the published 92.5% CNN."""
-    inputs = keras.Input(input_shape, name="image")
-    x = _cbr(inputs, 24, name="b1")
-    x = _cbr(x, 48, stride=2, name="b2")
-    x = _cbr(x, 48, name="b3")
-    x = _cbr(x, 64, stride=2, name="b4")
-    x = _cbr(x, 64, name="b5")
-    return keras.Model(inputs, _head(x, num_classes), name="small_cnn")
+    return _five_blocks(input_shape, num_classes, (24, 48, 48, 64, 64), "small_cnn")
 
 
 def ds_cnn(input_shape, num_classes: int, width: int = 64) -> keras.Model:
