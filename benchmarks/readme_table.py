@@ -31,8 +31,8 @@ def kd_section(res: dict) -> str:
              f"deviations add up to {noise:.2f} pts)."]
     k = res["kd_gain"]["rows"]
     if k:
-        pairs = ", ".join(f"{100 * r['teacher_accuracy']:.2f}% -> {r['gain_pts']:+.2f}" for r in k)
-        lines.append(f"KD gain against teacher accuracy (teachers from one training run, one seed, "
+        pairs = ", ".join(f"{r['teacher']} {100 * r['teacher_accuracy']:.2f}% -> {r['gain_pts']:+.2f}" for r in k)
+        lines.append(f"KD gain against teacher accuracy (snapshots of one training run and the stored teachers, one seed, "
                      f"{res['kd_gain']['epochs']} epochs, scratch twin {100 * res['kd_gain']['scratch_accuracy']:.2f}%): "
                      f"{pairs} pts.")
     rows = res["guidance"]["rows"]
