@@ -2,8 +2,8 @@
 
 A clustered tensor holds at most N distinct values, so each weight can be stored as a
 log2(N)-bit index into a small table; TFLite-Micro's `compress` tool rewrites such
-tensors and inserts DECODE operators that expand them at run time (the firmware must be
-built with `USE_TFLM_COMPRESSION`). Bytes in, bytes out; no TensorFlow.
+tensors and inserts DECODE operators that expand them at run time (the firmware registers
+the DECODE kernel; no special TFLM build flag). Bytes in, bytes out; no TensorFlow.
 
 Per-channel quantization matters here: N clusters per tensor become up to N values per
 output channel after int8 conversion, but more across the tensor, because every channel
@@ -100,7 +100,8 @@ def lut_plan(tensors: list[WeightTensor]) -> list[dict]:
 
 
 def compress_lut(data: bytes) -> tuple[bytes, list[dict]]:
-    """Runs TFLite-Micro's LUT compression on every tensor `lut_plan` says will shrink.
+    """Runs TFLite-Micro's LUT compression on every weight tensor whose compression shrinks the
+    model: estimated by `lut_plan`, then measured one tensor at a time.
 
     Returns:
         `(compressed model, plan)`.
@@ -109,23 +110,39 @@ def compress_lut(data: bytes) -> tuple[bytes, list[dict]]:
         ModelError: no weight tensor would shrink (the model is not clustered), or the
             `tflite-micro` package has no compression module.
     """
-    plan = lut_plan(weight_tensors(data))
+    tensors = weight_tensors(data)
+    plan = lut_plan(tensors)
+    axes = {w.index: w.axis for w in tensors}
+    try:
+        from tflite_micro.tensorflow.lite.micro.compression import compress, spec
+    except ImportError:
+        raise ModelError("the tflite-micro package has no compression module; pip install -U tflite-micro") from None
+
+    def specs(chosen):
+        return [spec.Tensor(0, p["index"], [spec.LookUpTableCompression(
+            index_bitwidth=p["bits"], mode=spec.PerChannel(axis=axes[p["index"]]) if p["mode"] == "per_channel"
+            else spec.PerTensor())]) for p in chosen]
+
+    # The estimate counts indices and tables only; each compressed tensor also brings a DECODE
+    # operator and a decoded tensor with its own copy of the per-channel scales and zero points.
+    # So each candidate is compressed alone and kept only if the whole model shrinks.
+    for p in plan:
+        if p["compress"]:
+            p["saved_bytes"] = len(data) - len(compress(data, specs([p])))
+            if p["saved_bytes"] <= 0:
+                p["compress"] = False
+                p["reason"] = (f"the DECODE operator and its decoded tensor cost more than the {p['bits']}-bit "
+                               f"indices save ({-p['saved_bytes']} B more, measured)")
     chosen = [p for p in plan if p["compress"]]
+    tried = [p for p in plan if "saved_bytes" in p]
+    if not chosen and tried:
+        raise ModelError(f"LUT compression would not shrink the model: {tried[0]['name']}: {tried[0]['reason']}")
     if not chosen:
         worst = min((p for p in plan), key=lambda p: p["bits"], default=None)
         raise ModelError("no weight tensor has few enough distinct values for LUT compression"
                          + (f" (the fewest: {worst['name']} needs {worst['bits']} bits)" if worst else "")
                          + "; cluster the student first (--cluster 16)")
-    try:
-        from tflite_micro.tensorflow.lite.micro.compression import compress, spec
-    except ImportError:
-        raise ModelError("the tflite-micro package has no compression module; pip install -U tflite-micro") from None
-    tensors = [p for p in weight_tensors(data) if p.index in {c["index"] for c in chosen}]
-    axes = {w.index: w.axis for w in tensors}
-    specs = [spec.Tensor(0, p["index"], [spec.LookUpTableCompression(
-        index_bitwidth=p["bits"], mode=spec.PerChannel(axis=axes[p["index"]]) if p["mode"] == "per_channel"
-        else spec.PerTensor())]) for p in chosen]
-    return bytes(compress(data, specs)), plan
+    return bytes(compress(data, specs(chosen))), plan
 
 
 def check_on_tflm(uncompressed: bytes, compressed: bytes, x_q: np.ndarray, plan: list[dict]) -> dict:

@@ -94,14 +94,13 @@ def _compiler_version(target: str) -> str:
     return subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False).stdout.splitlines()[0]
 
 
-def object_cache(root: Path, opts: BuildOptions, compression: bool = False) -> Path:
+def object_cache(root: Path, opts: BuildOptions) -> Path:
     """Where this tree's objects for these flags live: keyed by the tree's identity, the
-    target, the kernel set, the compiler and USE_TFLM_COMPRESSION (it changes the interpreter's
-    objects), so a change to any of them never reuses objects."""
+    target, the kernel set and the compiler, so a change to any of them never reuses objects."""
     base = Path(opts.cache or os.environ.get("KDQ_TF_CACHE") or Path.home() / ".cache" / "kdq_tf")
     key = hashlib.sha256(f"{tflm_tree.tree_identity(root)}|{opts.target}|{opts.kernels}|"
                          f"{_compiler_version(opts.target)}".encode()).hexdigest()[:16]
-    kind = f"{opts.target}-{opts.kernels}" + ("-compression" if compression else "")
+    kind = f"{opts.target}-{opts.kernels}"
     return base / "tflm-objects" / f"{kind}-{key}"
 
 
@@ -115,9 +114,8 @@ def build(fw_dir: str | Path, opts: BuildOptions) -> dict:
     fw_dir = Path(fw_dir)
     info = firmware_info(fw_dir)
     check_tools(opts.target)
-    compression = tflm_tree.needs_compression(info["ops"])
-    root = tflm_tree.check_tree(opts.tflm, tflm_tree.kernel_files(info["ops"]), opts.kernels == "cmsis-nn", compression)
-    cache = object_cache(root, opts, compression)
+    root = tflm_tree.check_tree(opts.tflm, tflm_tree.kernel_files(info["ops"]), opts.kernels == "cmsis-nn")
+    cache = object_cache(root, opts)
     before = _count_objects(cache)
     out = build_dir(fw_dir, opts.target, opts.kernels)
     out.mkdir(parents=True, exist_ok=True)

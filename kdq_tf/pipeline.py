@@ -283,17 +283,14 @@ def _run_distill(cfg: Config, data) -> tuple[RunDir, dict]:
         run.update_metrics("baseline", _baseline(cfg, run, data, twin_aug))
 
     # 5. Optional shrinkage, then QAT with the teacher still guiding.
-    from kdq_tf.qat import load_qat_model, quantize_student, shrink_kernels
-    from kdq_tf.structure_stage import load_structured_qat, preserve_of, structure_stage
+    from kdq_tf.qat import load_qat_model, quantize_student
+    from kdq_tf.structure_stage import load_structured_qat, preserve_of, shrink_stage, structure_stage
 
     if cfg.distill.cluster or cfg.distill.prune:
         student = structure_stage(cfg, run, data, student, teacher, guidance)
     if cfg.qat.enabled and not (cfg.run.resume and "student_qat" in run.metrics()):
         if cfg.distill.shrink:
-            before = evaluate(student, data)["accuracy"]
-            stats = shrink_kernels(student, cfg.distill.shrink)
-            run.update_metrics("shrink", {**stats, "accuracy_before": before,
-                                          "accuracy_after": evaluate(student, data)["accuracy"]})
+            student = shrink_stage(cfg, run, data, student)
         qat_student = quantize_student(student, cfg.qat.skip, preserve_of(cfg))
         timing = _train_student(cfg, run, data, "qat", qat_student, teacher, guidance, cfg.qat.epochs, cfg.qat.lr)
         # H5, not .keras: TF-MOT 0.8's QuantizeLayer does not reload from the .keras format

@@ -109,7 +109,7 @@ def shrink_kernels(model: keras.Model, delta: float) -> dict:
     total = zeros_before = zeros_after = 0
     for layer in model.layers:
         for w in layer.weights:
-            if not any(k in w.name for k in ("kernel", "depthwise_kernel")):
+            if not _is_kernel(w):
                 continue
             v = w.numpy()
             new = soft_threshold(v, delta)
@@ -119,6 +119,21 @@ def shrink_kernels(model: keras.Model, delta: float) -> dict:
             w.assign(new)
     return {"delta": delta, "kernel_params": total,
             "sparsity_before": zeros_before / max(total, 1), "sparsity_after": zeros_after / max(total, 1)}
+
+
+def shrink_delta_for(model: keras.Model, sparsity: float) -> float:
+    """The soft-threshold delta that zeroes `sparsity` of the conv/dense kernel weights (the
+    quantile of |w| over all of them), to compare --shrink with pruning at equal sparsity."""
+    if not 0.0 < sparsity < 1.0:
+        raise ModelError(f"sparsity must be strictly between 0 and 1, got {sparsity!r}")
+    mags = [np.abs(w.numpy()).ravel() for layer in model.layers for w in layer.weights if _is_kernel(w)]
+    if not mags:
+        raise ModelError("the model has no conv/dense kernels to shrink")
+    return float(np.quantile(np.concatenate(mags), sparsity))
+
+
+def _is_kernel(w) -> bool:
+    return any(k in w.name for k in ("kernel", "depthwise_kernel"))
 
 
 def layer_sensitivity(student: keras.Model, x_calib: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,

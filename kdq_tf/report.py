@@ -111,7 +111,7 @@ def export_markdown(report: dict, metrics: dict) -> str:
         lines.append(f"- LUT-compressed device model: {c['bytes']:,} B ({c['ratio']}x of {c['uncompressed_bytes']:,} "
                      f"B; {c['tensors_compressed']} tensors), bit-exact with the uncompressed one on TFLM on "
                      f"{c['bit_exact_tflm']}/{c['samples']} samples, arena {c['arena_bytes']:,} B; the firmware "
-                     "needs TFLM built with USE_TFLM_COMPRESSION")
+                     "registers TFLM's DECODE kernel (TFLM from 2025 on)")
     lines += [f"- float32/{report['mode']} size ratio: {s['float32_over_this']}x; gzip -9 of the .tflite "
               f"{s['gzip_bytes']:,} B; flatbuffer overhead "
               f"{s['overhead_bytes']} bytes ({100 * s['overhead_share']:.1f}% of the file)",

@@ -15,11 +15,15 @@ STRUCTURED = "student_structured.keras"
 
 
 def preserve_of(cfg: Config) -> str:
-    """The QAT scheme that keeps this run's structure ("none" without --cluster/--prune)."""
+    """The QAT scheme that keeps this run's structure ("none" without --cluster/--prune/--shrink).
+
+    The soft threshold (--shrink) makes zeros as pruning does; plain QAT would train them away.
+    """
     d = cfg.distill
-    if d.cluster and d.prune:
+    sparse = bool(d.prune or d.shrink)
+    if d.cluster and sparse:
         return "prune+cluster"
-    return "cluster" if d.cluster else "prune" if d.prune else "none"
+    return "cluster" if d.cluster else "prune" if sparse else "none"
 
 
 def structure_stage(cfg: Config, run, data, student, teacher, guidance):
@@ -46,7 +50,7 @@ def structure_stage(cfg: Config, run, data, student, teacher, guidance):
                                          callbacks=CP.pruning_callbacks())
         student = CP.strip(wrapped)
     if d.cluster:
-        wrapped = CP.cluster(student, d.cluster)
+        wrapped = CP.cluster(student, d.cluster, preserve_sparsity=bool(d.prune))
         timing["cluster"] = _train_student(cfg, run, data, "cluster", wrapped, teacher, guidance, epochs, d.lr / 10)
         student = CP.strip(wrapped)
     files.save_keras(student, path)
@@ -57,6 +61,25 @@ def structure_stage(cfg: Config, run, data, student, teacher, guidance):
         "max_unique": max(k["unique"] for k in kernels), "min_zeros": min(k["zeros"] for k in kernels)})
     log.info("structured student: %s", ", ".join(f"{k['layer']} {k['unique']} values, {100 * k['zeros']:.0f}% "
                                                   "zeros" for k in kernels))
+    return student
+
+
+def shrink_stage(cfg: Config, run, data, student):
+    """Applies --shrink's soft threshold to every kernel (no training: QAT follows and keeps the
+    zeros); writes `student_structured.keras` and the metrics "shrink"."""
+    from kdq_tf import cluster_prune as CP
+    from kdq_tf.pipeline import evaluate, load_student
+    from kdq_tf.qat import shrink_kernels
+
+    path = run.path / STRUCTURED
+    if cfg.run.resume and path.is_file() and "shrink" in run.metrics():
+        return load_student(path)
+    before = evaluate(student, data)["accuracy"]
+    stats = shrink_kernels(student, cfg.distill.shrink)
+    files.save_keras(student, path)
+    run.update_metrics("shrink", {**stats, "accuracy_before": before, "accuracy_after": evaluate(student, data)[
+        "accuracy"], "kernels": CP.kernel_stats(student)})
+    log.info("shrink %.4g: %.1f%% of the kernel weights are zero", stats["delta"], 100 * stats["sparsity_after"])
     return student
 
 
