@@ -75,6 +75,23 @@ def results_table(metrics: dict) -> str:
     return markdown_table(["model", "val accuracy", "test accuracy", "macro F1", "params", "train time (s)"], rows)
 
 
+def weights_table(weights: list[dict], plan: list[dict]) -> str:
+    """Per int8 weight tensor: distinct values (per channel where quantized per channel), the share
+    of zeros (what pruning left after QAT and conversion) and what LUT compression did with it."""
+    by_index = {p["index"]: p for p in plan}
+    rows = []
+    for w in weights:
+        p = by_index.get(w["index"])
+        saved = "" if p is None or p.get("saved_bytes") is None else f", {p['saved_bytes']:,} B saved"
+        lut = "" if p is None else (f"{p['bits']}-bit {p['mode'].replace('_', ' ')}{saved}" if p["compress"]
+                                    else f"left: {p.get('reason', '')}")
+        per = w.get("unique_per_channel")
+        rows.append([w["name"].split(";")[0], "x".join(map(str, w["shape"])), f"{w['bytes']:,}",
+                     f"{w['unique']}" + ("" if per is None else f" / {per} per channel"), f"{100 * w['zeros']:.1f}%", lut])
+    headers = ["int8 weight tensor", "shape", "bytes", "distinct values", "zeros"] + (["LUT"] if plan else [])
+    return markdown_table(headers, [r if plan else r[:-1] for r in rows])
+
+
 def export_markdown(report: dict, metrics: dict) -> str:
     """The export table: teacher vs student vs int8 with accuracy, size and arena."""
     v = report.get("verify", {})
@@ -116,6 +133,8 @@ def export_markdown(report: dict, metrics: dict) -> str:
               f"{s['gzip_bytes']:,} B; flatbuffer overhead "
               f"{s['overhead_bytes']} bytes ({100 * s['overhead_share']:.1f}% of the file)",
               f"- ops: {', '.join(report['ops'])}", ""]
+    if report.get("weights"):
+        lines += [weights_table(report["weights"], report.get("compressed", {}).get("tensors", [])), ""]
     if report.get("device"):
         from kdq_tf.fw_report import markdown
 

@@ -66,3 +66,27 @@ def test_prune_under_distillation_keeps_zeros_through_pqat(setup):
     zeros = [w["zeros"] for w in r["weights"] if w["bytes"] >= 100]
     assert min(zeros) >= 0.45, r["weights"]  # the sparsity survived QAT and conversion
     assert r["sizes"]["gzip_bytes"] < r["sizes"]["tflite_bytes"]
+
+
+def test_shrink_from_a_distilled_student_keeps_its_zeros_through_pqat(setup):
+    """--student PATH.keras --epochs 0 starts from that student's weights (what benchmarks/flash.py
+    does); the soft threshold's zeros then survive QAT and conversion."""
+    d, npz = setup
+    base = d / "run_base"
+    proc = run_cli("distill", "--dataset", f"npz:{npz}", "--teacher", d / "teacher.keras", "--epochs", "1",
+                   "--out", base)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = d / "run_shrink"
+    proc = run_cli("distill", "--dataset", f"npz:{npz}", "--teacher", d / "teacher.keras", "--epochs", "0",
+                   "--student", base / "student.keras", "--shrink", "0.1", "--qat", "--qat-epochs", "1", "--out", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["student"]["accuracy"] == json.loads((base / "metrics.json").read_text())["student"]["accuracy"]
+    sparsity = m["shrink"]["sparsity_after"]
+    assert sparsity > 0.2, m["shrink"]  # the threshold made zeros worth checking
+    proc = run_cli("export", "--run", out, "--int8", "--out", out / "export")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    w = json.loads((out / "export" / "report.json").read_text())["weights"]
+    int8_zeros = sum(t["zeros"] * t["bytes"] for t in w) / sum(t["bytes"] for t in w)
+    # PQAT masks the zeros; int8 rounding can only add more (small weights rounding to 0)
+    assert int8_zeros >= sparsity - 1e-9, (int8_zeros, sparsity)

@@ -73,3 +73,34 @@ def test_pruning_reaches_the_sparsity_and_prune_preserving_qat_keeps_zeros():
 def test_bad_structure_settings(call, msg):
     with pytest.raises(ModelError, match=msg):
         call()
+
+
+def test_clustering_a_pruned_student_keeps_its_zeros_only_with_preserve_sparsity():
+    x, y = _data()
+    steps = 2 * int(np.ceil(len(x) / 32))
+    pruned = CP.strip(_fit(CP.prune(_student(), 0.5, end_step=steps), x, y, epochs=2,
+                           callbacks=CP.pruning_callbacks()))
+    big = [r["size"] >= 100 for r in CP.kernel_stats(pruned)]
+    copy = keras.models.clone_model(pruned)  # TF-MOT's wrappers take over the layers they wrap
+    copy.set_weights(pruned.get_weights())
+    kept = CP.strip(_fit(CP.cluster(pruned, 8, preserve_sparsity=True), x, y))
+    lost = CP.strip(_fit(CP.cluster(copy, 8), x, y))
+    kept_zeros = [r["zeros"] for r, b in zip(CP.kernel_stats(kept), big) if b]
+    lost_zeros = [r["zeros"] for r, b in zip(CP.kernel_stats(lost), big) if b]
+    assert min(kept_zeros) >= 0.45, kept_zeros
+    assert all(r["unique"] <= 8 for r in CP.kernel_stats(kept))
+    assert max(lost_zeros) < 0.1, lost_zeros  # plain k-means moves the zeros to the nearest centroid
+
+
+def test_shrink_delta_zeroes_the_asked_share_of_kernel_weights():
+    from kdq_tf.qat import shrink_delta_for, shrink_kernels
+
+    model = _student()
+    kernels = np.concatenate([w.numpy().ravel() for w in model.weights if "kernel" in w.name])
+    delta = shrink_delta_for(model, 0.75)
+    assert delta == pytest.approx(np.quantile(np.abs(kernels), 0.75))
+    stats = shrink_kernels(model, delta)
+    assert stats["kernel_params"] == kernels.size
+    assert abs(stats["sparsity_after"] - 0.75) <= 1 / kernels.size  # |w| <= delta: the quantile itself too
+    with pytest.raises(ModelError, match="strictly between 0 and 1"):
+        shrink_delta_for(model, 1.0)

@@ -8,13 +8,15 @@ from kdq_tf._keras import keras
 from kdq_tf.errors import ModelError
 
 
-def _model(clusters: int | None, seed: int = 0) -> bytes:
+def _model(clusters: int | None, seed: int = 0, head: int = 0) -> bytes:
     from kdq_tf.convert import to_tflite
 
     keras.utils.set_random_seed(seed)
     inp = keras.Input((8, 8, 1))
     x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inp)
     x = keras.layers.Conv2D(64, 3, padding="same")(x)
+    if head:  # a 1x1 conv of head x 64 weights
+        x = keras.layers.Conv2D(head, 1)(keras.layers.ReLU()(x))
     m = keras.Model(inp, keras.layers.Flatten()(keras.layers.GlobalAveragePooling2D(keepdims=True)(x)))
     if clusters:  # snap every kernel to `clusters` evenly spaced values: a clustered model, by hand
         for layer in m.layers:
@@ -71,3 +73,23 @@ def test_compressed_model_is_bit_exact_on_tflm(clustered):
 def test_unclustered_model_has_nothing_to_compress():
     with pytest.raises(ModelError, match="no weight tensor has few enough distinct values.*--cluster"):
         C.compress_lut(_model(None))
+
+
+def test_a_tensor_whose_decode_costs_more_than_it_saves_is_left_alone():
+    """10x64 head: the estimate (320 B of indices + 10 tables of 16) is below its 640 B, but the
+    DECODE operator and the decoded tensor's per-channel quantization eat the rest: measured."""
+    from tflite_micro.tensorflow.lite.micro.compression import compress, spec
+
+    from kdq_tf import flatbuf
+
+    model = flatbuf.strip_for_device(_model(16, head=10))
+    small, plan = C.compress_lut(model)
+    head = next(p for p in plan if p["bytes"] == 640)
+    assert head["estimate"] < 640 and not head["compress"] and head["saved_bytes"] <= 0
+    assert "cost more" in head["reason"]
+    big = next(p for p in plan if p["bytes"] == 9216)
+    assert big["compress"] and big["saved_bytes"] > 0
+    assert len(small) == len(model) - big["saved_bytes"]  # only the big tensor, with the saving measured alone
+    both = compress(model, [spec.Tensor(0, p["index"], [spec.LookUpTableCompression(
+        index_bitwidth=4, mode=spec.PerChannel(axis=0))]) for p in (big, head)])
+    assert len(small) <= len(both)
