@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 KDQ    := $(VENV)/bin/kdq_tf
 DEMO_OUT ?= runs/demo
 
-.PHONY: demo test data firmware-tools bench bench-quick clean
+.PHONY: demo test data firmware-tools bench bench-quick bench-flash clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,12 @@ bench: data $(VENV)/.bench
 
 bench-quick: data $(VENV)/.bench
 	$(PY) benchmarks/bench.py --quick
+
+# Flash below int8: pruned, soft-thresholded, clustered and LUT-compressed variants of the full
+# benchmark's distilled students (3 seeds, about 75 minutes on 2 cores; run `make bench` first).
+bench-flash: data firmware-tools $(VENV)/.bench
+	$(PY) benchmarks/flash.py --from runs/bench_full
+	$(PY) benchmarks/readme_table.py flash
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
