@@ -160,6 +160,11 @@ def strip_for_device(data: bytes) -> bytes:
     """The flatbuffer without what TFLite-Micro never reads: metadata (kdq_tf's, the
     converter's, min_runtime_version), tensor and subgraph names, signatures and the description.
 
+    Per-channel zero points that are all equal (int8 weights and int32 biases: all 0) are kept
+    as one value. TFLM's allocator broadcasts a one-value array over the channels, and its source
+    names this as a space-saving optimization for weights. The converter writes 8 bytes per
+    channel, about 4% of a small CNN's flatbuffer.
+
     Buffer indices are kept (the dropped metadata buffers are emptied, not removed), so every
     tensor still points at its weights. The full model stays the one for LiteRT and
     `kdq_tf infer`, which read the class names and preprocessing from the metadata.
@@ -179,6 +184,9 @@ def strip_for_device(data: bytes) -> bytes:
         g.name = None
         for t in g.tensors or []:
             t.name = None
+            q = t.quantization
+            if q is not None and q.zeroPoint is not None and len(q.zeroPoint) > 1 and len(set(q.zeroPoint)) == 1:
+                q.zeroPoint = q.zeroPoint[:1]
     b = flatbuffers.Builder(len(data))
     b.Finish(model.Pack(b), file_identifier=b"TFL3")
     return bytes(b.Output())
