@@ -135,7 +135,7 @@ class DistillConfig:
     guidance: str = "auto"  # auto | online | cached | cached-int8 | teacher-int8
     views: int = 0  # cached modes: teacher logits for K fixed augmented views; the student cycles through them
     baseline: bool = False  # also train the student on hard labels only, same epochs and seed
-    shrink: float | None = None  # soft-threshold delta applied to kernels before QAT
+    shrink: float | None = None  # soft-threshold delta applied to kernels before QAT (prune-preserving)
     # Flash below int8 (kdq_tf.cluster_prune): the distilled student is fine-tuned clustered and/or
     # pruned with the teacher still guiding, and QAT then keeps that structure (CQAT, PQAT, PCQAT).
     cluster: int = 0  # N shared values per kernel (16: 4-bit LUT indices); 0: off

@@ -103,7 +103,7 @@ def _distill_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--baseline", dest="distill.baseline", action="store_true", default=None,
                    help="also train the student on hard labels only, for the KD gain")
     g.add_argument("--shrink", dest="distill.shrink", type=float, metavar="DELTA",
-                   help="soft-threshold the student's kernels by DELTA before QAT")
+                   help="soft-threshold the student's kernels by DELTA before QAT (which keeps the zeros)")
     c = p.add_argument_group("flash below int8: fine-tuned under the teacher, kept through QAT")
     c.add_argument("--cluster", dest="distill.cluster", type=int, metavar="N",
                    help="N shared values per kernel (16: 4-bit indices for export --compress lut)")

@@ -108,6 +108,13 @@ def test_device_flatbuffer_drops_metadata_and_stays_bit_exact():
     assert len(dev) < len(full)
     assert flatbuf.read_metadata(full) is not None and flatbuf.read_metadata(dev) is None
     assert all(t["name"] == "" for t in flatbuf.describe(dev)["tensors"])
+    # per-channel scales stay; the zero points (all 0 for weights and biases) become one value
+    tensors = [(a, b) for a, b in zip(flatbuf._model(full).subgraphs[0].tensors, flatbuf._model(dev).subgraphs[0].tensors)
+               if a.quantization is not None and a.quantization.scale is not None and len(a.quantization.scale) > 1]
+    assert tensors
+    for a, b in tensors:
+        np.testing.assert_array_equal(a.quantization.scale, b.quantization.scale)
+        assert set(a.quantization.zeroPoint) == {0} and list(b.quantization.zeroPoint) == [0]
     x_q = np.random.default_rng(1).integers(-128, 128, (20, 12, 12, 1), dtype=np.int8)
     np.testing.assert_array_equal(MicroRunner(dev, 16384).run_raw(x_q), MicroRunner(full, 16384).run_raw(x_q))
 
