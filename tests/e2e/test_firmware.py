@@ -16,7 +16,6 @@ from kdq_tf.export import firmware_project
 from kdq_tf.fw_build import BuildOptions, build
 from kdq_tf.fw_report import record
 from kdq_tf.fw_run import run
-from kdq_tf.errors import KdqError
 from kdq_tf.micro import MicroRunner
 
 TFLM = Path(os.environ.get("TFLM_DIR") or ROOT.parent / "shared" / "tflm")
