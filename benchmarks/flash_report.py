@@ -90,7 +90,8 @@ def markdown(res: dict) -> str:
     lines += ["", "Per seed (float: the distilled student's test accuracy before, and after the structure "
               "stage or the soft threshold, before QAT):", "", "| variant | seed | int8 | float before -> structured "
               "| flash bytes | gzip | zeros | shrink delta |", "|---|---|---|---|---|---|---|---|"]
-    for name, per_seed in res["rows"].items():
+    for name in (r["variant"] for r in res["table"]):  # the JSON file sorts its keys; the table keeps the order
+        per_seed = res["rows"][name]
         for seed, r in enumerate(per_seed):
             fs, delta = r["float_accuracy_structured"], r["shrink_delta"]
             lines.append(f"| {name} | {seed} | {100 * r['accuracy']:.2f}% | "
@@ -102,7 +103,7 @@ def markdown(res: dict) -> str:
         lines += ["", "Seed 0 as Cortex-M4 firmware (MPS2-AN386 under QEMU, CMSIS-NN kernels; flash and RAM of the "
                   "whole image from `size`):", "", "| variant | bit-exact vs Python TFLM | flash B | model B | RAM B "
                   "| instructions / inference |", "|---|---|---|---|---|---|"]
-        for name, r in fw.items():
+        for name, r in sorted(fw.items(), key=lambda kv: kv[0] != "dense"):
             m = r["memory"]
             lines.append(f"| {name} | {r['bit_exact']}/{r['samples']} | {m.get('flash_bytes', 0):,} | "
                          f"{m.get('flash_model_bytes', 0):,} | {m.get('ram_bytes', 0):,} | "
