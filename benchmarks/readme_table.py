@@ -80,9 +80,9 @@ def flash_section(res: dict) -> str:
     old = json.loads(full.read_text()).get("device", {}).get("device_model_bytes") if full.is_file() else None
     new = res["rows"]["dense"][0]["flash_bytes"]
     if old and old != new and res["settings"].get("from"):
-        lines.append(f"The device flatbuffer now keeps one zero point per tensor (TFLM broadcasts it), so the seed-0 "
-                     f"student that \"On the device\" above shows at {old:,} B takes {new:,} B here; that table "
-                     "predates the change.")
+        lines.append(f"The device flatbuffer now keeps one zero point per tensor (TFLM broadcasts it): the student "
+                     f"that \"On the device\" above shows at {old:,} B is {new:,} B here (same layers, its own QAT "
+                     "run); that table predates the change.")
     for c in res["checks"]:
         if not c["holds"]:
             lines.append(f"Not reached: {c['target']} (measured {c['measured']}).")
