@@ -172,18 +172,19 @@ def firmware_rows(a, work: Path) -> dict:
     return rows
 
 
-def huffman_probe(device: bytes) -> str:
-    """Whether the installed tflite-micro compresses a tensor with Huffman (the issue asks)."""
+def compressor_probe(device: bytes, method: str) -> str:
+    """Whether the installed tflite-micro compresses a tensor with `method` ("Huffman": the issue
+    asks; "Pruning": the one that would turn zeros into flash)."""
     from tflite_micro.tensorflow.lite.micro.compression import compress, spec
 
     from kdq_tf.compression import weight_tensors
 
     w = max(weight_tensors(device), key=lambda t: t.bytes)
     try:
-        compress(device, [spec.Tensor(0, w.index, [spec.HuffmanCompression()])])
+        compress(device, [spec.Tensor(0, w.index, [getattr(spec, f"{method}Compression")()])])
     except Exception as e:  # the package raises its own CompressionError
         return f"the installed tflite-micro refuses it: {type(e).__name__}: {str(e).splitlines()[0]}"
-    return "the installed tflite-micro compressed a tensor with Huffman (not measured further)"
+    return f"the installed tflite-micro compressed a tensor with {method} (not measured further)"
 
 
 def parse(argv):
@@ -250,7 +251,8 @@ def main(argv=None) -> dict:
     dense_device = (Path(a.work) / "seed0" / "dense" / "export" / "model_int8.tflite").read_bytes()
     from kdq_tf import flatbuf
 
-    res["huffman"] = huffman_probe(flatbuf.strip_for_device(dense_device))
+    device = flatbuf.strip_for_device(dense_device)
+    res["huffman"], res["pruning_compression"] = (compressor_probe(device, m) for m in ("Huffman", "Pruning"))
     res["firmware"] = firmware_rows(a, Path(a.work))
     res["wall_time_s"] = time.perf_counter() - t0
     print(R.write(res, Path(a.results)))

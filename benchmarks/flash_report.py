@@ -112,6 +112,8 @@ def markdown(res: dict) -> str:
         lines += ["", f"Firmware rows skipped: {res['firmware']['skipped']}"]
     if res.get("huffman"):
         lines += ["", f"Huffman: {res['huffman']}"]
+    if res.get("pruning_compression"):
+        lines += ["", f"TFLM pruning compression (zeros to flash): {res['pruning_compression']}"]
     return "\n".join(lines) + "\n"
 
 
