@@ -58,6 +58,29 @@ INHERITED = ("data.dataset", "data.batch_size", "data.limit", "data.augment", "d
              "distill.views", "teacher.logits")
 
 
+def portable(value):
+    """A path in or next to the repository as a relative one, so results read the same on every clone."""
+    if not isinstance(value, (str, Path)) or "/" not in str(value):
+        return value
+    path, root = Path(value).resolve(), ROOT.resolve()
+    for base, prefix in ((root, ""), (root.parent, "../")):
+        if path.is_relative_to(base):
+            return prefix + str(path.relative_to(base))
+    return value
+
+
+def provenance(argv) -> dict:
+    """The command and the commit that produced a results file (and whether the tree had changes)."""
+    import subprocess
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    return {"command": " ".join(["python", "benchmarks/flash.py", *(argv if argv is not None else sys.argv[1:])]),
+            "commit": git("rev-parse", "HEAD"), "uncommitted_changes": bool(git("status", "--porcelain", "--",
+                                                                                   "kdq_tf", "benchmarks"))}
+
+
 def _flat(cfg: dict) -> dict:
     return {f"{s}.{k}": v for s, d in cfg.items() if isinstance(d, dict) for k, v in d.items()}
 
@@ -244,8 +267,10 @@ def main(argv=None) -> dict:
             log.info("seed %d %s: int8 %.4f, flash %d B, gzip %d B, zeros %.3f", seed, name, r["accuracy"],
                      r["flash_bytes"], r["gzip_bytes"], r["int8_zeros"])
     res = {"name": a.name, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
-           "settings": {("from" if k == "from_" else k): v for k, v in vars(a).items() if k not in ("work", "results")},
-           "inherited": inherited, "rows": rows}
+           "provenance": provenance(argv),
+           "settings": {("from" if k == "from_" else k): portable(v) for k, v in vars(a).items()
+                        if k not in ("work", "results")},
+           "inherited": {k: portable(v) for k, v in inherited.items()}, "rows": rows}
     res["table"] = R.summarize(rows)
     res["checks"] = R.checks(res["table"])
     dense_device = (Path(a.work) / "seed0" / "dense" / "export" / "model_int8.tflite").read_bytes()
