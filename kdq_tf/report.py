@@ -128,7 +128,7 @@ def export_markdown(report: dict, metrics: dict) -> str:
         lines.append(f"- LUT-compressed device model: {c['bytes']:,} B ({c['ratio']}x of {c['uncompressed_bytes']:,} "
                      f"B; {c['tensors_compressed']} tensors), bit-exact with the uncompressed one on TFLM on "
                      f"{c['bit_exact_tflm']}/{c['samples']} samples, arena {c['arena_bytes']:,} B; the firmware "
-                     "registers TFLM's DECODE kernel (TFLM from 2025 on)")
+                     "registers TFLM's DECODE kernel (kernels/decode.cc)")
     lines += [f"- float32/{report['mode']} size ratio: {s['float32_over_this']}x; gzip -9 of the .tflite "
               f"{s['gzip_bytes']:,} B; flatbuffer overhead "
               f"{s['overhead_bytes']} bytes ({100 * s['overhead_share']:.1f}% of the file)",

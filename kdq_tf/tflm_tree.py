@@ -66,7 +66,7 @@ def check_tree(tflm_dir: str | Path | None, kernels: list[str] = (), cmsis_nn: b
 
     Raises:
         KdqError: no tree given, or the folder lacks the interpreter, a kernel (DECODE for a
-            compressed model: TFLM trees older than 2025 do not have it) or CMSIS-NN.
+            compressed model: older TFLM trees lack it) or CMSIS-NN.
     """
     given = tflm_dir or os.environ.get("TFLM_DIR")
     if not given:
