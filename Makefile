@@ -67,7 +67,7 @@ bench-quick: data $(VENV)/.bench
 	$(PY) benchmarks/bench.py --quick
 
 # Flash below int8: pruned, soft-thresholded, clustered and LUT-compressed variants of the full
-# benchmark's distilled students (3 seeds, about 75 minutes on 2 cores; run `make bench` first).
+# benchmark's distilled students (3 seeds, about an hour on 2 cores; run `make bench` first).
 bench-flash: data firmware-tools $(VENV)/.bench
 	$(PY) benchmarks/flash.py --from runs/bench_full
 	$(PY) benchmarks/readme_table.py flash
