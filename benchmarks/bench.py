@@ -314,7 +314,8 @@ def fusion_lines(t: dict) -> list[str]:
             "tried; the test column is only reported.", ""]
 
 
-def plots(res: dict, out: Path) -> list[str]:
+def pyplot():
+    """matplotlib.pyplot on the file-only backend, or None (with a warning) where it is not installed."""
     try:
         import matplotlib
 
@@ -322,6 +323,13 @@ def plots(res: dict, out: Path) -> list[str]:
         import matplotlib.pyplot as plt
     except ImportError:
         log.warning("matplotlib not installed; no plots")
+        return None
+    return plt
+
+
+def plots(res: dict, out: Path) -> list[str]:
+    plt = pyplot()
+    if plt is None:
         return []
     written = []
     fig, ax = plt.subplots(figsize=(6, 4))

@@ -122,16 +122,14 @@ def variant_sets(a, name: str, student: Path, inherited: dict, seed: int, out: P
 
 def measure(run: Path, compress: str) -> dict:
     """Exports a variant (once) and measures it."""
-    from kdq_tf import files, flatbuf, run_export
+    from kdq_tf import files, run_export
 
     out = run / "export"
     if not (out / "report.json").is_file():
         run_export(run, out, overrides={"export.compress": compress, "export.mode": "int8", "export.verify_samples": 500})
     rep = files.read_json(out / "report.json")
     m = files.read_json(run / "metrics.json")
-    model_bytes = (out / "model_int8.tflite").read_bytes()
     lut = compress == "lut"
-    device = (out / "model_int8_lut.tflite").read_bytes() if lut else flatbuf.strip_for_device(model_bytes)
     arena = rep["compressed"]["arena_bytes"] if lut else rep["verify"]["arena_bytes"]
     weights = rep["weights"]
     total = sum(np.prod(w["shape"]) for w in weights)
@@ -141,7 +139,9 @@ def measure(run: Path, compress: str) -> dict:
             "float_accuracy_before": m["student"]["accuracy"],
             "float_accuracy_structured": structured.get("accuracy", structured.get("accuracy_after")),
             "tflite_bytes": rep["sizes"]["tflite_bytes"], "gzip_bytes": rep["sizes"]["gzip_bytes"],
-            "device_bytes": rep["verify"]["device_model"]["bytes"], "flash_bytes": len(device),
+            "device_bytes": rep["verify"]["device_model"]["bytes"],
+            # what the C array carries: the LUT-compressed model where there is one
+            "flash_bytes": rep["sizes"]["compressed_device_bytes"] if lut else rep["verify"]["device_model"]["bytes"],
             "arena_bytes": arena, "bit_exact": rep["compressed"]["bit_exact_tflm"] if lut else None,
             "bit_exact_of": rep["compressed"]["samples"] if lut else None,
             "compressed_tensors": rep["compressed"]["tensors_compressed"] if lut else 0,
@@ -156,7 +156,7 @@ def measure(run: Path, compress: str) -> dict:
 def firmware_rows(a, work: Path) -> dict:
     """Seed 0's dense and 16-cluster LUT models as Cortex-M4 firmware (CMSIS-NN, QEMU): bit-exact
     against the Python TFLM interpreter, flash, RAM and instructions per inference."""
-    from kdq_tf import files, flatbuf
+    from kdq_tf import files
     from kdq_tf.config import DataConfig
     from kdq_tf.data import load_dataset
     from kdq_tf.errors import KdqError
@@ -176,9 +176,9 @@ def firmware_rows(a, work: Path) -> dict:
                 continue
             model = (exp / "model_int8.tflite").read_bytes()
             lut = exp / "model_int8_lut.tflite"
-            device = lut.read_bytes() if lut.is_file() else flatbuf.strip_for_device(model)
-            arena = max(files.read_json(exp / "report.json")["verify"]["arena_bytes"],
-                        files.read_json(exp / "report.json").get("compressed", {}).get("arena_bytes", 0))
+            device = lut.read_bytes() if lut.is_file() else None  # None: firmware_project strips the model
+            rep = files.read_json(exp / "report.json")
+            arena = max(rep["verify"]["arena_bytes"], rep.get("compressed", {}).get("arena_bytes", 0))
             fw = work / "firmware" / name
             shutil.rmtree(fw, ignore_errors=True)
             firmware_project(model, fw, "student", data.info.class_names, x, y, 10, arena, device_bytes=device)

@@ -6,7 +6,6 @@ Kept apart from the runs so that a report can be written again without training 
 """
 
 import json
-import logging
 import sys
 from pathlib import Path
 
@@ -15,10 +14,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench import _save  # noqa: E402 - sibling scripts, importable once the folder is on the path
+from bench import _save, pyplot  # noqa: E402 - sibling scripts, importable once the folder is on the path
 from kd_study import mean_std  # noqa: E402
-
-log = logging.getLogger("flash")
 
 # What a user would read in the table.
 LABELS = {"dense": "dense int8 (QAT)", "prune50": "pruned 50% (PQAT)", "prune75": "pruned 75% (PQAT)",
@@ -118,13 +115,8 @@ def markdown(res: dict) -> str:
 
 
 def plot(res: dict, out: Path) -> list[str]:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log.warning("matplotlib not installed; no plot")
+    plt = pyplot()
+    if plt is None:
         return []
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, key, title in ((axes[0], "flash_bytes", "device flatbuffer bytes (LUT where applied)"),
