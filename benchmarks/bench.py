@@ -15,6 +15,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import platform
 import resource
 import subprocess
@@ -50,8 +51,8 @@ def teacher_source(a, work: Path) -> dict:
 
     from kdq_tf import files
     from kdq_tf.config import DataConfig
-    from kdq_tf.data import load_dataset
-    from kdq_tf.logits_file import from_bytes
+    from kdq_tf.data.dataset import load_dataset
+    from kdq_tf.teacher.logits_file import from_bytes
 
     if a.quick:
         logits, model = KD.quick_teacher(a, work)
@@ -100,7 +101,7 @@ def other_teachers(a) -> list[tuple[str, float, Path]]:
     import teacher_artifact as TA
 
     from kdq_tf.config import DataConfig
-    from kdq_tf.data import load_dataset
+    from kdq_tf.data.dataset import load_dataset
 
     if not a.gain_also:
         return []
@@ -115,7 +116,7 @@ def other_teachers(a) -> list[tuple[str, float, Path]]:
 
 
 def latency(work: Path, runs: int) -> dict:
-    from kdq_tf.runtime import Runner, benchmark
+    from kdq_tf.runtime.runner import Runner, benchmark
 
     i8 = Runner.from_file(work / "seed0_int8.tflite", threads=1)
     f32 = Runner.from_file(work / "seed0_float32.tflite", threads=1)
@@ -156,7 +157,7 @@ def _claim(work: Path, a) -> None:
 
     from kdq_tf import files
 
-    settings = {k: _portable(v) for k, v in vars(a).items() if k not in ("results", "name")}
+    settings = {k: portable(v) for k, v in vars(a).items() if k not in ("results", "name")}
     teacher = Path(a.teacher_dir) / "provenance.json"
     if not a.quick and teacher.is_file():  # the same folder may later hold another teacher's logits
         settings["teacher_provenance_sha256"] = hashlib.sha256(teacher.read_bytes()).hexdigest()
@@ -169,18 +170,34 @@ def _claim(work: Path, a) -> None:
     files.write_json(path, settings)
 
 
-def _portable(value):
-    """Settings as another clone would write them: paths inside the checkout (or beside it, like
-    ../shared/tflm) relative to it."""
-    if isinstance(value, list):
-        return [_portable(v) for v in value]
-    if isinstance(value, str) and value.startswith("/"):
-        p = Path(value)
-        if p.is_relative_to(ROOT):
-            return str(p.relative_to(ROOT))
-        if p.is_relative_to(ROOT.parent):
-            return str(Path("..") / p.relative_to(ROOT.parent))
+# An absolute path inside a string: "/" after a start, a space, a quote, "=" or ","; up to a
+# space, quote, comma, backtick or bracket.
+_ABS_PATH = re.compile(r"(?<![\w.~])/(?:[\w.+-]+/)*[\w.+-]+")
+
+
+def portable(value):
+    """Results as another clone would write them: every absolute path, also inside a longer
+    string (a command line, a log line), made relative to the checkout (or to its parent, like
+    ../shared/tflm), or to the home folder it was in (~/kdq_runs/bench_full); elsewhere, by name.
+    """
+    if isinstance(value, dict):
+        return {k: portable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [portable(v) for v in value]
+    if isinstance(value, str):
+        return _ABS_PATH.sub(lambda m: _relative(Path(m.group(0))), value)
     return value
+
+
+def _relative(p: Path) -> str:
+    if p.is_relative_to(ROOT):
+        return str(p.relative_to(ROOT)) or "."
+    if p.is_relative_to(ROOT.parent) and p != ROOT.parent:
+        return str(Path("..") / p.relative_to(ROOT.parent))
+    home = p.parts[:2] == ("/", "root") and 2 or p.parts[:2] == ("/", "home") and 3
+    if home and len(p.parts) > home:  # a run folder in someone's home: ~/kdq_runs/teacher_r50
+        return str(Path("~", *p.parts[home:]))
+    return p.name  # elsewhere (/tmp/...): by name alone
 
 
 def _shown(path: Path) -> str:
@@ -403,7 +420,7 @@ def parse(argv):
     p.add_argument("--gain-epochs", type=int)
     p.add_argument("--cost-limit", type=int, help="samples for the scaling timings")
     p.add_argument("--latency-runs", type=int, default=300)
-    p.add_argument("--tflm", default=str(ROOT.parent / "shared" / "tflm"),
+    p.add_argument("--tflm", default=os.environ.get("TFLM_DIR", ""),
                    help="TFLite-Micro tree for the device rows (host and Cortex-M4 under QEMU); '' skips them")
     p.add_argument("--work", help="work folder (runs); default runs/bench_<name>")
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
@@ -428,7 +445,7 @@ def main(argv=None) -> dict:
     a = parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from kdq_tf import files
-    from kdq_tf.logits_file import from_bytes
+    from kdq_tf.teacher.logits_file import from_bytes
 
     t_start = time.perf_counter()
     work = Path(a.work or ROOT / "runs" / f"bench_{a.name}")
@@ -441,7 +458,7 @@ def main(argv=None) -> dict:
     views_aug = from_bytes(Path(src["logits"]).read_bytes(), "logits").views_aug or {}
     a.view_erase = views_aug.get("erase", 0.0)  # the scratch twin augments like the views
     res = {"name": a.name, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
-           "settings": {k: _portable(v) for k, v in vars(a).items() if k not in ("results", "work", "name")},
+           "settings": {k: portable(v) for k, v in vars(a).items() if k not in ("results", "work", "name")},
            "teacher": {k: (str(v) if isinstance(v, Path) else v) for k, v in src.items() if k != "snapshots"}}
     log.info("2/7 T/lambda sweep on the validation split")
     res["sweep"] = KD.sweep(a, work, src["logits"])
@@ -455,7 +472,7 @@ def main(argv=None) -> dict:
     gain_files = [*src["snapshots"], *other_teachers(a), ("final", src["teacher"]["accuracy"], Path(src["logits"]))]
     res["kd_gain"] = KD.kd_gain(a, work, gain_files, best["temperature"], best["lam"])
     log.info("6/7 size, latency, memory, scaling, device")
-    from kdq_tf import flatbuf
+    from kdq_tf.deploy import flatbuf
 
     i8 = (work / "seed0_int8.tflite").read_bytes()
     f32 = (work / "seed0_float32.tflite").read_bytes()

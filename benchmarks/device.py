@@ -20,6 +20,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench import portable  # noqa: E402 - a sibling script
 log = logging.getLogger("device")
 
 BUILDS = (("host", "reference"), ("cortex-m4", "reference"), ("cortex-m4", "cmsis-nn"))
@@ -27,11 +29,11 @@ BUILDS = (("host", "reference"), ("cortex-m4", "reference"), ("cortex-m4", "cmsi
 
 def measure(model_path: Path, tflm: str, dataset: str, work: Path, samples: int) -> dict:
     from kdq_tf.config import DataConfig
-    from kdq_tf.data import load_dataset
-    from kdq_tf.export import firmware_project
-    from kdq_tf.fw_build import BuildOptions, build
-    from kdq_tf.fw_report import ratio
-    from kdq_tf.fw_run import run
+    from kdq_tf.data.dataset import load_dataset
+    from kdq_tf.deploy.export import firmware_project
+    from kdq_tf.device.build import BuildOptions, build
+    from kdq_tf.report import instruction_ratio as ratio
+    from kdq_tf.device.run import run
 
     data = load_dataset(DataConfig(dataset=dataset))
     x = data.info.preprocess.apply(data.x_test[:samples])
@@ -95,7 +97,7 @@ def markdown(res: dict) -> str:
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=str(ROOT / "runs" / "bench_full" / "seed0_int8.tflite"))
-    p.add_argument("--tflm", default=str(ROOT.parent / "shared" / "tflm"))
+    p.add_argument("--tflm", default=os.environ.get("TFLM_DIR", ""))
     p.add_argument("--dataset", default="fashion_mnist")
     p.add_argument("--samples", type=int, default=10)
     p.add_argument("--work", default=str(ROOT / "runs" / "bench_device"))
@@ -112,6 +114,7 @@ def main(argv=None) -> dict:
     res.update(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), wall_time_s=round(time.perf_counter() - t0, 1),
                machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
                command=" ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]))
+    res = portable(res)
     out = Path(a.results)
     files.write_json(out / f"{a.name}.json", res)
     md = markdown(res)

@@ -25,6 +25,7 @@ plot; `python benchmarks/readme_table.py` copies the table into the README.
 
 import argparse
 import logging
+import os
 import shutil
 import sys
 import time
@@ -109,7 +110,7 @@ def base_student(a, seed: int) -> tuple[Path, dict]:
 
 def variant_sets(a, name: str, student: Path, inherited: dict, seed: int, out: Path) -> list[str]:
     from kdq_tf.pipeline import load_student
-    from kdq_tf.qat import shrink_delta_for
+    from kdq_tf.distill.qat import shrink_delta_for
 
     sets = [f"{k}={v}" for k, v in inherited.items()]
     sets += [f"run.out={out}", f"run.seed={seed}", "run.resume=true", f"distill.student={student}",
@@ -158,11 +159,11 @@ def firmware_rows(a, work: Path) -> dict:
     against the Python TFLM interpreter, flash, RAM and instructions per inference."""
     from kdq_tf import files
     from kdq_tf.config import DataConfig
-    from kdq_tf.data import load_dataset
+    from kdq_tf.data.dataset import load_dataset
     from kdq_tf.errors import KdqError
-    from kdq_tf.export import firmware_project
-    from kdq_tf.fw_build import BuildOptions, build
-    from kdq_tf.fw_run import run
+    from kdq_tf.deploy.export import firmware_project
+    from kdq_tf.device.build import BuildOptions, build
+    from kdq_tf.device.run import run
 
     if not a.tflm:
         return {"skipped": "no TFLite-Micro tree given (--tflm '')"}
@@ -200,7 +201,7 @@ def compressor_probe(device: bytes, method: str) -> str:
     asks; "Pruning": the one that would turn zeros into flash)."""
     from tflite_micro.tensorflow.lite.micro.compression import compress, spec
 
-    from kdq_tf.compression import weight_tensors
+    from kdq_tf.deploy.compression import weight_tensors
 
     w = max(weight_tensors(device), key=lambda t: t.bytes)
     try:
@@ -225,7 +226,7 @@ def parse(argv):
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--limit", type=int, help="without --from: samples per split")
     p.add_argument("--teacher-logits", default=str(ROOT / "benchmarks" / "teachers" / "fashion_mnist_fused" / "logits.npz"))
-    p.add_argument("--tflm", default=str(ROOT.parent / "shared" / "tflm"),
+    p.add_argument("--tflm", default=os.environ.get("TFLM_DIR", ""),
                    help="TFLite-Micro tree for the Cortex-M4 firmware rows; '' skips them")
     p.add_argument("--work", help="work folder (default runs/flash_<name>)")
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
@@ -274,7 +275,7 @@ def main(argv=None) -> dict:
     res["table"] = R.summarize(rows)
     res["checks"] = R.checks(res["table"])
     dense_device = (Path(a.work) / "seed0" / "dense" / "export" / "model_int8.tflite").read_bytes()
-    from kdq_tf import flatbuf
+    from kdq_tf.deploy import flatbuf
 
     device = flatbuf.strip_for_device(dense_device)
     res["huffman"], res["pruning_compression"] = (compressor_probe(device, m) for m in ("Huffman", "Pruning"))

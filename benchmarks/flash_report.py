@@ -14,7 +14,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench import _save, pyplot  # noqa: E402 - sibling scripts, importable once the folder is on the path
+from bench import _save, portable, pyplot  # noqa: E402 - sibling scripts, importable once the folder is on the path
 from kd_study import mean_std  # noqa: E402
 
 # What a user would read in the table.
@@ -139,6 +139,7 @@ def write(res: dict, results: Path) -> str:
 
     results.mkdir(parents=True, exist_ok=True)
     res["plots"] = plot(res, results)
+    res = portable(res)
     files.write_json(results / f"{res['name']}.json", res)
     md = markdown(res)
     files.write_text(results / f"{res['name']}.md", md)

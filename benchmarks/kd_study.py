@@ -1,6 +1,6 @@
 """The distillation study behind bench.py: teacher logits, sweep, seeds, guidance modes, KD gain.
 
-Every student here learns from a teacher logits file (kdq_tf.logits_file), so the
+Every student here learns from a teacher logits file (kdq_tf.teacher.logits_file), so the
 expensive teacher is trained once and its product reused: the artifact under
 benchmarks/teachers/ for the full benchmark, a small teacher trained in the work
 folder for --quick.
@@ -39,11 +39,11 @@ def quick_teacher(a, work: Path) -> tuple[Path, Path]:
 
 def int8_accuracy(qat_path: Path, data) -> dict:
     """Full-int8 .tflite of a QAT model, scored on LiteRT over the whole test split."""
-    from kdq_tf.convert import to_tflite
-    from kdq_tf.micro import find_arena_size
-    from kdq_tf.qat import load_qat_model
+    from kdq_tf.deploy.convert import to_tflite
+    from kdq_tf.device.micro import find_arena_size
+    from kdq_tf.distill.qat import load_qat_model
     from kdq_tf.report import classification_metrics
-    from kdq_tf.runtime import Runner
+    from kdq_tf.runtime.runner import Runner
 
     blob = to_tflite(load_qat_model(qat_path), "int8")
     pred = Runner.from_bytes(blob).predict_logits(data.info.preprocess.apply(data.x_test)).argmax(-1)
@@ -97,7 +97,7 @@ def seeds(a, work: Path, logits: Path, t: float, lam: float, views: int) -> dict
     """Per seed: the distilled student (K views, or none) and its scratch twin (same augmentation),
     both QAT, int8."""
     from kdq_tf import load_config
-    from kdq_tf.data import load_dataset
+    from kdq_tf.data.dataset import load_dataset
 
     rows = {k: [] for k in ("scratch", "distilled", "scratch_qat_int8", "distilled_qat_int8")}
     curves = {}
@@ -119,7 +119,7 @@ def seeds(a, work: Path, logits: Path, t: float, lam: float, views: int) -> dict
                  rows["distilled_qat_int8"][-1]["accuracy"])
         if seed == 0:
             curves = _curves(out)
-            from kdq_tf.convert import to_tflite
+            from kdq_tf.deploy.convert import to_tflite
             from kdq_tf.pipeline import load_student
 
             (work / "seed0_float32.tflite").write_bytes(to_tflite(load_student(out / "student.keras"), "float32"))
@@ -200,11 +200,11 @@ def kd_gain(a, work: Path, files: list[tuple[str, float, Path]], t: float, lam: 
 
 def scaling(a, work: Path, logits: Path) -> dict:
     """One epoch of cached distillation at 25/50/100% of a slice: seconds per epoch against data size."""
-    from kdq_tf import guidance as G
+    from kdq_tf.distill import guidance as G
     from kdq_tf._keras import keras, tf
     from kdq_tf.config import DataConfig
-    from kdq_tf.data import load_dataset
-    from kdq_tf.distiller import Distiller
+    from kdq_tf.data.dataset import load_dataset
+    from kdq_tf.distill.distiller import Distiller
     from kdq_tf.models.students import build_student
 
     data = load_dataset(DataConfig(dataset=a.dataset, batch_size=a.batch_size, limit=a.cost_limit))

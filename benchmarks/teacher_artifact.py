@@ -4,7 +4,7 @@ A strong ResNet50 takes hours on 2 cores, so the benchmark keeps what the teache
 produced, never its weights:
 
     logits.npz            int8 logits of the final teacher: every training row, the test
-                          split, and K fixed augmented views (kdq_tf.logits_file format)
+                          split, and K fixed augmented views (kdq_tf.teacher.logits_file format)
     snapshots/epoch_NNN.npz   the same without views, for teachers taken earlier in the run
     provenance.json       command, config, fingerprints, accuracies, hours, machine
     teacher_history.csv   the per-epoch training log; train.log: the run's console log
@@ -128,7 +128,7 @@ def build(runs, dest: Path, views: int, run_logs=(), command: str = "",
 
     A run warm-started from another (`teacher.init`) is followed back to its first stage:
     the hours add up, the epochs count from the first stage, and every stage's command
-    goes into the provenance. Several runs are fused (kdq_tf.teachers) with the mode and
+    goes into the provenance. Several runs are fused (kdq_tf.teacher.fusion) with the mode and
     weights that score best on the validation split (`choose_fusion`); the hours of all
     members add up.
 
@@ -140,8 +140,8 @@ def build(runs, dest: Path, views: int, run_logs=(), command: str = "",
     """
     from kdq_tf import files
     from kdq_tf.config import config_from_dict
-    from kdq_tf.data import load_dataset
-    from kdq_tf.teacher_stage import write_logits_file
+    from kdq_tf.data.dataset import load_dataset
+    from kdq_tf.teacher.stage import write_logits_file
 
     runs = [Path(r) for r in (runs if isinstance(runs, (list, tuple)) else [runs])]
     logs = list(run_logs)
@@ -197,7 +197,7 @@ def build(runs, dest: Path, views: int, run_logs=(), command: str = "",
         "snapshots": snaps, "artifact_bytes": total, "build_time_s": round(time.perf_counter() - t0, 1),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
-    from kdq_tf.logits_file import from_bytes
+    from kdq_tf.teacher.logits_file import from_bytes
 
     prov["teacher_fingerprint"] = from_bytes((dest / "logits.npz").read_bytes(), "logits.npz").teacher_fp
     files.write_json(dest / "provenance.json", prov)
@@ -207,7 +207,7 @@ def build(runs, dest: Path, views: int, run_logs=(), command: str = "",
 def _teacher(runs: list[Path], chains: list, data):
     """The teacher whose logits are stored: the one run's model, or the members fused. Returns
     `(model, metrics, fusion)`, fusion None for one run."""
-    from kdq_tf import teachers as TS
+    from kdq_tf.teacher import fusion as TS
     from kdq_tf.pipeline import evaluate
 
     info = data.info
@@ -247,7 +247,7 @@ def choose_fusion(val: list, test: list, y_val, y_test, val_flip: list | None = 
     """
     import numpy as np
 
-    from kdq_tf import teachers as TS
+    from kdq_tf.teacher import fusion as TS
 
     def acc(z, y):
         return float((np.asarray(z).argmax(-1) == np.asarray(y)).mean())
@@ -274,8 +274,8 @@ def _snapshot_logits(chain: list, saved: dict, data, dest: Path, snapshots: tupl
     """Logits files for the chosen snapshots of one run (the final one is the teacher itself)."""
     from kdq_tf.config import config_from_dict
     from kdq_tf.pipeline import evaluate
-    from kdq_tf.teacher_stage import write_logits_file
-    from kdq_tf.teachers import load_member
+    from kdq_tf.teacher.stage import write_logits_file
+    from kdq_tf.teacher.fusion import load_member
 
     info = data.info
     total_epochs = chain[-1]["epochs_before"] + chain[-1]["epochs"]

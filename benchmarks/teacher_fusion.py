@@ -2,7 +2,7 @@
 
 Reads a teacher artifact (benchmarks/teacher_artifact.py): the final teacher's logits and its
 snapshots' logits, all int8, rows in the raw data order. Every set of members that includes
-the final teacher is fused (kdq_tf.teachers.fuse_numpy, weights from val accuracy, both fusion
+the final teacher is fused (kdq_tf.teacher.fusion.fuse_numpy, weights from val accuracy, both fusion
 modes); the best on the validation split is reported with its test accuracy. No model is run.
 
     python benchmarks/teacher_fusion.py --teacher-dir benchmarks/teachers/fashion_mnist_resnet50_31ep
@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 def members(dest: Path, data) -> list[dict]:
     from kdq_tf import files
-    from kdq_tf.logits_file import for_split, from_bytes
+    from kdq_tf.teacher.logits_file import for_split, from_bytes
 
     prov = files.read_json(dest / "provenance.json")
     rows = [("final", dest / "logits.npz")] + [(f"epoch {s['epoch']}", dest / s["file"]) for s in prov["snapshots"]]
@@ -38,7 +38,7 @@ def accuracy(logits: np.ndarray, y: np.ndarray) -> float:
 
 
 def study(ms: list[dict], y_val: np.ndarray, y_test: np.ndarray) -> dict:
-    from kdq_tf.teachers import fuse_numpy, weights_from_accuracy
+    from kdq_tf.teacher.fusion import fuse_numpy, weights_from_accuracy
 
     single = [{"members": [m["name"]], "val": accuracy(m["val"], y_val), "test": accuracy(m["test"], y_test)}
               for m in ms]
@@ -82,7 +82,7 @@ def main(argv=None) -> dict:
     a = p.parse_args(argv)
     from kdq_tf import files
     from kdq_tf.config import DataConfig
-    from kdq_tf.data import load_dataset
+    from kdq_tf.data.dataset import load_dataset
 
     data = load_dataset(DataConfig(dataset=a.dataset))
     res = study(members(Path(a.teacher_dir), data), data.y_val, data.y_test)

@@ -26,7 +26,7 @@ def probe(batch: int, precision: str, jit: bool, input_size: int, adapter: str, 
           width: int = 48) -> dict:
     from kdq_tf._keras import keras
     from kdq_tf.config import TeacherConfig
-    from kdq_tf.teacher_training import build_teacher_for_training
+    from kdq_tf.teacher.recipe import build_teacher_for_training
 
     keras.backend.clear_session()
     cfg = TeacherConfig(arch=arch, width=width, input_size=input_size, adapter=adapter, precision=precision, jit=jit)
@@ -58,7 +58,7 @@ def main(argv=None):
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     a = p.parse_args(argv)
     from kdq_tf import files
-    from kdq_tf.teacher_training import cpu_has_bf16
+    from kdq_tf.teacher.recipe import cpu_has_bf16
 
     rows = []
     grid = itertools.product(a.archs.split(","), [int(v) for v in a.batches.split(",")], a.precisions.split(","),

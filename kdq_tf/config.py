@@ -70,7 +70,7 @@ class TeacherConfig:
     width: int = 48  # cnn only: filters of its first stage (x2, x4 in the next two)
     weights: str = "none"  # none: from scratch; imagenet: fine-tune the ImageNet backbone
     path: str | None = None  # a user's .keras teacher instead of ResNet50; several (comma-separated) are fused
-    fusion: str = "logits"  # several teachers: weighted mean of logits | of probabilities (kdq_tf.teachers)
+    fusion: str = "logits"  # several teachers: weighted mean of logits | of probabilities (kdq_tf.teacher.fusion)
     fusion_weights: str | None = None  # "0.6,0.4"; None: proportional to each member's val accuracy
     logits: str | None = None  # a .npz of precomputed teacher logits instead of a teacher model
     input_size: int = 32  # adapter output side; ResNet50 needs >= 32
@@ -81,7 +81,7 @@ class TeacherConfig:
     finetune_lr_factor: float = 0.1
     label_smoothing: float = 0.0
     unsafe_load: bool = False  # allow Lambda layers etc. in a user .keras (runs their code)
-    # The recipe (kdq_tf.teacher_training): a teacher must clearly beat its student, and on
+    # The recipe (kdq_tf.teacher.recipe): a teacher must clearly beat its student, and on
     # small images that takes augmentation (crop with padding, flip, erasing) and many epochs.
     augment: bool = True  # augment in the teacher stage, whatever data.augment says
     erase: float = 0.5  # random-erasing probability of the teacher's augmentation
@@ -136,7 +136,7 @@ class DistillConfig:
     views: int = 0  # cached modes: teacher logits for K fixed augmented views; the student cycles through them
     baseline: bool = False  # also train the student on hard labels only, same epochs and seed
     shrink: float | None = None  # soft-threshold delta applied to kernels before QAT (prune-preserving)
-    # Flash below int8 (kdq_tf.cluster_prune): the distilled student is fine-tuned clustered and/or
+    # Flash below int8 (kdq_tf.distill.cluster_prune): the distilled student is fine-tuned clustered and/or
     # pruned with the teacher still guiding, and QAT then keeps that structure (CQAT, PQAT, PCQAT).
     cluster: int = 0  # N shared values per kernel (16: 4-bit LUT indices); 0: off
     prune: float = 0.0  # final sparsity of magnitude pruning; 0: off
@@ -187,7 +187,7 @@ class ExportConfig:
     # of flash, next to a model of tens of KB; any MCU board that holds the model holds them.
     firmware_samples: int = 10
     # lut: TFLite-Micro LUT compression of weight tensors with few distinct values (a clustered
-    # student); the device model (C array, firmware) carries it (kdq_tf.compression).
+    # student); the device model (C array, firmware) carries it (kdq_tf.deploy.compression).
     compress: str = "none"
 
     def __post_init__(self):

@@ -1,4 +1,5 @@
-"""Metrics (numpy only) and the tables the CLI and report.md show."""
+"""Metrics (numpy only) and every table the CLI and the reports show: a run's, export's and the
+device runs'. No TensorFlow and nothing above it: every side imports this."""
 
 from dataclasses import asdict, dataclass
 
@@ -136,7 +137,39 @@ def export_markdown(report: dict, metrics: dict) -> str:
     if report.get("weights"):
         lines += [weights_table(report["weights"], report.get("compressed", {}).get("tensors", [])), ""]
     if report.get("device"):
-        from kdq_tf.fw_report import markdown
+        lines += ["## On the device (kdq_tf firmware run)", "", device_table(report["device"]["runs"], heading=False)]
+    return "\n".join(lines)
 
-        lines += ["## On the device (kdq_tf firmware run)", "", markdown(report["device"]["runs"], heading=False)]
+
+def instruction_ratio(runs: dict) -> float | None:
+    """Instructions per inference, reference kernels over CMSIS-NN, on the Cortex-M4; None until both ran."""
+    ref, nn = runs.get("cortex-m4/reference", {}), runs.get("cortex-m4/cmsis-nn", {})
+    a, b = ref.get("instructions_per_inference"), nn.get("instructions_per_inference")
+    return round(a / b, 2) if a and b else None
+
+
+def device_table(runs: dict, heading: bool = True) -> str:
+    rows = []
+    for key, r in runs.items():
+        m = r["memory"]
+        rows.append([key, f"{r['bit_exact']}/{r['samples']}", f"{100 * r['top1_agreement']:.0f}%",
+                     f"{r['correct']}/{r['samples']}", m["flash_bytes"], m["flash_model_bytes"],
+                     m.get("flash_tflm_bytes", ""), m["flash_code_and_tflm_bytes"], m["ram_bytes"], m["ram_arena_bytes"],
+                     f"{r['arena_used_bytes']} / {r['arena_chosen_bytes']}", r.get("instructions_per_inference")])
+    table = markdown_table(["target/kernels", "bit-exact vs Python TFLM", "top-1 agreement", "correct",
+                            "flash bytes", "model", "TFLM", "all code", "RAM bytes", "arena (RAM)",
+                            "arena used / chosen", "instructions per inference"], rows)
+    lines = (["# kdq_tf firmware on the device", ""] if heading else []) + [table, ""]
+    for key, r in runs.items():
+        names = r.get("class_names") or []
+        classes = ", ".join(f"{n}{'' if p == y else ' (label: ' + (names[y] if y < len(names) else str(y)) + ')'}"
+                            for n, p, y in zip(r["predicted_names"], r["predicted"], r["labels"]))
+        lines.append(f"- {key}: classes of the embedded test images, in order: {classes}")
+    r = instruction_ratio(runs)
+    if r:
+        lines.append(f"- Cortex-M4 (emulated): reference kernels run {r}x the instructions of CMSIS-NN per inference")
+    lines += ["- flash and RAM from `size -A` on the image (`arm-none-eabi-size` for the Cortex-M4); the model and "
+              "arena shares from its symbol table, TFLM's (with CMSIS-NN) from the linker map; all code = flash minus "
+              "model and test images (TFLM, main, C/C++ runtime). Instructions: QEMU `-icount shift=0` SysTick ticks x 40; only "
+              "ratios mean anything (QEMU does not model a pipeline).", ""]
     return "\n".join(lines)

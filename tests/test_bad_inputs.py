@@ -30,9 +30,9 @@ def _keras_model(path, outputs, shape=(12, 12, 1), layer=None):
 def work(tmp_path_factory):
     from kdq_tf._keras import keras
     from kdq_tf.config import load_config
-    from kdq_tf.convert import to_tflite
+    from kdq_tf.deploy.convert import to_tflite
     from kdq_tf.models.students import build_student
-    from kdq_tf.qat import quantize_student
+    from kdq_tf.distill.qat import quantize_student
 
     d = tmp_path_factory.mktemp("bad")
     good = separable_npz(d / "good.npz")  # 3 classes, 12x12x1

@@ -11,6 +11,9 @@ import os
 import sys
 import warnings
 
+from kdq_tf.cli.args import dataset_only
+from kdq_tf.cli.device import add_parsers as add_device_parsers
+from kdq_tf.cli.runtime import add_parsers as add_runtime_parsers
 from kdq_tf.errors import KdqError
 
 log = logging.getLogger("kdq_tf")
@@ -48,12 +51,6 @@ def _data_args(g) -> None:
                    help="random flip/translate (and --erase) in the input pipeline")
     g.add_argument("--erase", dest="data.erase", type=float, metavar="P",
                    help="random-erasing probability when augmenting (and in --views)")
-
-
-def _dataset_only(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="fashion_mnist",
-                   help="fashion_mnist (default), mnist, cifar10, cifar100, npz:PATH or dir:PATH")
-    p.add_argument("--data-dir", help="folder searched first for named data sets")
 
 
 def _teacher_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
@@ -132,7 +129,7 @@ def _print_table(title: str, table: str) -> None:
 
 
 def cmd_data_info(args) -> int:
-    from kdq_tf import datasets
+    from kdq_tf.data import readers as datasets
 
     cfg = _config(args)
     raw = datasets.load_raw(cfg.data.dataset, cfg.data.data_dir, seed=cfg.run.seed)
@@ -151,7 +148,7 @@ def cmd_data_info(args) -> int:
 
 def cmd_teacher(args) -> int:
     from kdq_tf.report import results_table
-    from kdq_tf.teacher_stage import run_teacher
+    from kdq_tf.pipeline import run_teacher
 
     cfg = _config(args)
     _, metrics = run_teacher(cfg, save_logits=args.save_logits)
@@ -188,10 +185,10 @@ def cmd_qat_sensitivity(args) -> int:
     from pathlib import Path
 
     from kdq_tf.config import config_from_dict
-    from kdq_tf.data import load_dataset
+    from kdq_tf.data.dataset import load_dataset
     from kdq_tf.files import read_json, write_json
-    from kdq_tf.pipeline import load_student
-    from kdq_tf.qat import layer_sensitivity
+    from kdq_tf.runs import load_student
+    from kdq_tf.distill.qat import layer_sensitivity
     from kdq_tf.report import markdown_table
 
     run = Path(args.run)
@@ -247,11 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--input-shape", default="28x28x1", help="HxWxC (default 28x28x1)")
     s.add_argument("--classes", type=int, default=10)
     s.set_defaults(func=cmd_students)
-    from kdq_tf.cli.device import add_parsers
 
-    add_parsers(sub)
+    add_device_parsers(sub)
 
-    from kdq_tf.cli.runtime import add_parsers as add_runtime_parsers
 
     add_runtime_parsers(sub)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 
 def cmd_export(args) -> int:
-    from kdq_tf.export import run_export
+    from kdq_tf.deploy.export import run_export
 
     overrides = {k: v for k, v in vars(args).items() if k.startswith("export.")}
     report = run_export(args.run, args.out, args.firmware, overrides, args.set)
@@ -18,13 +18,13 @@ def cmd_export(args) -> int:
 
 
 def _options(args):
-    from kdq_tf.fw_build import BuildOptions
+    from kdq_tf.device.build import BuildOptions
 
     return BuildOptions(target=args.target, kernels=args.kernels or "reference", tflm=args.tflm, jobs=args.jobs)
 
 
 def cmd_firmware_build(args) -> int:
-    from kdq_tf.fw_build import build
+    from kdq_tf.device.build import build
 
     r = build(args.dir, _options(args))
     print(f"built {r['binary']} ({r['target']}, {r['kernels']} kernels) in {r['build_time_s']} s: "
@@ -33,11 +33,11 @@ def cmd_firmware_build(args) -> int:
 
 
 def cmd_firmware_run(args) -> int:
-    from kdq_tf.fw_report import record
-    from kdq_tf.fw_run import run
+    from kdq_tf.device.report import record
+    from kdq_tf.device.run import run
 
     if args.build:
-        from kdq_tf.fw_build import build
+        from kdq_tf.device.build import build
 
         build(args.dir, _options(args))
     r = run(args.dir, args.target, args.kernels)

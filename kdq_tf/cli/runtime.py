@@ -8,7 +8,7 @@ import logging
 
 import numpy as np
 
-from kdq_tf.cli import _dataset_only
+from kdq_tf.cli.args import dataset_only
 from kdq_tf.errors import KdqError
 
 log = logging.getLogger("kdq_tf")
@@ -17,7 +17,7 @@ log = logging.getLogger("kdq_tf")
 def _read_model(path: str) -> bytes:
     from pathlib import Path
 
-    from kdq_tf.flatbuf import validate
+    from kdq_tf.deploy.flatbuf import validate
 
     p = Path(path)
     if not p.is_file():
@@ -30,8 +30,8 @@ def _read_model(path: str) -> bytes:
 def cmd_verify(args) -> int:
     from pathlib import Path
 
-    from kdq_tf.data import load_dataset
-    from kdq_tf.export import load_run_model, run_config, verify
+    from kdq_tf.data.dataset import load_dataset
+    from kdq_tf.deploy.export import load_run_model, run_config, verify
 
     data_bytes = _read_model(args.model)
     run = Path(args.run)
@@ -44,13 +44,13 @@ def cmd_verify(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from kdq_tf.flatbuf import describe
+    from kdq_tf.deploy.flatbuf import describe
     from kdq_tf.report import markdown_table
 
     data = _read_model(args.model)
     d = describe(data)
     if not args.no_arena:
-        from kdq_tf.micro import find_arena_size
+        from kdq_tf.device.micro import find_arena_size
 
         d["arena_bytes"] = find_arena_size(data)
     if args.json:
@@ -71,9 +71,9 @@ def cmd_inspect(args) -> int:
 
 
 def _runner_and_io(model_path: str, threads: int | None = None):
-    from kdq_tf.flatbuf import read_metadata
-    from kdq_tf.inputs import ModelIO
-    from kdq_tf.runtime import Runner
+    from kdq_tf.deploy.flatbuf import read_metadata
+    from kdq_tf.runtime.inputs import ModelIO
+    from kdq_tf.runtime.runner import Runner
 
     data = _read_model(model_path)
     runner = Runner.from_bytes(data, threads=threads)
@@ -82,7 +82,7 @@ def _runner_and_io(model_path: str, threads: int | None = None):
 
 
 def cmd_infer(args) -> int:
-    from kdq_tf.inputs import load_inputs
+    from kdq_tf.runtime.inputs import load_inputs
 
     runner, io = _runner_and_io(args.model, args.threads)
     x, names = load_inputs(args.inputs, io.input_shape)
@@ -104,7 +104,8 @@ def cmd_infer(args) -> int:
 def cmd_eval(args) -> int:
     from pathlib import Path
 
-    from kdq_tf import datasets, files
+    from kdq_tf.data import readers as datasets
+    from kdq_tf import files
     from kdq_tf.report import classification_metrics, confusion_matrix, markdown_table
 
     runner, io = _runner_and_io(args.model, args.threads)
@@ -114,7 +115,7 @@ def cmd_eval(args) -> int:
     if args.limit:
         x, y = x[: args.limit], y[: args.limit]
     if x.shape[1:] != io.input_shape:
-        from kdq_tf.inputs import fit_array
+        from kdq_tf.runtime.inputs import fit_array
 
         x = fit_array(x, io.input_shape, args.dataset)
     pred = runner.predict_logits(io.preprocess.apply(x)).argmax(-1)
@@ -161,7 +162,7 @@ def _confusion_png(cm, names, path):
 
 
 def cmd_bench(args) -> int:
-    from kdq_tf.runtime import Runner, benchmark
+    from kdq_tf.runtime.runner import Runner, benchmark
 
     runner = Runner.from_bytes(_read_model(args.model), threads=args.threads)
     other = Runner.from_bytes(_read_model(args.compare), threads=args.threads) if args.compare else None
@@ -203,7 +204,7 @@ def add_parsers(sub) -> None:
 
     ev = sub.add_parser("eval", help="accuracy, precision/recall/F1 and confusion matrix of a .tflite")
     ev.add_argument("model")
-    _dataset_only(ev)
+    dataset_only(ev)
     ev.add_argument("--limit", type=int, help="use the first N test samples")
     ev.add_argument("--out", help="JSON result path (default MODEL.eval.json)")
     ev.add_argument("--threads", type=int)

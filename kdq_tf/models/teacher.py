@@ -8,7 +8,7 @@ import numpy as np
 
 from kdq_tf._keras import keras
 from kdq_tf.config import TeacherConfig
-from kdq_tf.data import Preprocess
+from kdq_tf.data.images import Preprocess
 from kdq_tf.errors import ModelError
 
 log = logging.getLogger(__name__)

@@ -31,9 +31,9 @@ def test_data_info_fashion_mnist():
 
 
 def test_inspect_good_model(tmp_path):
-    from kdq_tf.convert import to_tflite
+    from kdq_tf.deploy.convert import to_tflite
     from kdq_tf.models.students import build_student
-    from kdq_tf.qat import quantize_student
+    from kdq_tf.distill.qat import quantize_student
 
     (tmp_path / "m.tflite").write_bytes(to_tflite(quantize_student(build_student("tiny_cnn", (12, 12, 1), 3)), "int8"))
     proc = run_cli("inspect", tmp_path / "m.tflite", "--json")

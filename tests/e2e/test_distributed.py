@@ -15,8 +15,8 @@ import json, sys
 import numpy as np
 from kdq_tf.distribute import make_strategy
 from kdq_tf._keras import keras, tf
-from kdq_tf.distiller import Distiller
-from kdq_tf.losses import LossWeights
+from kdq_tf.distill.distiller import Distiller
+from kdq_tf.distill.losses import LossWeights
 
 make_strategy("default", cpu_devices=2)  # two logical CPUs, configured before TF uses a device
 rng = np.random.default_rng(0)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli, separable_npz
-from kdq_tf import logits_file as LF
+from kdq_tf.teacher import logits_file as LF
 
 
 @pytest.fixture(scope="module")

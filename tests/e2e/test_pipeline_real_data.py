@@ -61,7 +61,7 @@ def test_distill_qat_baseline(teacher_run, tmp_path):
         assert (exp / f).is_file(), f
     for f in ("main.cc", "Makefile", "CMakeLists.txt", "README.md", "model_data.cc"):
         assert (out / "fw" / f).is_file(), f
-    from kdq_tf.runtime import Runner
+    from kdq_tf.runtime.runner import Runner
 
     r = Runner.from_file(exp / "model_int8.tflite")
     assert r.input_details["dtype"].__name__ == "int8" and r.output_details["dtype"].__name__ == "int8"

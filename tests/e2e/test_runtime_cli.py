@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, error_line, separable_npz
-from kdq_tf import flatbuf
-from kdq_tf.export import metadata_for
+from kdq_tf.deploy import flatbuf
+from kdq_tf.deploy.export import metadata_for
 
 # Importing any of these raises ImportError in the child: the device has no TensorFlow.
 _NO_TF = ("import sys\n"
@@ -33,8 +33,8 @@ def exported(tmp_path_factory):
     """A small model trained and exported in this process (with TF), plus its data."""
     from kdq_tf._keras import keras
     from kdq_tf.config import DataConfig
-    from kdq_tf.convert import to_tflite
-    from kdq_tf.data import load_dataset
+    from kdq_tf.deploy.convert import to_tflite
+    from kdq_tf.data.dataset import load_dataset
     from kdq_tf.models.students import build_student
 
     d = tmp_path_factory.mktemp("rt")
@@ -54,7 +54,7 @@ def exported(tmp_path_factory):
 
 
 def _expected(blob, data, x_raw):
-    from kdq_tf.runtime import Runner
+    from kdq_tf.runtime.runner import Runner
 
     return Runner.from_bytes(blob).predict(data.info.preprocess.apply(x_raw))
 
@@ -102,7 +102,7 @@ def test_bench_compare(exported):
 
 def test_runner_matches_tf_lite_interpreter(exported):
     from kdq_tf._keras import tf
-    from kdq_tf.runtime import Runner
+    from kdq_tf.runtime.runner import Runner
 
     d, data, _ = exported
     x = data.info.preprocess.apply(data.x_test[:20])

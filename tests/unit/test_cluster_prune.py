@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from kdq_tf import cluster_prune as CP
+from kdq_tf.distill import cluster_prune as CP
 from kdq_tf._keras import keras
 from kdq_tf.errors import ModelError
 
@@ -29,9 +29,9 @@ def _fit(model, x, y, epochs=1, callbacks=()):
 
 
 def test_clusters_survive_cqat_and_int8_per_channel():
-    from kdq_tf.compression import weight_tensors
-    from kdq_tf.convert import to_tflite
-    from kdq_tf.qat import quantize_student
+    from kdq_tf.deploy.compression import weight_tensors
+    from kdq_tf.deploy.convert import to_tflite
+    from kdq_tf.distill.qat import quantize_student
 
     x, y = _data()
     clustered = CP.strip(_fit(CP.cluster(_student(), 8), x, y))
@@ -47,9 +47,9 @@ def test_clusters_survive_cqat_and_int8_per_channel():
 
 
 def test_pruning_reaches_the_sparsity_and_prune_preserving_qat_keeps_zeros():
-    from kdq_tf.compression import weight_tensors
-    from kdq_tf.convert import to_tflite
-    from kdq_tf.qat import quantize_student
+    from kdq_tf.deploy.compression import weight_tensors
+    from kdq_tf.deploy.convert import to_tflite
+    from kdq_tf.distill.qat import quantize_student
 
     x, y = _data()
     steps = 2 * int(np.ceil(len(x) / 32))
@@ -93,7 +93,7 @@ def test_clustering_a_pruned_student_keeps_its_zeros_only_with_preserve_sparsity
 
 
 def test_shrink_delta_zeroes_the_asked_share_of_kernel_weights():
-    from kdq_tf.qat import shrink_delta_for, shrink_kernels
+    from kdq_tf.distill.qat import shrink_delta_for, shrink_kernels
 
     model = _student()
     kernels = np.concatenate([w.numpy().ravel() for w in model.weights if "kernel" in w.name])

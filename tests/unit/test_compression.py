@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 
-from kdq_tf import compression as C
+from kdq_tf.deploy import compression as C
 from kdq_tf._keras import keras
 from kdq_tf.errors import ModelError
 
 
 def _model(clusters: int | None, seed: int = 0, head: int = 0) -> bytes:
-    from kdq_tf.convert import to_tflite
+    from kdq_tf.deploy.convert import to_tflite
 
     keras.utils.set_random_seed(seed)
     inp = keras.Input((8, 8, 1))
@@ -80,7 +80,7 @@ def test_a_tensor_whose_decode_costs_more_than_it_saves_is_left_alone():
     DECODE operator and the decoded tensor's per-channel quantization eat the rest: measured."""
     from tflite_micro.tensorflow.lite.micro.compression import compress, spec
 
-    from kdq_tf import flatbuf
+    from kdq_tf.deploy import flatbuf
 
     model = flatbuf.strip_for_device(_model(16, head=10))
     small, plan = C.compress_lut(model)

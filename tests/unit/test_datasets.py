@@ -5,9 +5,9 @@ import pytest
 from PIL import Image
 
 from conftest import idx_bytes, separable_npz, write_idx_set
-from kdq_tf import datasets
+from kdq_tf.data import readers as datasets
 from kdq_tf.config import DataConfig
-from kdq_tf.data import load_dataset
+from kdq_tf.data.dataset import load_dataset
 from kdq_tf.errors import DataError
 
 

@@ -4,15 +4,15 @@ import numpy as np
 import pytest
 
 from conftest import separable_npz
-from kdq_tf import guidance as G
+from kdq_tf.distill import guidance as G
 from kdq_tf._keras import keras
 from kdq_tf.config import DataConfig
-from kdq_tf.data import load_dataset
-from kdq_tf.distiller import Distiller
+from kdq_tf.data.dataset import load_dataset
+from kdq_tf.distill.distiller import Distiller
 from kdq_tf.errors import ModelError
-from kdq_tf.losses import LossWeights
+from kdq_tf.distill.losses import LossWeights
 from kdq_tf.models.students import STUDENTS, build_student, count_macs, describe_students
-from kdq_tf.qat import load_qat_model, quantize_student, shrink_kernels
+from kdq_tf.distill.qat import load_qat_model, quantize_student, shrink_kernels
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +178,7 @@ def test_macs_by_hand():
 
 
 def test_layer_sensitivity_rows(data):
-    from kdq_tf.qat import layer_sensitivity
+    from kdq_tf.distill.qat import layer_sensitivity
 
     keras.utils.set_random_seed(3)
     student = build_student("tiny_cnn", data.info.input_shape, 4)

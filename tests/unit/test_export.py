@@ -8,16 +8,17 @@ import numpy as np
 import pytest
 
 from conftest import separable_npz
-from kdq_tf import carray, flatbuf
+from kdq_tf.device import carray
+from kdq_tf.deploy import flatbuf
 from kdq_tf._keras import keras
 from kdq_tf.config import DataConfig
-from kdq_tf.convert import to_tflite
-from kdq_tf.data import load_dataset
+from kdq_tf.deploy.convert import to_tflite
+from kdq_tf.data.dataset import load_dataset
 from kdq_tf.errors import ModelError
-from kdq_tf.micro import MicroRunner, arena_fits, find_arena_size
+from kdq_tf.device.micro import MicroRunner, arena_fits, find_arena_size
 from kdq_tf.models.students import build_student
-from kdq_tf.qat import quantize_student
-from kdq_tf.runtime import Runner
+from kdq_tf.distill.qat import quantize_student
+from kdq_tf.runtime.runner import Runner
 
 needs_gcc = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not installed")
 

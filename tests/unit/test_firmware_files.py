@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kdq_tf import carray, tflm_tree
+from kdq_tf.device import carray, tflm_tree
 from kdq_tf.errors import KdqError
-from kdq_tf.fw_run import map_shares, parse_output
+from kdq_tf.device.run import map_shares, parse_output
 
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not installed")
@@ -98,3 +98,46 @@ Linker script and memory map
     got = map_shares(tmp_path / "fw.map", Path(cache))
     assert got["flash"] == {"tflm": 0x100, "app": 0x20 + 0x200, "runtime": 0x40}
     assert got["ram"] == {"tflm": 8, "app": 0x800, "runtime": 8}
+
+
+def _tree(root: Path) -> Path:
+    for f in tflm_tree.REQUIRED:
+        (root / f).parent.mkdir(parents=True, exist_ok=True)
+        (root / f).write_text("")
+    return root
+
+
+def test_tree_lookup_order_is_flag_env_user_config(tmp_path, monkeypatch):
+    # 1. Nothing names a tree: no default folder, and the error says where one comes from.
+    monkeypatch.delenv("TFLM_DIR", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    assert tflm_tree.find_tree(None) is None
+    with pytest.raises(KdqError, match="docs/firmware.md"):
+        tflm_tree.check_tree(None)
+    # 2. The user config names one.
+    a, b, c = (_tree(tmp_path / n) for n in "abc")
+    cfg = tmp_path / "cfg" / "kdq_tf" / "config.toml"
+    cfg.parent.mkdir(parents=True)
+    cfg.write_text(f'tflm = "{a}"\n')
+    assert tflm_tree.check_tree(None) == a.resolve()
+    assert tflm_tree.find_tree(None) == (str(a), str(cfg))
+    # 3. TFLM_DIR beats the config; --tflm beats both.
+    monkeypatch.setenv("TFLM_DIR", str(b))
+    assert tflm_tree.check_tree(None) == b.resolve()
+    assert tflm_tree.check_tree(str(c)) == c.resolve()
+
+
+def test_bad_user_config_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.delenv("TFLM_DIR", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    cfg = tmp_path / "kdq_tf" / "config.toml"
+    cfg.parent.mkdir()
+    cfg.write_text("tflm = [1]\n")
+    with pytest.raises(KdqError, match="tflm must be a folder name"):
+        tflm_tree.check_tree(None)
+    cfg.write_text("tflm = \n")
+    with pytest.raises(KdqError, match="not valid TOML"):
+        tflm_tree.check_tree(None)
+    cfg.write_text(f'tflm = "{tmp_path / "gone"}"\n')
+    with pytest.raises(KdqError, match=f"from {cfg}.* does not exist"):
+        tflm_tree.check_tree(None)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from kdq_tf.losses import LossWeights, distillation_loss, hard_loss, soft_loss, soft_threshold
+from kdq_tf.distill.losses import LossWeights, distillation_loss, hard_loss, soft_loss, soft_threshold
 
 
 def np_softmax(z):

@@ -3,10 +3,10 @@ import pytest
 
 from kdq_tf._keras import keras
 from kdq_tf.config import TeacherConfig
-from kdq_tf.data import Preprocess
+from kdq_tf.data.images import Preprocess
 from kdq_tf.errors import ModelError
 from kdq_tf.models import teacher as T
-from kdq_tf.teacher_training import teacher_phases
+from kdq_tf.teacher.recipe import teacher_phases
 
 
 @pytest.mark.parametrize("shape,cfg,adapter", [

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from conftest import separable_npz
-from kdq_tf import guidance as G
-from kdq_tf import logits_file as LF
-from kdq_tf import teachers as TS
+from kdq_tf.distill import guidance as G
+from kdq_tf.teacher import logits_file as LF
+from kdq_tf.teacher import fusion as TS
 from kdq_tf._keras import keras, tf
-from kdq_tf.augment import Augment, augment_image
+from kdq_tf.data.augment import Augment, augment_image
 from kdq_tf.config import DataConfig
-from kdq_tf.data import load_dataset
+from kdq_tf.data.dataset import load_dataset
 from kdq_tf.errors import DataError, ModelError
 
 
@@ -162,7 +162,7 @@ def test_logits_file_round_trip_and_split(data):
 
 
 def test_warm_start_copies_the_weights_and_refuses_another_shape(tmp_path):
-    from kdq_tf.teacher_training import warm_start
+    from kdq_tf.teacher.fusion import warm_start
 
     def net(width):
         return keras.Sequential([keras.layers.Input((12, 12, 1)), keras.layers.Conv2D(width, 3),

@@ -2,7 +2,7 @@
 
 Both shrink flash below one byte per weight, each in its own way:
 - clustering leaves N distinct values per tensor, which TFLite-Micro's LUT compression
-  stores as log2(N)-bit indices (kdq_tf.compression);
+  stores as log2(N)-bit indices (kdq_tf.deploy.compression);
 - pruning zeroes a share of the weights, which gzip (TF-MOT's measure) and sparse formats
   exploit.
 

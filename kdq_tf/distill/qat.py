@@ -34,7 +34,7 @@ def quantize_student(student: keras.Model, skip: str | None = None, preserve: st
         student: the trained float student.
         skip: regex; layers whose name matches stay float (annotate + apply).
         preserve: "cluster", "prune" or "prune+cluster": TF-MOT's collaborative scheme that
-            keeps a stripped clustered/pruned student's structure through QAT (kdq_tf.cluster_prune).
+            keeps a stripped clustered/pruned student's structure through QAT (kdq_tf.distill.cluster_prune).
 
     Returns:
         The quantization-aware model, with the float weights copied in.
@@ -43,7 +43,7 @@ def quantize_student(student: keras.Model, skip: str | None = None, preserve: st
         ModelError: a layer TF-MOT does not support (named, with a --qat-skip hint),
             a skip regex that is invalid, or a nested/subclassed student.
     """
-    from kdq_tf.cluster_prune import scheme
+    from kdq_tf.distill.cluster_prune import scheme
 
     qk = _tfmot()
     try:
@@ -104,7 +104,7 @@ def shrink_kernels(model: keras.Model, delta: float) -> dict:
     Returns:
         `{"delta", "sparsity_before", "sparsity_after", "kernel_params"}` over those kernels.
     """
-    from kdq_tf.losses import soft_threshold
+    from kdq_tf.distill.losses import soft_threshold
 
     total = zeros_before = zeros_after = 0
     for layer in model.layers:

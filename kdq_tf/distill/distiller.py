@@ -8,7 +8,7 @@ losses are averaged over the global batch so the step is correct under any
 """
 
 from kdq_tf._keras import keras, tf
-from kdq_tf.losses import LossWeights, distillation_loss
+from kdq_tf.distill.losses import LossWeights, distillation_loss
 
 
 class Distiller(keras.Model):

@@ -11,28 +11,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kdq_tf import datasets
+from kdq_tf.data import readers as datasets
 from kdq_tf.config import DataConfig
+from kdq_tf.data.images import Preprocess
 from kdq_tf.errors import DataError
 
-if TYPE_CHECKING:  # kdq_tf.augment imports TensorFlow; data.py loads without it until a pipeline is built
-    from kdq_tf.augment import Augment
+if TYPE_CHECKING:  # kdq_tf.data.augment imports TensorFlow; data.py loads without it until a pipeline is built
+    from kdq_tf.data.augment import Augment
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """x_model = (x_raw * scale - mean) / std, per channel."""
-
-    scale: float
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    def apply(self, x: np.ndarray) -> np.ndarray:
-        """Normalises a raw numpy batch the same way the pipeline does."""
-        x = np.asarray(x, np.float32) * np.float32(self.scale)
-        return (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
 
 
 @dataclass(frozen=True)
@@ -76,7 +63,7 @@ class Dataset:
 
     def augmentation(self) -> "Augment":
         """The config's augmentation (crop with padding, flip, erasing)."""
-        from kdq_tf.augment import Augment
+        from kdq_tf.data.augment import Augment
 
         c = self.config
         return Augment(flip=c.flip, translate=c.translate, erase=c.erase)
@@ -95,7 +82,7 @@ class Dataset:
             seed: shuffle and augmentation seed.
         """
         from kdq_tf._keras import tf
-        from kdq_tf.augment import Augment, augment_image
+        from kdq_tf.data.augment import Augment, augment_image
 
         x, y = self.split(split)
         if augment is None:
@@ -132,7 +119,7 @@ class Dataset:
         bytes come back on every call.
         """
         from kdq_tf._keras import tf
-        from kdq_tf.augment import augment_image, view_seed
+        from kdq_tf.data.augment import augment_image, view_seed
 
         normalize = self._normalizer()
         ds = tf.data.Dataset.from_tensor_slices((self.x_train, self.y_train, self._raw_rows()))
@@ -154,7 +141,7 @@ class Dataset:
             seed: shuffle seed.
         """
         from kdq_tf._keras import tf
-        from kdq_tf.augment import augment_image, view_seed
+        from kdq_tf.data.augment import augment_image, view_seed
 
         k, n = view_logits.shape[0], len(self.x_train)
         x, y, rows = tf.constant(self.x_train), tf.constant(self.y_train), tf.constant(self._raw_rows())

@@ -82,7 +82,7 @@ def _is_qat(model) -> bool:
 
 def float_ops_in(data: bytes) -> list[str]:
     """Names of ops that read or write float32 tensors (other than constants)."""
-    from kdq_tf.runtime import load_interpreter
+    from kdq_tf.runtime.runner import load_interpreter
 
     interp = load_interpreter(data, reference=True)  # XNNPACK would hide ops behind DELEGATE
     details = interp._get_ops_details()  # noqa: SLF001 - the only op-level view LiteRT offers

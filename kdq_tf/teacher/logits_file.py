@@ -6,9 +6,9 @@ machine, an earlier run) train a student here. Keys:
     train            (N, C) float32, or train_q (N, C) int8 + train_scale (N,) float32
     val, test        optional, same forms
     views            optional (K, N, C), or views_q int8 + views_scale (K, N): logits of K fixed
-                     augmented views of each training image (see kdq_tf.augment)
+                     augmented views of each training image (see kdq_tf.data.augment)
     views_seed       int: the views' base seed; views_aug: JSON of the `Augment` used
-    data_fp          fingerprint of the raw training images and labels (kdq_tf.data.fingerprint)
+    data_fp          fingerprint of the raw training images and labels (kdq_tf.data.dataset.fingerprint)
     teacher_fp       fingerprint of the teacher's weights; meta: JSON (command, accuracy, ...)
 
 `train` covers either the whole raw training set in its original order (N = all training

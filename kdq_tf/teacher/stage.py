@@ -1,7 +1,6 @@
-"""The teacher stage of a run: train the ResNet50 recipe, load or fuse the user's teachers,
-or read precomputed logits; and `kdq_tf teacher`, which can save the teacher's logits.
-
-Split from `pipeline.py`, which keeps the stage order of `distill` and the run directory.
+"""The teacher stage of a run: train the ResNet50 (or CNN) recipe, load or fuse the user's
+teachers, or read precomputed logits; and the teacher's logits file (`kdq_tf teacher
+--save-logits`). `pipeline.py` calls it first.
 """
 
 import logging
@@ -13,8 +12,13 @@ import numpy as np
 from kdq_tf import files
 from kdq_tf.config import Config
 from kdq_tf.errors import KdqError, ModelError
-from kdq_tf.pipeline import (RunDir, distributed, evaluate, prepare_run_dir, seed_everything, val_accuracy,
-                             write_report)
+from kdq_tf.distill import guidance as G
+from kdq_tf.models import teacher as T
+from kdq_tf.report import classification_metrics
+from kdq_tf.runs import RunDir, evaluate, val_accuracy
+from kdq_tf.teacher import fusion as TS
+from kdq_tf.teacher import recipe as TT
+from kdq_tf.training import fit_phases
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +32,6 @@ def teacher_stage(cfg: Config, run: RunDir, data, user_teacher=None):
     Returns:
         `(teacher_model, teacher_metrics)`.
     """
-    from kdq_tf import teacher_training as TT
-    from kdq_tf.models import teacher as T
-    from kdq_tf.training import fit_phases
-
     path = run.path / "teacher.keras"
     info = data.info
     if cfg.teacher.path:
@@ -51,7 +51,7 @@ def teacher_stage(cfg: Config, run: RunDir, data, user_teacher=None):
     model, precision = TT.build_teacher_for_training(info.input_shape, info.num_classes, tc, info.preprocess,
                                                      raw_max)
     if tc.init:  # on --resume, BackupAndRestore then restores the interrupted epoch over it
-        TT.warm_start(model, tc.init, info.input_shape, info.num_classes)
+        TS.warm_start(model, tc.init, info.input_shape, info.num_classes)
     batch = tc.batch_size or cfg.data.batch_size
     aug = TT.teacher_augment(tc, cfg.data)
     steps = int(np.ceil(info.n_train / batch))
@@ -76,15 +76,13 @@ def teacher_stage(cfg: Config, run: RunDir, data, user_teacher=None):
 def load_user_teacher(cfg: Config, data):
     """The --teacher model(s), checked against the data; None when ResNet50 is to be trained.
 
-    Several teachers are fused into one model (kdq_tf.teachers); their weights come from
+    Several teachers are fused into one model (kdq_tf.teacher.fusion); their weights come from
     `teacher.fusion_weights` or from each member's validation accuracy.
 
     Returns:
         `(model, members)`: members lists each member's source, weight and val/test
         accuracy (empty for a single teacher).
     """
-    from kdq_tf import teachers as TS
-
     if not cfg.teacher.path:
         if cfg.teacher.init and not Path(cfg.teacher.init).exists():
             raise ModelError(f"teacher.init {cfg.teacher.init} does not exist; give a teacher .keras, a run "
@@ -108,7 +106,6 @@ def load_user_teacher(cfg: Config, data):
 
 def logits_teacher_metrics(cfg: Config, data, guidance) -> dict:
     """Teacher metrics from a --teacher-logits file: accuracy of its logits on val (and test if present)."""
-    from kdq_tf.report import classification_metrics
 
     k = data.info.num_classes
     m = {"source": f"logits file {cfg.teacher.logits}", "train_time_s": 0.0, "params": None}
@@ -119,32 +116,8 @@ def logits_teacher_metrics(cfg: Config, data, guidance) -> dict:
     return m
 
 
-def run_teacher(cfg: Config, save_logits: str | None = None) -> tuple[RunDir, dict]:
-    """`kdq_tf teacher`: data -> teacher -> metrics.json + report.md (+ a logits file).
-
-    Args:
-        save_logits: also write the teacher's logits here (kdq_tf.logits_file format, int8):
-            every training row, the test split and `distill.views` augmented views.
-    """
-    from kdq_tf.data import load_dataset
-
-    data = load_dataset(cfg.data, seed=cfg.run.seed)  # validate inputs before touching the output folder
-    if save_logits:
-        _check_writable(Path(save_logits))
-    with distributed(cfg) as cfg:
-        user_teacher = load_user_teacher(cfg, data)
-        run = prepare_run_dir(cfg)
-        seed_everything(cfg.run.seed)
-        teacher, metrics = teacher_stage(cfg, run, data, user_teacher)
-        if save_logits:
-            write_logits_file(cfg, data, teacher, metrics, Path(save_logits))
-        write_report(run)
-        return run, run.metrics()
-
-
 def write_logits_file(cfg: Config, data, teacher, metrics: dict, path: Path) -> dict:
     """Writes the teacher's logits file with its provenance; returns the provenance."""
-    from kdq_tf import guidance as G
 
     t0 = time.perf_counter()
     aug = data.augmentation()
@@ -159,7 +132,8 @@ def write_logits_file(cfg: Config, data, teacher, metrics: dict, path: Path) -> 
     return prov
 
 
-def _check_writable(path: Path) -> None:
+def check_logits_path(path: Path) -> None:
+    """Refuses a --save-logits path that is a folder, not .npz, or in a missing folder."""
     if path.is_dir():
         raise KdqError(f"--save-logits {path} is a folder; give a file name ending in .npz")
     if path.suffix != ".npz":

@@ -42,7 +42,7 @@ class WeightTensor:
 
 def weight_tensors(data: bytes) -> list[WeightTensor]:
     """The model's int8 weight tensors (filters of conv, depthwise, fully-connected), in tensor order."""
-    from kdq_tf import flatbuf
+    from kdq_tf.deploy import flatbuf
 
     model = flatbuf._model(data)  # noqa: SLF001 - the one parser of the package
     codes = flatbuf._code_names(model)  # noqa: SLF001
@@ -152,7 +152,7 @@ def check_on_tflm(uncompressed: bytes, compressed: bytes, x_q: np.ndarray, plan:
     Args:
         x_q: already-quantized inputs (N, ...).
     """
-    from kdq_tf.micro import MicroRunner, find_arena_size
+    from kdq_tf.device.micro import MicroRunner, find_arena_size
 
     arena = find_arena_size(uncompressed)
     arena_c = find_arena_size(compressed)
@@ -169,7 +169,7 @@ def check_on_tflm(uncompressed: bytes, compressed: bytes, x_q: np.ndarray, plan:
 def compress_device(device_bytes: bytes, model_bytes: bytes, x: np.ndarray) -> tuple[bytes, dict]:
     """`export --compress lut`: LUT-compresses the device model and checks it against the
     uncompressed one on TFLM, on `x` (normalised inputs) quantized as the full model says."""
-    from kdq_tf.runtime import Runner
+    from kdq_tf.runtime.runner import Runner
 
     small, plan = compress_lut(device_bytes)
     x_q = Runner.from_bytes(model_bytes, reference=True).quantize(x)

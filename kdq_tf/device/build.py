@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from kdq_tf import tflm_tree
+from kdq_tf.device import tflm_tree
 from kdq_tf.errors import KdqError
 
 log = logging.getLogger(__name__)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kdq_tf.data.images import IMAGE_SUFFIXES
 from kdq_tf.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,6 @@ _DEBIAN_DIRS = {"fashion_mnist": "fashion-mnist", "mnist": "mnist", "cifar10": "
 _IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
               "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,17 @@
 """The structure stage of a run: the distilled student fine-tuned clustered and/or pruned, with
-the teacher still guiding it, before QAT (which then keeps the structure; kdq_tf.cluster_prune).
+the teacher still guiding it, before QAT (which then keeps the structure; kdq_tf.distill.cluster_prune).
 
-Split from `pipeline.py`, which keeps the stage order of `distill`.
+`pipeline.py` calls it between distillation and QAT.
 """
 
 import logging
 
 from kdq_tf import files
 from kdq_tf.config import Config
+from kdq_tf.distill import cluster_prune as CP
+from kdq_tf.distill.qat import quantize_student, shrink_kernels
+from kdq_tf.distill.train import train_student
+from kdq_tf.runs import evaluate, load_student, steps_per_epoch, val_accuracy
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +37,6 @@ def structure_stage(cfg: Config, run, data, student, teacher, guidance):
     Writes `student_structured.keras` and the metrics "student_structured" (accuracy, and the
     distinct values and zeros of every kernel).
     """
-    from kdq_tf import cluster_prune as CP
-    from kdq_tf.pipeline import _steps_per_epoch, _train_student, evaluate, load_student, val_accuracy
-
     d = cfg.distill
     path = run.path / STRUCTURED
     if cfg.run.resume and path.is_file() and "student_structured" in run.metrics():
@@ -43,15 +44,15 @@ def structure_stage(cfg: Config, run, data, student, teacher, guidance):
     epochs = d.structure_epochs
     timing = {}
     if d.prune:
-        steps = epochs * _steps_per_epoch(cfg, data)
+        steps = epochs * steps_per_epoch(cfg, data)
         # Reach the final sparsity after two thirds of the steps; the rest recovers accuracy.
         wrapped = CP.prune(student, d.prune, end_step=max(2, 2 * steps // 3))
-        timing["prune"] = _train_student(cfg, run, data, "prune", wrapped, teacher, guidance, epochs, d.lr / 10,
+        timing["prune"] = train_student(cfg, run, data, "prune", wrapped, teacher, guidance, epochs, d.lr / 10,
                                          callbacks=CP.pruning_callbacks())
         student = CP.strip(wrapped)
     if d.cluster:
         wrapped = CP.cluster(student, d.cluster, preserve_sparsity=bool(d.prune))
-        timing["cluster"] = _train_student(cfg, run, data, "cluster", wrapped, teacher, guidance, epochs, d.lr / 10)
+        timing["cluster"] = train_student(cfg, run, data, "cluster", wrapped, teacher, guidance, epochs, d.lr / 10)
         student = CP.strip(wrapped)
     files.save_keras(student, path)
     kernels = CP.kernel_stats(student)
@@ -67,10 +68,6 @@ def structure_stage(cfg: Config, run, data, student, teacher, guidance):
 def shrink_stage(cfg: Config, run, data, student):
     """Applies --shrink's soft threshold to every kernel (no training: QAT follows and keeps the
     zeros); writes `student_structured.keras` and the metrics "shrink"."""
-    from kdq_tf import cluster_prune as CP
-    from kdq_tf.pipeline import evaluate, load_student
-    from kdq_tf.qat import shrink_kernels
-
     path = run.path / STRUCTURED
     if cfg.run.resume and path.is_file() and "shrink" in run.metrics():
         return load_student(path)
@@ -90,9 +87,6 @@ def load_structured_qat(run_dir, cfg: Config):
     config (it builds default ones, with fewer weights), so the model is rebuilt the way the
     run built it, from `student_structured.keras`, and the trained weights are loaded into it.
     """
-    from kdq_tf.pipeline import load_student
-    from kdq_tf.qat import quantize_student
-
     model = quantize_student(load_student(run_dir / STRUCTURED), cfg.qat.skip, preserve_of(cfg))
     model.load_weights(str(run_dir / "student_qat.h5"))
     return model

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from kdq_tf import carray, compression, files, flatbuf
+from kdq_tf.device import carray
+from kdq_tf.deploy import compression, flatbuf
+from kdq_tf import files
 from kdq_tf.config import Config, config_from_dict
 from kdq_tf.errors import KdqError
 from kdq_tf.report import export_markdown
@@ -36,9 +38,9 @@ def load_run_model(run_dir: Path, cfg: Config | None = None) -> RunModel:
     Raises:
         KdqError: the folder holds neither.
     """
-    from kdq_tf.pipeline import load_student
-    from kdq_tf.qat import load_qat_model
-    from kdq_tf.structure_stage import load_structured_qat, preserve_of
+    from kdq_tf.runs import load_student
+    from kdq_tf.distill.qat import load_qat_model
+    from kdq_tf.distill.structure import load_structured_qat, preserve_of
 
     qat, flt = run_dir / "student_qat.h5", run_dir / "student.keras"
     if qat.is_file():
@@ -94,8 +96,8 @@ def verify(model_bytes: bytes, keras_model, x: np.ndarray, y: np.ndarray, arena_
     Returns:
         Accuracies, top-1 agreements, exact-output agreement of TFLM vs LiteRT reference, arena.
     """
-    from kdq_tf.micro import MicroRunner, find_arena_size
-    from kdq_tf.runtime import Runner
+    from kdq_tf.device.micro import MicroRunner, find_arena_size
+    from kdq_tf.runtime.runner import Runner
 
     lite, ref = Runner.from_bytes(model_bytes), Runner.from_bytes(model_bytes, reference=True)
     x_q = ref.quantize(x)
@@ -126,8 +128,8 @@ def verify(model_bytes: bytes, keras_model, x: np.ndarray, y: np.ndarray, arena_
 def run_export(run_dir: str | Path, out_dir: str | Path | None = None, firmware_dir: str | Path | None = None,
                overrides: dict | None = None, sets=()) -> dict:
     """`kdq_tf export`: convert, embed metadata, generate C, verify, report. Returns the report."""
-    from kdq_tf.convert import to_tflite
-    from kdq_tf.data import load_dataset
+    from kdq_tf.deploy.convert import to_tflite
+    from kdq_tf.data.dataset import load_dataset
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -175,7 +177,7 @@ def run_export(run_dir: str | Path, out_dir: str | Path | None = None, firmware_
         report["sizes"]["compressed_device_bytes"] = len(device_bytes)
     # The whole test split on LiteRT, preprocessed from the embedded metadata exactly as
     # `kdq_tf eval` does on a device, so the two figures can be compared one to one.
-    from kdq_tf.runtime import Runner
+    from kdq_tf.runtime.runner import Runner
 
     full = Runner.from_bytes(model_bytes).predict_logits(data.info.preprocess.apply(data.x_test)).argmax(-1)
     report["test_accuracy_litert"] = float((full == data.y_test).mean())
@@ -215,9 +217,9 @@ def firmware_project(model_bytes: bytes, out_dir: str | Path, name: str, class_n
     Returns:
         What the folder's firmware.json records.
     """
-    from kdq_tf.firmware import write_firmware
-    from kdq_tf.micro import find_arena_size
-    from kdq_tf.runtime import Runner
+    from kdq_tf.device.project import write_firmware
+    from kdq_tf.device.micro import find_arena_size
+    from kdq_tf.runtime.runner import Runner
 
     device_bytes = device_bytes or flatbuf.strip_for_device(model_bytes)
     arena = arena or find_arena_size(device_bytes)
@@ -245,7 +247,7 @@ def c_sources(model_bytes: bytes, name: str, class_names, sample_x: np.ndarray, 
     `io_model`: the model LiteRT reads the input/output tensors from, when `model_bytes` is
     a LUT-compressed device model, which only TFLM loads.
     """
-    from kdq_tf.runtime import Runner
+    from kdq_tf.runtime.runner import Runner
 
     r = Runner.from_bytes(io_model or model_bytes)
     header, source = carray.model_data(model_bytes, name)

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from kdq_tf._keras import keras, tf
-from kdq_tf.augment import Augment
+from kdq_tf.data.augment import Augment
 from kdq_tf.config import DataConfig, TeacherConfig
 
 log = logging.getLogger(__name__)
@@ -119,26 +119,3 @@ class Snapshots(keras.callbacks.Callback):
             self.model.save_weights(str(tmp))
             os.replace(tmp, path)
             log.info("teacher snapshot %s", path)
-
-
-def warm_start(model, spec: str, input_shape, num_classes: int) -> None:
-    """Loads the weights `spec` names into the freshly built teacher (`teacher.init`).
-
-    A finished teacher continued with a new cosine cycle (a warm restart, Loshchilov &
-    Hutter 2017) keeps what it learnt and lets a long recipe span several sessions; unlike
-    `--resume` it may change the schedule, the epochs and the augmentation.
-
-    Raises:
-        ModelError: the file is missing or its weights do not fit this ResNet50.
-    """
-    from kdq_tf.errors import ModelError
-    from kdq_tf.teachers import load_member
-
-    source = load_member(spec, input_shape, num_classes).model
-    theirs, ours = source.get_weights(), model.get_weights()
-    if [w.shape for w in theirs] != [w.shape for w in ours]:
-        raise ModelError(f"teacher.init {spec}: its weights do not fit the teacher being trained "
-                         f"({len(theirs)} tensors against {len(ours)}); give a teacher built with the same "
-                         "input size, adapter and classes")
-    model.set_weights(theirs)
-    log.info("teacher warm-started from %s", spec)

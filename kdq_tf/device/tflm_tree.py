@@ -7,6 +7,7 @@ and the firmware Makefile compiles those plus the interpreter core.
 
 import hashlib
 import os
+import tomllib
 from pathlib import Path
 
 from kdq_tf.errors import KdqError
@@ -61,29 +62,66 @@ def sources_mk(ops: list[str]) -> str:
             f"KDQ_KERNELS := {' '.join(stems)}\n")
 
 
-def check_tree(tflm_dir: str | Path | None, kernels: list[str] = (), cmsis_nn: bool = False) -> Path:
-    """The TFLM tree to build against: `tflm_dir`, else $TFLM_DIR; checked to hold what the build reads.
+DOCS = "docs/firmware.md#a-tflite-micro-tree"  # where a tree comes from: the upstream recipe
+
+
+def user_config_path() -> Path:
+    """`$XDG_CONFIG_HOME/kdq_tf/config.toml` (default `~/.config/kdq_tf/config.toml`)."""
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "kdq_tf" / "config.toml"
+
+
+def find_tree(tflm_dir: str | Path | None = None) -> tuple[str, str] | None:
+    """The TFLM tree a build uses and where it was named: `--tflm`, else $TFLM_DIR, else
+    `tflm = "..."` in the user config (`user_config_path()`); None when none names one.
+
+    There is no default folder: a tree is the user's (see DOCS for the upstream recipe).
 
     Raises:
-        KdqError: no tree given, or the folder lacks the interpreter, a kernel (DECODE for a
+        KdqError: the user config is not valid TOML or its `tflm` is not a string.
+    """
+    if tflm_dir:
+        return str(tflm_dir), "--tflm"
+    if os.environ.get("TFLM_DIR"):
+        return os.environ["TFLM_DIR"], "$TFLM_DIR"
+    path = user_config_path()
+    if not path.is_file():
+        return None
+    try:
+        value = tomllib.loads(path.read_text()).get("tflm")
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise KdqError(f"{path} is not valid TOML ({e}); fix it or remove it") from None
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise KdqError(f'{path}: tflm must be a folder name in quotes, got {value!r}')
+    return value, str(path)
+
+
+def check_tree(tflm_dir: str | Path | None, kernels: list[str] = (), cmsis_nn: bool = False) -> Path:
+    """The TFLM tree to build against (`find_tree`); checked to hold what the build reads.
+
+    Raises:
+        KdqError: no tree named, or the folder lacks the interpreter, a kernel (DECODE for a
             compressed model: older TFLM trees lack it) or CMSIS-NN.
     """
-    given = tflm_dir or os.environ.get("TFLM_DIR")
-    if not given:
-        raise KdqError("no TFLite-Micro tree: pass --tflm DIR or set TFLM_DIR (a tree made by TFLM's "
-                       "create_tflm_tree.py, e.g. ../shared/tflm)")
+    found = find_tree(tflm_dir)
+    if not found:
+        raise KdqError(f"no TFLite-Micro tree: pass --tflm DIR, set TFLM_DIR, or put tflm = \"DIR\" in "
+                       f"{user_config_path()}; {DOCS} shows how to make one with create_tflm_tree.py")
+    given, source = found
     root = Path(given).expanduser().resolve()
     if not root.is_dir():
-        raise KdqError(f"TFLite-Micro tree {given} does not exist; pass --tflm DIR or set TFLM_DIR")
+        raise KdqError(f"TFLite-Micro tree {given} (from {source}) does not exist; see {DOCS}")
     missing = [f for f in REQUIRED if not (root / f).is_file()]
     missing += [f"tensorflow/lite/micro/kernels/{k}.cc" for k in kernels
                 if not (root / f"tensorflow/lite/micro/kernels/{k}.cc").is_file()]
     if cmsis_nn and not (root / CMSIS_NN_DIR).is_dir():
         missing.append(CMSIS_NN_DIR)
     if missing:
-        raise KdqError(f"{given} is not a usable TFLite-Micro tree: {missing[0]} is missing "
-                       f"({len(missing)} missing); generate it with create_tflm_tree.py"
-                       + (" with OPTIMIZED_KERNEL_DIR=cmsis_nn" if cmsis_nn else ""))
+        raise KdqError(f"{given} (from {source}) is not a usable TFLite-Micro tree: {missing[0]} is "
+                       f"missing ({len(missing)} missing); generate it with create_tflm_tree.py"
+                       + (" with OPTIMIZED_KERNEL_DIR=cmsis_nn" if cmsis_nn else "") + f", see {DOCS}")
     return root
 
 

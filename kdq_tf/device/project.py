@@ -1,4 +1,4 @@
-"""Writes a TFLite-Micro firmware project: the firmware_export/ template plus generated files.
+"""Writes a TFLite-Micro firmware project: the template (package data) plus generated files.
 
 Beside the sources go what `kdq_tf firmware run` compares against: the device flatbuffer,
 the embedded test inputs (already quantized) and `firmware.json`.
@@ -10,10 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from kdq_tf import carray, files, tflm_tree
+from kdq_tf.device import carray, tflm_tree
+from kdq_tf import files
 
-# The repo's firmware_export/ (export runs from a source checkout or an editable install).
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "firmware_export"
+# Package data (pyproject.toml), so a wheel install writes firmware as a checkout does.
+TEMPLATE_DIR = Path(__file__).resolve().parent / "template"
 TEMPLATE_FILES = ("main.cc", "timer.h", "Makefile", "CMakeLists.txt", "README.md",
                   "cortex_m/startup_mps2_an386.c", "cortex_m/mps2_an386.ld")
 DEVICE_MODEL = "model_device.tflite"

@@ -12,7 +12,7 @@ same image (the views are rebuilt from their seeds, byte for byte).
 
 A cache records fingerprints of the teacher weights and of the data; a cache whose
 fingerprints differ is rebuilt, never silently reused. The cache file has the format of
-`kdq_tf.logits_file`, which `--teacher-logits` reads and `teacher --save-logits` writes.
+`kdq_tf.teacher.logits_file`, which `--teacher-logits` reads and `teacher --save-logits` writes.
 """
 
 import dataclasses
@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from kdq_tf import files
-from kdq_tf import logits_file as LF
-from kdq_tf.augment import Augment
-from kdq_tf.data import fingerprint
+from kdq_tf.teacher import logits_file as LF
+from kdq_tf.data.augment import Augment
+from kdq_tf.data.dataset import fingerprint
 from kdq_tf.errors import ConfigError
-from kdq_tf.logits_file import dequantize_logits, quantize_logits  # noqa: F401 - public helpers
+from kdq_tf.teacher.logits_file import dequantize_logits, quantize_logits  # noqa: F401 - public helpers
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +83,8 @@ def _predict(teacher, ds) -> np.ndarray:
 
 
 def _teacher_logits_int8(teacher, data, calib: int, split_names: tuple[str, ...]) -> list[np.ndarray]:
-    from kdq_tf.convert import to_tflite
-    from kdq_tf.runtime import Runner
+    from kdq_tf.deploy.convert import to_tflite
+    from kdq_tf.runtime.runner import Runner
 
     rep, _ = data.sample("train", calib)
     runner = Runner.from_bytes(to_tflite(teacher, "int8", representative=rep))

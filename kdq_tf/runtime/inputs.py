@@ -10,8 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kdq_tf.data import Preprocess
-from kdq_tf.datasets import IMAGE_SUFFIXES
+from kdq_tf.data.images import IMAGE_SUFFIXES, Preprocess
 from kdq_tf.errors import DataError
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from kdq_tf._keras import keras, tf
+from kdq_tf import files
+from kdq_tf.config import config_from_dict
+from kdq_tf.data.dataset import load_dataset
 from kdq_tf.errors import ModelError
+from kdq_tf.models.teacher import check_io, load_teacher
+from kdq_tf.teacher.recipe import build_teacher_for_training
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +136,6 @@ def load_member(spec: str, input_shape, num_classes: int, unsafe: bool = False) 
     Raises:
         ModelError: missing file, unreadable model, or shapes that do not fit the data.
     """
-    from kdq_tf.models.teacher import check_io, load_teacher
-
     p = Path(spec)
     if p.is_dir():
         if not (p / "teacher.keras").is_file():
@@ -146,18 +149,12 @@ def load_member(spec: str, input_shape, num_classes: int, unsafe: bool = False) 
 
 
 def _snapshot(path: Path, input_shape, num_classes: int) -> keras.Model:
-    from kdq_tf import files
-    from kdq_tf.config import config_from_dict
-    from kdq_tf.teacher_training import build_teacher_for_training
-
     if not path.is_file():
         raise ModelError(f"teacher snapshot {path} does not exist")
     run = path.parent.parent
     saved = files.read_json(run / "config.json")
     if not saved:
         raise ModelError(f"snapshot {path} is not inside a teacher run (no {run / 'config.json'})")
-    from kdq_tf.data import load_dataset
-
     cfg = config_from_dict(saved)
     # The adapter folds the run's normalisation into the network: rebuild it from the run's data.
     data = load_dataset(cfg.data, seed=cfg.run.seed)
@@ -168,3 +165,23 @@ def _snapshot(path: Path, input_shape, num_classes: int) -> keras.Model:
     except Exception as e:  # h5py and Keras raise many types for a wrong or truncated file
         raise ModelError(f"cannot load snapshot {path} into the run's ResNet50 ({type(e).__name__})") from None
     return model
+
+
+def warm_start(model, spec: str, input_shape, num_classes: int) -> None:
+    """Loads the weights `spec` names into the freshly built teacher (`teacher.init`).
+
+    A finished teacher continued with a new cosine cycle (a warm restart, Loshchilov &
+    Hutter 2017) keeps what it learnt and lets a long recipe span several sessions; unlike
+    `--resume` it may change the schedule, the epochs and the augmentation.
+
+    Raises:
+        ModelError: the file is missing or its weights do not fit this ResNet50.
+    """
+    source = load_member(spec, input_shape, num_classes).model
+    theirs, ours = source.get_weights(), model.get_weights()
+    if [w.shape for w in theirs] != [w.shape for w in ours]:
+        raise ModelError(f"teacher.init {spec}: its weights do not fit the teacher being trained "
+                         f"({len(theirs)} tensors against {len(ours)}); give a teacher built with the same "
+                         "input size, adapter and classes")
+    model.set_weights(theirs)
+    log.info("teacher warm-started from %s", spec)

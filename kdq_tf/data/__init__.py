@@ -1,0 +1,1 @@
+"""Data: readers without TensorFlow (`readers`, `images`), tf.data pipelines (`dataset`), augmentation."""
