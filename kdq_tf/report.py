@@ -73,7 +73,22 @@ def results_table(metrics: dict) -> str:
         seconds = m.get("train_time_s")  # a string: markdown_table would print 0.0-1.0 s as a percentage
         rows.append([stage, m.get("val_accuracy"), m.get("accuracy"), m.get("f1"), m.get("params"),
                      None if seconds is None else f"{seconds:.1f}"])
-    return markdown_table(["model", "val accuracy", "test accuracy", "macro F1", "params", "train time (s)"], rows)
+    table = markdown_table(["model", "val accuracy", "test accuracy", "macro F1", "params",
+                            "train time (s)"], rows)
+    return "\n".join([table, *kd_gain_lines(metrics)])
+
+
+def kd_gain_lines(metrics: dict) -> list[str]:
+    """What distillation bought: the student's test accuracy over its scratch twin's, per stage
+    that has both (float, and QAT), in points. One seed: read it against the seed-to-seed
+    spread that benchmarks/results/full.md gives (0.1-0.2 pts)."""
+    lines = []
+    for student, twin, what in (("student", "baseline", "float"), ("student_qat", "baseline_qat", "QAT")):
+        a, b = (metrics.get(k, {}).get("accuracy") for k in (student, twin))
+        if a is not None and b is not None:
+            lines.append(f"- KD gain ({what}): {100 * (a - b):+.2f} pts test accuracy, distilled "
+                         f"{100 * a:.2f}% against the scratch twin's {100 * b:.2f}%")
+    return ([""] + lines) if lines else []
 
 
 def weights_table(weights: list[dict], plan: list[dict]) -> str:

@@ -84,6 +84,16 @@ def work(tmp_path_factory):
     flat["x_train"] = np.full_like(flat["x_train"], 7)
     np.savez(d / "constant.npz", **flat)
     np.savez(d / "wrongx.npz", x=np.zeros((2, 5, 12, 12, 1)))
+    # Strings where numbers belong: labels, pixels, teacher logits (float and int8 scale), inputs.
+    text = dict(np.load(good))
+    text["y_train"] = np.array(["shirt", "shoe", "bag"])[text["y_train"]]
+    np.savez(d / "string_labels.npz", **text)
+    text = dict(np.load(good))
+    text["x_test"] = text["x_test"].astype(str)
+    np.savez(d / "string_pixels.npz", **text)
+    np.savez(d / "logits_strings.npz", train=logits.astype(str))
+    np.savez(d / "logits_scale_strings.npz", train_q=np.zeros((300, 3), np.int8), train_scale=np.full(300, "x"))
+    np.savez(d / "stringx.npz", x=np.full((2, 12, 12), "p"))
     return d
 
 
@@ -102,6 +112,9 @@ CASES = {
     "teacher: negative labels": ([T, "--dataset", "npz:{d}/negative.npz"], "labels in \\[-1"),
     "teacher: images under 8x8": ([T, "--dataset", "npz:{d}/small.npz"], "at least 8x8"),
     "teacher: NaN in inputs": ([T, "--dataset", "npz:{d}/nan.npz"], "NaN or Inf"),
+    "teacher: string labels": ([T, "--dataset", "npz:{d}/string_labels.npz"], "y_train holds <U5 values, not numbers"),
+    "info: string labels": (["data", "info", "--dataset", "npz:{d}/string_labels.npz"], "y_train holds <U5"),
+    "distill: string pixels": ([D, "--dataset", "npz:{d}/string_pixels.npz"], "x_test holds <U.* not numbers"),
     "teacher: one class only": ([T, "--dataset", "npz:{d}/oneclass.npz"], "only class 0"),
     "teacher: constant images": ([T, "--dataset", "npz:{d}/constant.npz"], "every training pixel is 7"),
     "teacher: fewer samples than classes": ([T, "--dataset", "npz:{good}", "--limit", "2"],
@@ -128,6 +141,12 @@ CASES = {
                                 "logits for 5 classes but .* has 3"),
     "distill: logits int8 without scale": ([D, "--dataset", "npz:{good}", "--teacher-logits",
                                             "{d}/logits_int8_noscale.npz"], "train_scale"),
+    "distill: string logits": ([D, "--dataset", "npz:{good}", "--teacher-logits", "{d}/logits_strings.npz"],
+                               "train holds <U.* values, not numbers"),
+    "distill: string logit scale": ([D, "--dataset", "npz:{good}", "--teacher-logits",
+                                     "{d}/logits_scale_strings.npz"], "train_scale holds <U1 values"),
+    "distill: epochs 0 untrained": ([D, "--dataset", "npz:{good}", "--epochs", "0"],
+                                    "--epochs 0 with --student tiny_cnn would export an untrained student"),
     "distill: logits not npz": ([D, "--dataset", "npz:{good}", "--teacher-logits", "{d}/notes.png"],
                                 "not a readable .npz"),
     "distill: logits missing": ([D, "--dataset", "npz:{good}", "--teacher-logits", "{d}/none.npz"],
@@ -191,6 +210,7 @@ CASES = {
     "infer: missing input": (["infer", "{d}/good.tflite", "{d}/none.png"], "does not exist"),
     "infer: not an image": (["infer", "{d}/good.tflite", "{d}/notes.png"], "not a readable image"),
     "infer: npz without x": (["infer", "{d}/good.tflite", "{d}/nox.npz"], "no array named x"),
+    "infer: string array": (["infer", "{d}/good.tflite", "{d}/stringx.npz"], "holds <U1 values, not numbers"),
     "infer: wrong array shape": (["infer", "{d}/good.tflite", "{d}/wrongx.npz"], "has shape \\(2, 5, 12, 12, 1\\)"),
     "sensitivity: no run": (["qat", "sensitivity", "--run", "{d}"], "holds no distilled student"),
 }
@@ -210,7 +230,8 @@ def _in_process(args, capsys):
     return SimpleNamespace(returncode=code, stderr=capsys.readouterr().err)
 
 
-SUBPROCESS = ("teacher: NaN in inputs", "distill: logits count", "inspect: truncated")
+SUBPROCESS = ("teacher: NaN in inputs", "distill: logits count", "inspect: truncated", "teacher: string labels",
+              "distill: string logits", "distill: epochs 0 untrained")
 
 
 @pytest.mark.parametrize("case", list(CASES))

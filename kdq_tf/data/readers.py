@@ -228,6 +228,11 @@ def load_npz(path: str) -> RawData:
                 raise DataError(f"{p} lacks {', '.join(missing)}; it has {', '.join(f.files) or 'no arrays'}; "
                                 f"an npz data set needs {', '.join(required)} (and optionally class_names)")
             arrays = {k: f[k] for k in required}
+            for k, arr in arrays.items():
+                if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+                    raise DataError(f"{p}: {k} holds {arr.dtype} values, not numbers; an npz data set "
+                                    "needs pixel arrays in x_* and integer class ids (0..K-1) in y_*, "
+                                    "with the names in class_names")
             names = [str(n) for n in f["class_names"]] if "class_names" in f.files else None
     except DataError:
         raise

@@ -8,6 +8,7 @@ losses are averaged over the global batch so the step is correct under any
 """
 
 from kdq_tf._keras import keras, tf
+from kdq_tf.config import DistillConfig
 from kdq_tf.distill.losses import LossWeights, distillation_loss
 
 
@@ -42,14 +43,15 @@ class Distiller(keras.Model):
         teacher = config.pop("teacher")
         return cls(student, keras.saving.deserialize_keras_object(teacher) if teacher else None, **config)
 
-    def compile(self, optimizer="adam", metrics=None, temperature: float = 4.0,
+    def compile(self, optimizer="adam", metrics=None, temperature: float = DistillConfig.temperature,
                 loss_weights: LossWeights = LossWeights(), soft_loss: str = "kl", hard_loss: str = "ce", **kwargs):
         """Configures the optimizer and the distillation loss.
 
         Args:
             optimizer: a Keras optimizer for the student's variables.
             metrics: extra metrics on (labels, student logits). Accuracy is always tracked.
-            temperature: softening temperature T > 0. Defaults to 4.0.
+            temperature: softening temperature T > 0. Defaults to `DistillConfig`'s (2.0),
+                so the library and the CLI distill alike.
             loss_weights: `LossWeights` (lambda or alpha form). Defaults to soft=1, hard=0.5.
             soft_loss: "kl" or "ce". Defaults to "kl".
             hard_loss: "ce" or "mse". Defaults to "ce".

@@ -62,6 +62,8 @@ def load_image(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
 def fit_array(a: np.ndarray, shape: tuple[int, int, int], what: str) -> np.ndarray:
     """(H, W), (H, W, C), (N, H, W) or (N, H, W, C) -> (N, H, W, C) with the model's size."""
     h, w, c = shape
+    if not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
+        raise DataError(f"{what} holds {a.dtype} values, not numbers; give raw pixels (uint8 or float)")
     if a.ndim == 2:  # one grey image
         a = a[None, ..., None]
     elif a.ndim == 3:  # one image with channels last, or a batch of grey images

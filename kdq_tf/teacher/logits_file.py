@@ -130,6 +130,10 @@ def from_bytes(blob: bytes, source: str) -> TeacherLogits:
 
 
 def _split(a: dict, name: str, source: str) -> np.ndarray | None:
+    for key in (name, f"{name}_q", f"{name}_scale"):
+        if key in a and not _is_number(a[key]):
+            raise DataError(f"{source}: {key} holds {a[key].dtype} values, not numbers; teacher logits "
+                            "are float (or int8 with a float scale)")
     if name in a:
         return np.asarray(a[name], np.float32)
     if f"{name}_q" not in a:
@@ -176,3 +180,7 @@ def for_split(t: TeacherLogits, data, source: str) -> TeacherLogits:
             raise DataError(f"{source} has {len(t.test)} test logits but the test split has {info.n_test} samples")
         t = replace(t, test=t.test[: info.n_test])
     return t
+
+
+def _is_number(arr: np.ndarray) -> bool:
+    return np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_

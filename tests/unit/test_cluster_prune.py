@@ -104,3 +104,17 @@ def test_shrink_delta_zeroes_the_asked_share_of_kernel_weights():
     assert abs(stats["sparsity_after"] - 0.75) <= 1 / kernels.size  # |w| <= delta: the quantile itself too
     with pytest.raises(ModelError, match="strictly between 0 and 1"):
         shrink_delta_for(model, 1.0)
+
+
+def test_params_count_what_the_model_carries():
+    """Clustering and QAT wrappers add centroids, indices and min/max variables: training state.
+    The count stays the float student's (Keras' own count_params), wrapped or not."""
+    from kdq_tf.distill.qat import quantize_student
+    from kdq_tf.runs import count_params
+
+    truth = _student().count_params()
+    clustered = CP.cluster(_student(), 8)
+    cqat = quantize_student(CP.strip(CP.cluster(_student(), 8)), preserve="cluster")
+    assert clustered.count_params() > truth and cqat.count_params() > 2 * truth  # what was reported
+    for model in (_student(), clustered, quantize_student(_student()), cqat):
+        assert count_params(model) == truth

@@ -190,3 +190,11 @@ def test_layer_sensitivity_rows(data):
     for r in rows:
         assert r["float_accuracy"] == pytest.approx(float_acc)
         assert r["drop"] == pytest.approx(r["float_accuracy"] - r["quantized_accuracy"])
+
+
+def test_distiller_defaults_to_the_configs_temperature():
+    from kdq_tf.config import DistillConfig
+
+    d = Distiller(small_cnn((12, 12, 1), 3))
+    d.compile()
+    assert d.temperature == DistillConfig().temperature == 2.0

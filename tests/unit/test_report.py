@@ -19,3 +19,12 @@ def test_macro_metrics_by_hand():
     assert abs(m.precision - (1 + 2 / 3) / 2) < 1e-12 and abs(m.recall - 0.75) < 1e-12
     f1_0, f1_1 = 2 * 0.5 / 1.5, 2 * (2 / 3) / (5 / 3)
     assert abs(m.f1 - (f1_0 + f1_1) / 2) < 1e-12
+
+
+def test_results_table_ends_with_the_kd_gain_of_each_stage_that_has_a_twin():
+    metrics = {"student": {"accuracy": 0.9300}, "baseline": {"accuracy": 0.9225},
+               "student_qat": {"accuracy": 0.9312}, "baseline_qat": {"accuracy": 0.9314}}
+    lines = results_table(metrics).splitlines()
+    assert lines[-2] == "- KD gain (float): +0.75 pts test accuracy, distilled 93.00% against the scratch twin's 92.25%"
+    assert lines[-1] == "- KD gain (QAT): -0.02 pts test accuracy, distilled 93.12% against the scratch twin's 93.14%"
+    assert "KD gain" not in results_table({"student": {"accuracy": 0.9}})
