@@ -54,9 +54,21 @@ VARIANTS = {
 }
 SHRINK_TO = {"shrink50": 0.5, "shrink75": 0.75}
 # Settings the variants inherit from the run that distilled the student.
-INHERITED = ("data.dataset", "data.batch_size", "data.limit", "data.augment", "data.normalize", "data.val_split",
-             "distill.temperature", "distill.lam", "distill.alpha", "distill.lr", "distill.guidance",
-             "distill.views", "teacher.logits")
+INHERITED = (
+    "data.dataset",
+    "data.batch_size",
+    "data.limit",
+    "data.augment",
+    "data.normalize",
+    "data.val_split",
+    "distill.temperature",
+    "distill.lam",
+    "distill.alpha",
+    "distill.lr",
+    "distill.guidance",
+    "distill.views",
+    "teacher.logits",
+)
 
 
 def portable(value):
@@ -75,11 +87,17 @@ def provenance(argv) -> dict:
     import subprocess
 
     def git(*args):
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
 
-    return {"command": " ".join(["python", "benchmarks/flash.py", *(argv if argv is not None else sys.argv[1:])]),
-            "commit": git("rev-parse", "HEAD"), "uncommitted_changes": bool(git("status", "--porcelain", "--",
-                                                                                   "kdq_tf", "benchmarks"))}
+    return {
+        "command": " ".join(
+            ["python", "benchmarks/flash.py", *(argv if argv is not None else sys.argv[1:])]
+        ),
+        "commit": git("rev-parse", "HEAD"),
+        "uncommitted_changes": bool(git("status", "--porcelain", "--", "kdq_tf", "benchmarks")),
+    }
 
 
 def _flat(cfg: dict) -> dict:
@@ -94,30 +112,54 @@ def base_student(a, seed: int) -> tuple[Path, dict]:
     if a.from_:
         run = Path(a.from_) / f"seed{seed}"
         if not (run / "student.keras").is_file():
-            raise SystemExit(f"flash.py: {run}/student.keras is missing; run benchmarks/bench.py with "
-                             f"--work {a.from_} first, or drop --from to distil here")
+            raise SystemExit(
+                f"flash.py: {run}/student.keras is missing; run benchmarks/bench.py with "
+                f"--work {a.from_} first, or drop --from to distil here"
+            )
     else:
         run = Path(a.work) / f"seed{seed}" / "base"
-        sets = [f"run.out={run}", f"run.seed={seed}", "run.resume=true", f"data.dataset={a.dataset}",
-                f"data.limit={a.limit}", f"data.batch_size={a.batch_size}", f"distill.student={a.student}",
-                f"distill.epochs={a.epochs}", "qat.enabled=false", f"teacher.logits={a.teacher_logits}",
-                "distill.guidance=cached", "data.augment=false"]
-        if not (run / "student.keras").is_file() or "student" not in files.read_json(run / "metrics.json"):
+        sets = [
+            f"run.out={run}",
+            f"run.seed={seed}",
+            "run.resume=true",
+            f"data.dataset={a.dataset}",
+            f"data.limit={a.limit}",
+            f"data.batch_size={a.batch_size}",
+            f"distill.student={a.student}",
+            f"distill.epochs={a.epochs}",
+            "qat.enabled=false",
+            f"teacher.logits={a.teacher_logits}",
+            "distill.guidance=cached",
+            "data.augment=false",
+        ]
+        if not (run / "student.keras").is_file() or "student" not in files.read_json(
+            run / "metrics.json"
+        ):
             run_distill(load_config(sets=[s for s in sets if not s.endswith("=None")]))
     cfg = _flat(files.read_json(run / "config.json"))
     return run / "student.keras", {k: cfg[k] for k in INHERITED if cfg.get(k) is not None}
 
 
 def variant_sets(a, name: str, student: Path, inherited: dict, seed: int, out: Path) -> list[str]:
-    from kdq_tf.pipeline import load_student
     from kdq_tf.distill.qat import shrink_delta_for
+    from kdq_tf.pipeline import load_student
 
     sets = [f"{k}={v}" for k, v in inherited.items()]
-    sets += [f"run.out={out}", f"run.seed={seed}", "run.resume=true", f"distill.student={student}",
-             "distill.epochs=0", "qat.enabled=true", f"qat.epochs={a.qat_epochs}",
-             f"distill.structure_epochs={a.structure_epochs}", *VARIANTS[name][0]]
+    sets += [
+        f"run.out={out}",
+        f"run.seed={seed}",
+        "run.resume=true",
+        f"distill.student={student}",
+        "distill.epochs=0",
+        "qat.enabled=true",
+        f"qat.epochs={a.qat_epochs}",
+        f"distill.structure_epochs={a.structure_epochs}",
+        *VARIANTS[name][0],
+    ]
     if name in SHRINK_TO:
-        sets.append(f"distill.shrink={shrink_delta_for(load_student(student), SHRINK_TO[name]):.6g}")
+        sets.append(
+            f"distill.shrink={shrink_delta_for(load_student(student), SHRINK_TO[name]):.6g}"
+        )
     return sets
 
 
@@ -127,7 +169,15 @@ def measure(run: Path, compress: str) -> dict:
 
     out = run / "export"
     if not (out / "report.json").is_file():
-        run_export(run, out, overrides={"export.compress": compress, "export.mode": "int8", "export.verify_samples": 500})
+        run_export(
+            run,
+            out,
+            overrides={
+                "export.compress": compress,
+                "export.mode": "int8",
+                "export.verify_samples": 500,
+            },
+        )
     rep = files.read_json(out / "report.json")
     m = files.read_json(run / "metrics.json")
     lut = compress == "lut"
@@ -135,23 +185,33 @@ def measure(run: Path, compress: str) -> dict:
     weights = rep["weights"]
     total = sum(np.prod(w["shape"]) for w in weights)
     structured = m.get("student_structured") or m.get("shrink") or {}
-    return {"accuracy": rep["test_accuracy_litert"], "test_samples": rep["test_samples"],
-            "val_accuracy_qat": m["student_qat"]["val_accuracy"],
-            "float_accuracy_before": m["student"]["accuracy"],
-            "float_accuracy_structured": structured.get("accuracy", structured.get("accuracy_after")),
-            "tflite_bytes": rep["sizes"]["tflite_bytes"], "gzip_bytes": rep["sizes"]["gzip_bytes"],
-            "device_bytes": rep["verify"]["device_model"]["bytes"],
-            # what the C array carries: the LUT-compressed model where there is one
-            "flash_bytes": rep["sizes"]["compressed_device_bytes"] if lut else rep["verify"]["device_model"]["bytes"],
-            "arena_bytes": arena, "bit_exact": rep["compressed"]["bit_exact_tflm"] if lut else None,
-            "bit_exact_of": rep["compressed"]["samples"] if lut else None,
-            "compressed_tensors": rep["compressed"]["tensors_compressed"] if lut else 0,
-            # zeros and distinct values as measured in the int8 kernels of the .tflite
-            "int8_zeros": float(sum(w["zeros"] * np.prod(w["shape"]) for w in weights) / total),
-            "max_unique_per_channel": max(w.get("unique_per_channel") or w["unique"] for w in weights),
-            "shrink_delta": (m.get("shrink") or {}).get("delta"),
-            "train_time_s": round(sum(v.get("train_time_s", 0) for v in m.values() if isinstance(v, dict))
-                                  + sum(t.get("train_time_s", 0) for t in structured.get("timing", {}).values()), 1)}
+    return {
+        "accuracy": rep["test_accuracy_litert"],
+        "test_samples": rep["test_samples"],
+        "val_accuracy_qat": m["student_qat"]["val_accuracy"],
+        "float_accuracy_before": m["student"]["accuracy"],
+        "float_accuracy_structured": structured.get("accuracy", structured.get("accuracy_after")),
+        "tflite_bytes": rep["sizes"]["tflite_bytes"],
+        "gzip_bytes": rep["sizes"]["gzip_bytes"],
+        "device_bytes": rep["verify"]["device_model"]["bytes"],
+        # what the C array carries: the LUT-compressed model where there is one
+        "flash_bytes": rep["sizes"]["compressed_device_bytes"]
+        if lut
+        else rep["verify"]["device_model"]["bytes"],
+        "arena_bytes": arena,
+        "bit_exact": rep["compressed"]["bit_exact_tflm"] if lut else None,
+        "bit_exact_of": rep["compressed"]["samples"] if lut else None,
+        "compressed_tensors": rep["compressed"]["tensors_compressed"] if lut else 0,
+        # zeros and distinct values as measured in the int8 kernels of the .tflite
+        "int8_zeros": float(sum(w["zeros"] * np.prod(w["shape"]) for w in weights) / total),
+        "max_unique_per_channel": max(w.get("unique_per_channel") or w["unique"] for w in weights),
+        "shrink_delta": (m.get("shrink") or {}).get("delta"),
+        "train_time_s": round(
+            sum(v.get("train_time_s", 0) for v in m.values() if isinstance(v, dict))
+            + sum(t.get("train_time_s", 0) for t in structured.get("timing", {}).values()),
+            1,
+        ),
+    }
 
 
 def firmware_rows(a, work: Path) -> dict:
@@ -160,10 +220,10 @@ def firmware_rows(a, work: Path) -> dict:
     from kdq_tf import files
     from kdq_tf.config import DataConfig
     from kdq_tf.data.dataset import load_dataset
-    from kdq_tf.errors import KdqError
     from kdq_tf.deploy.export import firmware_project
     from kdq_tf.device.build import BuildOptions, build
     from kdq_tf.device.run import run
+    from kdq_tf.errors import KdqError
 
     if not a.tflm:
         return {"skipped": "no TFLite-Micro tree given (--tflm '')"}
@@ -177,19 +237,34 @@ def firmware_rows(a, work: Path) -> dict:
                 continue
             model = (exp / "model_int8.tflite").read_bytes()
             lut = exp / "model_int8_lut.tflite"
-            device = lut.read_bytes() if lut.is_file() else None  # None: firmware_project strips the model
+            device = (
+                lut.read_bytes() if lut.is_file() else None
+            )  # None: firmware_project strips the model
             rep = files.read_json(exp / "report.json")
-            arena = max(rep["verify"]["arena_bytes"], rep.get("compressed", {}).get("arena_bytes", 0))
+            arena = max(
+                rep["verify"]["arena_bytes"], rep.get("compressed", {}).get("arena_bytes", 0)
+            )
             fw = work / "firmware" / name
             shutil.rmtree(fw, ignore_errors=True)
-            firmware_project(model, fw, "student", data.info.class_names, x, y, 10, arena, device_bytes=device)
+            firmware_project(
+                model, fw, "student", data.info.class_names, x, y, 10, arena, device_bytes=device
+            )
             build(fw, BuildOptions("cortex-m4", "cmsis-nn", a.tflm))
             r = run(fw, "cortex-m4", "cmsis-nn")
-            rows[name] = {"bit_exact": r["bit_exact"], "samples": r["samples"], "memory": r["memory"],
-                          "instructions_per_inference": r.get("instructions_per_inference"),
-                          "arena_used_bytes": r.get("arena_used_bytes")}
-            log.info("firmware %s: %d/%d bit-exact, flash %s B", name, r["bit_exact"], r["samples"],
-                     r["memory"].get("flash_bytes"))
+            rows[name] = {
+                "bit_exact": r["bit_exact"],
+                "samples": r["samples"],
+                "memory": r["memory"],
+                "instructions_per_inference": r.get("instructions_per_inference"),
+                "arena_used_bytes": r.get("arena_used_bytes"),
+            }
+            log.info(
+                "firmware %s: %d/%d bit-exact, flash %s B",
+                name,
+                r["bit_exact"],
+                r["samples"],
+                r["memory"].get("flash_bytes"),
+            )
     except KdqError as e:  # no tree or no toolchain here: the rest of the benchmark still stands
         log.warning("firmware rows skipped: %s", e)
         return {"skipped": str(e), **rows}
@@ -207,17 +282,29 @@ def compressor_probe(device: bytes, method: str) -> str:
     try:
         compress(device, [spec.Tensor(0, w.index, [getattr(spec, f"{method}Compression")()])])
     except Exception as e:  # the package raises its own CompressionError
-        return f"the installed tflite-micro refuses it: {type(e).__name__}: {str(e).splitlines()[0]}"
+        return (
+            f"the installed tflite-micro refuses it: {type(e).__name__}: {str(e).splitlines()[0]}"
+        )
     return f"the installed tflite-micro compressed a tensor with {method} (not measured further)"
 
 
 def parse(argv):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="a slice and one seed; distils its own students")
-    p.add_argument("--from", dest="from_", help="bench.py's work folder: start from its seed<N>/student.keras")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="a slice and one seed; distils its own students"
+    )
+    p.add_argument(
+        "--from", dest="from_", help="bench.py's work folder: start from its seed<N>/student.keras"
+    )
     p.add_argument("--name", help="results file stem (default: flash or flash_quick)")
     p.add_argument("--seeds", type=int)
-    p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of: " + ", ".join(VARIANTS))
+    p.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help="comma-separated subset of: " + ", ".join(VARIANTS),
+    )
     p.add_argument("--structure-epochs", type=int, default=2)
     p.add_argument("--qat-epochs", type=int, default=2)
     p.add_argument("--dataset", default="fashion_mnist")
@@ -225,9 +312,15 @@ def parse(argv):
     p.add_argument("--epochs", type=int, default=3, help="without --from: distillation epochs")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--limit", type=int, help="without --from: samples per split")
-    p.add_argument("--teacher-logits", default=str(ROOT / "benchmarks" / "teachers" / "fashion_mnist_fused" / "logits.npz"))
-    p.add_argument("--tflm", default=os.environ.get("TFLM_DIR", ""),
-                   help="TFLite-Micro tree for the Cortex-M4 firmware rows; '' skips them")
+    p.add_argument(
+        "--teacher-logits",
+        default=str(ROOT / "benchmarks" / "teachers" / "fashion_mnist_fused" / "logits.npz"),
+    )
+    p.add_argument(
+        "--tflm",
+        default=os.environ.get("TFLM_DIR", ""),
+        help="TFLite-Micro tree for the Cortex-M4 firmware rows; '' skips them",
+    )
     p.add_argument("--work", help="work folder (default runs/flash_<name>)")
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     a = p.parse_args(argv)
@@ -239,7 +332,9 @@ def parse(argv):
     a.variants = [v.strip() for v in a.variants.split(",")]
     unknown = [v for v in a.variants if v not in VARIANTS]
     if unknown or "dense" not in a.variants:
-        p.error(f"--variants needs dense and names from {', '.join(VARIANTS)}; got {', '.join(a.variants)}")
+        p.error(
+            f"--variants needs dense and names from {', '.join(VARIANTS)}; got {', '.join(a.variants)}"
+        )
     a.work = a.work or str(ROOT / "runs" / a.name)
     return a
 
@@ -261,24 +356,43 @@ def main(argv=None) -> dict:
             if "student_qat" not in files.read_json(out / "metrics.json"):
                 from kdq_tf import run_distill
 
-                shutil.rmtree(out / "export", ignore_errors=True)  # a new model makes the old export stale
+                shutil.rmtree(
+                    out / "export", ignore_errors=True
+                )  # a new model makes the old export stale
                 run_distill(cfg)
             rows[name].append(measure(out, VARIANTS[name][1]))
             r = rows[name][-1]
-            log.info("seed %d %s: int8 %.4f, flash %d B, gzip %d B, zeros %.3f", seed, name, r["accuracy"],
-                     r["flash_bytes"], r["gzip_bytes"], r["int8_zeros"])
-    res = {"name": a.name, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
-           "provenance": provenance(argv),
-           "settings": {("from" if k == "from_" else k): portable(v) for k, v in vars(a).items()
-                        if k not in ("work", "results")},
-           "inherited": {k: portable(v) for k, v in inherited.items()}, "rows": rows}
+            log.info(
+                "seed %d %s: int8 %.4f, flash %d B, gzip %d B, zeros %.3f",
+                seed,
+                name,
+                r["accuracy"],
+                r["flash_bytes"],
+                r["gzip_bytes"],
+                r["int8_zeros"],
+            )
+    res = {
+        "name": a.name,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine(),
+        "provenance": provenance(argv),
+        "settings": {
+            ("from" if k == "from_" else k): portable(v)
+            for k, v in vars(a).items()
+            if k not in ("work", "results")
+        },
+        "inherited": {k: portable(v) for k, v in inherited.items()},
+        "rows": rows,
+    }
     res["table"] = R.summarize(rows)
     res["checks"] = R.checks(res["table"])
     dense_device = (Path(a.work) / "seed0" / "dense" / "export" / "model_int8.tflite").read_bytes()
     from kdq_tf.deploy import flatbuf
 
     device = flatbuf.strip_for_device(dense_device)
-    res["huffman"], res["pruning_compression"] = (compressor_probe(device, m) for m in ("Huffman", "Pruning"))
+    res["huffman"], res["pruning_compression"] = (
+        compressor_probe(device, m) for m in ("Huffman", "Pruning")
+    )
     res["firmware"] = firmware_rows(a, Path(a.work))
     res["wall_time_s"] = time.perf_counter() - t0
     print(R.write(res, Path(a.results)))

@@ -17,9 +17,17 @@ log = logging.getLogger("bench")
 
 def student_sets(a, *, epochs=None, temperature=None, lam=None, limit=None) -> list[str]:
     limit = a.limit if limit is None else limit
-    sets = [f"data.dataset={a.dataset}", f"data.batch_size={a.batch_size}", f"distill.student={a.student}",
-            f"distill.epochs={epochs or a.epochs}", f"distill.lr={a.lr}", f"distill.temperature={temperature or a.temperature}",
-            f"distill.lam={a.lam if lam is None else lam}", f"qat.epochs={a.qat_epochs}", "run.resume=true"]
+    sets = [
+        f"data.dataset={a.dataset}",
+        f"data.batch_size={a.batch_size}",
+        f"distill.student={a.student}",
+        f"distill.epochs={epochs or a.epochs}",
+        f"distill.lr={a.lr}",
+        f"distill.temperature={temperature or a.temperature}",
+        f"distill.lam={a.lam if lam is None else lam}",
+        f"qat.epochs={a.qat_epochs}",
+        "run.resume=true",
+    ]
     return sets + ([f"data.limit={limit}"] if limit else [])
 
 
@@ -29,9 +37,18 @@ def quick_teacher(a, work: Path) -> tuple[Path, Path]:
 
     out = work / "teacher"
     logits = work / "teacher_logits.npz"
-    cfg = load_config(sets=[f"data.dataset={a.dataset}", f"data.limit={a.limit}", f"run.out={out}",
-                            "run.resume=true", f"teacher.epochs={a.teacher_epochs}", "teacher.batch_size=64",
-                            "teacher.precision=auto", f"distill.views={a.views}"])
+    cfg = load_config(
+        sets=[
+            f"data.dataset={a.dataset}",
+            f"data.limit={a.limit}",
+            f"run.out={out}",
+            "run.resume=true",
+            f"teacher.epochs={a.teacher_epochs}",
+            "teacher.batch_size=64",
+            "teacher.precision=auto",
+            f"distill.views={a.views}",
+        ]
+    )
     if not logits.is_file():
         run_teacher(cfg, save_logits=str(logits))
     return logits, out / "teacher.keras"
@@ -46,19 +63,45 @@ def int8_accuracy(qat_path: Path, data) -> dict:
     from kdq_tf.runtime.runner import Runner
 
     blob = to_tflite(load_qat_model(qat_path), "int8")
-    pred = Runner.from_bytes(blob).predict_logits(data.info.preprocess.apply(data.x_test)).argmax(-1)
+    pred = (
+        Runner.from_bytes(blob).predict_logits(data.info.preprocess.apply(data.x_test)).argmax(-1)
+    )
     m = classification_metrics(data.y_test, pred, data.info.num_classes)
-    return {"accuracy": m.accuracy, "f1": m.f1, "tflite_bytes": len(blob), "arena_bytes": find_arena_size(blob),
-            "blob": blob}
+    return {
+        "accuracy": m.accuracy,
+        "f1": m.f1,
+        "tflite_bytes": len(blob),
+        "arena_bytes": find_arena_size(blob),
+        "blob": blob,
+    }
 
 
-def distill_run(a, out: Path, logits: Path, seed: int = 0, views: int = 0, qat=False, baseline=False,
-                augment=False, erase: float = 0.0, guidance="cached", **kw) -> dict:
+def distill_run(
+    a,
+    out: Path,
+    logits: Path,
+    seed: int = 0,
+    views: int = 0,
+    qat=False,
+    baseline=False,
+    augment=False,
+    erase: float = 0.0,
+    guidance="cached",
+    **kw,
+) -> dict:
     from kdq_tf import load_config, run_distill
 
-    sets = student_sets(a, **kw) + [f"run.out={out}", f"run.seed={seed}", f"teacher.logits={logits}",
-                                    f"distill.views={views}", f"qat.enabled={qat}", f"distill.baseline={baseline}",
-                                    f"data.augment={augment}", f"data.erase={erase}", f"distill.guidance={guidance}"]
+    sets = student_sets(a, **kw) + [
+        f"run.out={out}",
+        f"run.seed={seed}",
+        f"teacher.logits={logits}",
+        f"distill.views={views}",
+        f"qat.enabled={qat}",
+        f"distill.baseline={baseline}",
+        f"data.augment={augment}",
+        f"data.erase={erase}",
+        f"distill.guidance={guidance}",
+    ]
     _, m = run_distill(load_config(sets=sets))
     return m
 
@@ -74,10 +117,25 @@ def sweep(a, work: Path, logits: Path) -> dict:
 
     def run(t, lam, views):
         name = f"T{t:g}_lam{lam:g}" + ("" if views == a.views else f"_views{views}")
-        m = distill_run(a, work / "sweep" / name, logits, views=views, epochs=a.sweep_epochs, temperature=t,
-                        lam=lam, erase=a.view_erase if views else 0.0)
-        rows.append({"temperature": t, "lam": lam, "views": views, "val_accuracy": m["student"]["val_accuracy"],
-                     "epochs": a.sweep_epochs})
+        m = distill_run(
+            a,
+            work / "sweep" / name,
+            logits,
+            views=views,
+            epochs=a.sweep_epochs,
+            temperature=t,
+            lam=lam,
+            erase=a.view_erase if views else 0.0,
+        )
+        rows.append(
+            {
+                "temperature": t,
+                "lam": lam,
+                "views": views,
+                "val_accuracy": m["student"]["val_accuracy"],
+                "epochs": a.sweep_epochs,
+            }
+        )
         log.info("sweep %s: val %.4f", name, rows[-1]["val_accuracy"])
         return rows[-1]["val_accuracy"]
 
@@ -88,9 +146,16 @@ def sweep(a, work: Path, logits: Path) -> dict:
     best_lam = max(scores, key=scores.get)
     best_views = a.views
     if a.views:
-        best_views = max((a.views, 0), key=lambda v: scores[best_lam] if v == a.views else run(best_t, best_lam, 0))
-    return {"rows": rows, "best": {"temperature": best_t, "lam": best_lam, "views": best_views}, "split": "val",
-            "seed": 0}
+        best_views = max(
+            (a.views, 0),
+            key=lambda v: scores[best_lam] if v == a.views else run(best_t, best_lam, 0),
+        )
+    return {
+        "rows": rows,
+        "best": {"temperature": best_t, "lam": best_lam, "views": best_views},
+        "split": "val",
+        "seed": 0,
+    }
 
 
 def seeds(a, work: Path, logits: Path, t: float, lam: float, views: int) -> dict:
@@ -103,26 +168,46 @@ def seeds(a, work: Path, logits: Path, t: float, lam: float, views: int) -> dict
     curves = {}
     for seed in range(a.seeds):
         out = work / f"seed{seed}"
-        m = distill_run(a, out, logits, seed=seed, views=views, qat=True, baseline=True,
-                        erase=a.view_erase if views else 0.0,
-                        temperature=t, lam=lam)
-        data = load_dataset(load_config(sets=student_sets(a) + [f"run.seed={seed}"]).data, seed=seed)
+        m = distill_run(
+            a,
+            out,
+            logits,
+            seed=seed,
+            views=views,
+            qat=True,
+            baseline=True,
+            erase=a.view_erase if views else 0.0,
+            temperature=t,
+            lam=lam,
+        )
+        data = load_dataset(
+            load_config(sets=student_sets(a) + [f"run.seed={seed}"]).data, seed=seed
+        )
         rows["scratch"].append(m["baseline"])
         rows["distilled"].append(m["student"])
-        for key, f in (("scratch_qat_int8", "baseline_qat.h5"), ("distilled_qat_int8", "student_qat.h5")):
+        for key, f in (
+            ("scratch_qat_int8", "baseline_qat.h5"),
+            ("distilled_qat_int8", "student_qat.h5"),
+        ):
             r = int8_accuracy(out / f, data)
             blob = r.pop("blob")
             rows[key].append({**r, "params": m["student_qat"]["params"]})
             if seed == 0 and key == "distilled_qat_int8":
                 (work / "seed0_int8.tflite").write_bytes(blob)
-        log.info("seed %d: scratch int8 %.4f, distilled int8 %.4f", seed, rows["scratch_qat_int8"][-1]["accuracy"],
-                 rows["distilled_qat_int8"][-1]["accuracy"])
+        log.info(
+            "seed %d: scratch int8 %.4f, distilled int8 %.4f",
+            seed,
+            rows["scratch_qat_int8"][-1]["accuracy"],
+            rows["distilled_qat_int8"][-1]["accuracy"],
+        )
         if seed == 0:
             curves = _curves(out)
             from kdq_tf.deploy.convert import to_tflite
             from kdq_tf.pipeline import load_student
 
-            (work / "seed0_float32.tflite").write_bytes(to_tflite(load_student(out / "student.keras"), "float32"))
+            (work / "seed0_float32.tflite").write_bytes(
+                to_tflite(load_student(out / "student.keras"), "float32")
+            )
     return {"rows": rows, "curves": curves, "teacher": m["teacher"]}
 
 
@@ -138,8 +223,15 @@ def _curves(out: Path) -> dict:
     return curves
 
 
-def guidance_modes(a, work: Path, logits: Path, teacher_model: str | None, t: float, lam: float,
-                   teacher_sets: tuple[str, ...] = ()) -> dict:
+def guidance_modes(
+    a,
+    work: Path,
+    logits: Path,
+    teacher_model: str | None,
+    t: float,
+    lam: float,
+    teacher_sets: tuple[str, ...] = (),
+) -> dict:
     """Accuracy and s/epoch on a slice: no augmentation + cached, K views cached, online (keras-io style).
 
     `teacher_model`: the teacher(s) for the online row (`teacher.path`), None to leave it out;
@@ -147,11 +239,17 @@ def guidance_modes(a, work: Path, logits: Path, teacher_model: str | None, t: fl
     """
     rows = []
     common = dict(epochs=a.mode_epochs, limit=a.mode_limit, temperature=t, lam=lam)
-    plans = [("cached, no augmentation", dict(guidance="cached")),
-             (f"cached, {a.views} views", dict(guidance="cached", views=a.views, erase=a.view_erase))]
+    plans = [
+        ("cached, no augmentation", dict(guidance="cached")),
+        (f"cached, {a.views} views", dict(guidance="cached", views=a.views, erase=a.view_erase)),
+    ]
     if teacher_model:
-        plans.append(("online (keras-io: teacher every step, augmented)",
-                      dict(guidance="online", augment=True, erase=a.view_erase, teacher=teacher_model)))
+        plans.append(
+            (
+                "online (keras-io: teacher every step, augmented)",
+                dict(guidance="online", augment=True, erase=a.view_erase, teacher=teacher_model),
+            )
+        )
     first = True
     for label, kw in plans:
         out = work / "modes" / label.split(",")[0].split(" ")[0] / str(kw.get("views", 0))
@@ -161,22 +259,39 @@ def guidance_modes(a, work: Path, logits: Path, teacher_model: str | None, t: fl
         else:
             m = distill_run(a, out, logits, baseline=first, **common, **kw)
         s = m["student"]
-        row = {"mode": label, "accuracy": s["accuracy"], "val_accuracy": s["val_accuracy"],
-               "epoch_s": s["train_time_s"] / a.mode_epochs, "cache_bytes": m["guidance"]["cache_bytes"]}
+        row = {
+            "mode": label,
+            "accuracy": s["accuracy"],
+            "val_accuracy": s["val_accuracy"],
+            "epoch_s": s["train_time_s"] / a.mode_epochs,
+            "cache_bytes": m["guidance"]["cache_bytes"],
+        }
         if first:
             row["hard_only_epoch_s"] = m["baseline"]["train_time_s"] / a.mode_epochs
             first = False
         rows.append(row)
-    return {"rows": rows, "samples": a.mode_limit, "epochs": a.mode_epochs,
-            "online_note": None if len(plans) == 3 else "online needs the teacher's weights, which the repository "
-                                                         "does not keep; run with --teacher-model or TEACHER=retrain"}
+    return {
+        "rows": rows,
+        "samples": a.mode_limit,
+        "epochs": a.mode_epochs,
+        "online_note": None
+        if len(plans) == 3
+        else "online needs the teacher's weights, which the repository "
+        "does not keep; run with --teacher-model or TEACHER=retrain",
+    }
 
 
 def _online_run(a, out, teacher, teacher_sets, guidance, augment, erase, **kw):
     from kdq_tf import load_config, run_distill
 
-    sets = student_sets(a, **kw) + [f"run.out={out}", f"teacher.path={teacher}", f"distill.guidance={guidance}",
-                                    f"data.augment={augment}", f"data.erase={erase}", *teacher_sets]
+    sets = student_sets(a, **kw) + [
+        f"run.out={out}",
+        f"teacher.path={teacher}",
+        f"distill.guidance={guidance}",
+        f"data.augment={augment}",
+        f"data.erase={erase}",
+        *teacher_sets,
+    ]
     return run_distill(load_config(sets=sets))[1]
 
 
@@ -188,22 +303,35 @@ def kd_gain(a, work: Path, files: list[tuple[str, float, Path]], t: float, lam: 
     """
     rows, scratch = [], None
     for i, (name, teacher_acc, path) in enumerate(files):
-        m = distill_run(a, work / "kd_gain" / f"teacher{i:02d}", path, baseline=i == 0, epochs=a.gain_epochs, temperature=t,
-                        lam=lam)
+        m = distill_run(
+            a,
+            work / "kd_gain" / f"teacher{i:02d}",
+            path,
+            baseline=i == 0,
+            epochs=a.gain_epochs,
+            temperature=t,
+            lam=lam,
+        )
         if i == 0:
             scratch = m["baseline"]["accuracy"]
-        rows.append({"teacher": name, "teacher_accuracy": teacher_acc, "student_accuracy": m["student"]["accuracy"],
-                     "gain_pts": 100 * (m["student"]["accuracy"] - scratch)})
+        rows.append(
+            {
+                "teacher": name,
+                "teacher_accuracy": teacher_acc,
+                "student_accuracy": m["student"]["accuracy"],
+                "gain_pts": 100 * (m["student"]["accuracy"] - scratch),
+            }
+        )
         log.info("kd gain %s (teacher %.4f): %+.2f pts", name, teacher_acc, rows[-1]["gain_pts"])
     return {"rows": rows, "scratch_accuracy": scratch, "epochs": a.gain_epochs}
 
 
 def scaling(a, work: Path, logits: Path) -> dict:
     """One epoch of cached distillation at 25/50/100% of a slice: seconds per epoch against data size."""
-    from kdq_tf.distill import guidance as G
     from kdq_tf._keras import keras, tf
     from kdq_tf.config import DataConfig
     from kdq_tf.data.dataset import load_dataset
+    from kdq_tf.distill import guidance as G
     from kdq_tf.distill.distiller import Distiller
     from kdq_tf.models.students import build_student
 
@@ -212,9 +340,17 @@ def scaling(a, work: Path, logits: Path) -> dict:
     points = []
     for frac in (0.25, 0.5, 1.0):
         n = int(data.info.n_train * frac)
-        ds = tf.data.Dataset.from_tensor_slices(
-            (data.info.preprocess.apply(data.x_train[:n]), (data.y_train[:n], g.train_logits[:n]))
-        ).shuffle(n, seed=0).batch(a.batch_size).prefetch(2)
+        ds = (
+            tf.data.Dataset.from_tensor_slices(
+                (
+                    data.info.preprocess.apply(data.x_train[:n]),
+                    (data.y_train[:n], g.train_logits[:n]),
+                )
+            )
+            .shuffle(n, seed=0)
+            .batch(a.batch_size)
+            .prefetch(2)
+        )
         keras.utils.set_random_seed(0)
         d = Distiller(build_student(a.student, data.info.input_shape, data.info.num_classes))
         d.compile(keras.optimizers.Adam(1e-3), temperature=a.temperature)
@@ -223,10 +359,18 @@ def scaling(a, work: Path, logits: Path) -> dict:
         d.fit(ds, epochs=1, verbose=0)
         points.append({"fraction": frac, "samples": n, "epoch_s": time.perf_counter() - t0})
     per = [p["epoch_s"] / p["samples"] for p in points]
-    return {"points": points, "per_sample_ms": [1e3 * p for p in per], "max_over_min_per_sample": max(per) / min(per)}
+    return {
+        "points": points,
+        "per_sample_ms": [1e3 * p for p in per],
+        "max_over_min_per_sample": max(per) / min(per),
+    }
 
 
 def mean_std(values) -> dict:
     v = np.asarray(values, np.float64)
-    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "n": len(v),
-            "values": [float(x) for x in v]}
+    return {
+        "mean": float(v.mean()),
+        "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+        "n": len(v),
+        "values": [float(x) for x in v],
+    }

@@ -25,7 +25,9 @@ def members(dest: Path, data) -> list[dict]:
     from kdq_tf.teacher.logits_file import for_split, from_bytes
 
     prov = files.read_json(dest / "provenance.json")
-    rows = [("final", dest / "logits.npz")] + [(f"epoch {s['epoch']}", dest / s["file"]) for s in prov["snapshots"]]
+    rows = [("final", dest / "logits.npz")] + [
+        (f"epoch {s['epoch']}", dest / s["file"]) for s in prov["snapshots"]
+    ]
     out = []
     for name, path in rows:
         t = for_split(from_bytes(path.read_bytes(), path.name), data, path.name)
@@ -40,8 +42,14 @@ def accuracy(logits: np.ndarray, y: np.ndarray) -> float:
 def study(ms: list[dict], y_val: np.ndarray, y_test: np.ndarray) -> dict:
     from kdq_tf.teacher.fusion import fuse_numpy, weights_from_accuracy
 
-    single = [{"members": [m["name"]], "val": accuracy(m["val"], y_val), "test": accuracy(m["test"], y_test)}
-              for m in ms]
+    single = [
+        {
+            "members": [m["name"]],
+            "val": accuracy(m["val"], y_val),
+            "test": accuracy(m["test"], y_test),
+        }
+        for m in ms
+    ]
     fused = []
     for k in range(2, len(ms) + 1):
         for group in itertools.combinations(range(len(ms)), k):
@@ -50,32 +58,56 @@ def study(ms: list[dict], y_val: np.ndarray, y_test: np.ndarray) -> dict:
             g = [ms[i] for i in group]
             w = weights_from_accuracy([accuracy(m["val"], y_val) for m in g])
             for mode in ("logits", "probs"):
-                fused.append({"members": [m["name"] for m in g], "mode": mode, "weights": w,
-                              "val": accuracy(fuse_numpy([m["val"] for m in g], w, mode), y_val),
-                              "test": accuracy(fuse_numpy([m["test"] for m in g], w, mode), y_test)})
+                fused.append(
+                    {
+                        "members": [m["name"] for m in g],
+                        "mode": mode,
+                        "weights": w,
+                        "val": accuracy(fuse_numpy([m["val"] for m in g], w, mode), y_val),
+                        "test": accuracy(fuse_numpy([m["test"] for m in g], w, mode), y_test),
+                    }
+                )
     # The final teacher alone is a candidate too: fusion has to earn its place on val.
     best = max([{**single[0], "mode": None, "weights": [1.0]}, *fused], key=lambda r: r["val"])
     return {"single": single, "fused": fused, "best_on_val": best}
 
 
 def markdown(res: dict) -> str:
-    lines = [f"# Fusing snapshots of one teacher run ({res['teacher_dir']})", "",
-             "| teacher | val % | test % |", "|---|---|---|"]
-    lines += [f"| {r['members'][0]} | {100 * r['val']:.2f} | {100 * r['test']:.2f} |" for r in res["single"]]
+    lines = [
+        f"# Fusing snapshots of one teacher run ({res['teacher_dir']})",
+        "",
+        "| teacher | val % | test % |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {r['members'][0]} | {100 * r['val']:.2f} | {100 * r['test']:.2f} |"
+        for r in res["single"]
+    ]
     b = res["best_on_val"]
     tried = f"{len(res['fused'])} fusions tried, each with the final teacher"
     if b["mode"] is None:
-        lines += ["", f"No fusion beats the final teacher alone on the validation split ({tried}).", ""]
+        lines += [
+            "",
+            f"No fusion beats the final teacher alone on the validation split ({tried}).",
+            "",
+        ]
     else:
-        lines += ["", f"Best on the validation split: {' + '.join(b['members'])} ({b['mode']}, weights "
-                  f"{', '.join(f'{w:.3f}' for w in b['weights'])}): val {100 * b['val']:.2f}%, test "
-                  f"{100 * b['test']:.2f}% ({tried}).", ""]
+        lines += [
+            "",
+            f"Best on the validation split: {' + '.join(b['members'])} ({b['mode']}, weights "
+            f"{', '.join(f'{w:.3f}' for w in b['weights'])}): val {100 * b['val']:.2f}%, test "
+            f"{100 * b['test']:.2f}% ({tried}).",
+            "",
+        ]
     return "\n".join(lines)
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--teacher-dir", default=str(ROOT / "benchmarks" / "teachers" / "fashion_mnist_resnet50_31ep"))
+    p.add_argument(
+        "--teacher-dir",
+        default=str(ROOT / "benchmarks" / "teachers" / "fashion_mnist_resnet50_31ep"),
+    )
     p.add_argument("--dataset", default="fashion_mnist")
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--name", default="teacher_fusion")
@@ -86,8 +118,11 @@ def main(argv=None) -> dict:
 
     data = load_dataset(DataConfig(dataset=a.dataset))
     res = study(members(Path(a.teacher_dir), data), data.y_val, data.y_test)
-    res["teacher_dir"] = str(Path(a.teacher_dir).relative_to(ROOT)) if Path(a.teacher_dir).is_relative_to(ROOT) \
+    res["teacher_dir"] = (
+        str(Path(a.teacher_dir).relative_to(ROOT))
+        if Path(a.teacher_dir).is_relative_to(ROOT)
         else a.teacher_dir
+    )
     files.write_json(Path(a.results) / f"{a.name}.json", res)
     md = markdown(res)
     files.write_text(Path(a.results) / f"{a.name}.md", md)

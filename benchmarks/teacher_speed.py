@@ -22,17 +22,30 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def probe(batch: int, precision: str, jit: bool, input_size: int, adapter: str, steps: int, arch: str = "resnet50",
-          width: int = 48) -> dict:
+def probe(
+    batch: int,
+    precision: str,
+    jit: bool,
+    input_size: int,
+    adapter: str,
+    steps: int,
+    arch: str = "resnet50",
+    width: int = 48,
+) -> dict:
     from kdq_tf._keras import keras
     from kdq_tf.config import TeacherConfig
     from kdq_tf.teacher.recipe import build_teacher_for_training
 
     keras.backend.clear_session()
-    cfg = TeacherConfig(arch=arch, width=width, input_size=input_size, adapter=adapter, precision=precision, jit=jit)
+    cfg = TeacherConfig(
+        arch=arch, width=width, input_size=input_size, adapter=adapter, precision=precision, jit=jit
+    )
     model, used = build_teacher_for_training((28, 28, 1), 10, cfg)
-    model.compile(keras.optimizers.Adam(1e-3),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit)
+    model.compile(
+        keras.optimizers.Adam(1e-3),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=jit,
+    )
     rng = np.random.default_rng(0)
     x = rng.random((batch, 28, 28, 1), np.float32)
     y = rng.integers(0, 10, batch)
@@ -42,17 +55,29 @@ def probe(batch: int, precision: str, jit: bool, input_size: int, adapter: str, 
     for _ in range(steps):
         model.train_on_batch(x, y)
     sec = time.perf_counter() - t0
-    return {"arch": arch if arch == "resnet50" else f"cnn{width}", "batch": batch, "precision": used, "jit": jit, "input_size": input_size, "adapter": adapter,
-            "steps": steps, "images_per_s": batch * steps / sec}
+    return {
+        "arch": arch if arch == "resnet50" else f"cnn{width}",
+        "batch": batch,
+        "precision": used,
+        "jit": jit,
+        "input_size": input_size,
+        "adapter": adapter,
+        "steps": steps,
+        "images_per_s": batch * steps / sec,
+    }
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--batches", default="32,128")
     p.add_argument("--precisions", default="float32,mixed_bfloat16")
     p.add_argument("--jit", default="off,on")
-    p.add_argument("--sizes", default="32", help="adapter sides; 32 pads, larger ones resize (ResNet50 only)")
+    p.add_argument(
+        "--sizes", default="32", help="adapter sides; 32 pads, larger ones resize (ResNet50 only)"
+    )
     p.add_argument("--archs", default="resnet50,cnn")
     p.add_argument("--width", type=int, default=48, help="the cnn teacher's first-stage filters")
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
@@ -61,8 +86,13 @@ def main(argv=None):
     from kdq_tf.teacher.recipe import cpu_has_bf16
 
     rows = []
-    grid = itertools.product(a.archs.split(","), [int(v) for v in a.batches.split(",")], a.precisions.split(","),
-                             [v == "on" for v in a.jit.split(",")], [int(v) for v in a.sizes.split(",")])
+    grid = itertools.product(
+        a.archs.split(","),
+        [int(v) for v in a.batches.split(",")],
+        a.precisions.split(","),
+        [v == "on" for v in a.jit.split(",")],
+        [int(v) for v in a.sizes.split(",")],
+    )
     for arch, b, prec, jit, size in grid:
         if arch == "cnn" and size != int(a.sizes.split(",")[0]):
             continue  # the cnn reads the data at its own size: one row per setting
@@ -72,17 +102,28 @@ def main(argv=None):
     base = rows[0]["images_per_s"]
     for r in rows:
         r["vs_first"] = r["images_per_s"] / base
-    res = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu_bf16": cpu_has_bf16(), "rows": rows}
+    res = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "cpu_bf16": cpu_has_bf16(),
+        "rows": rows,
+    }
     out = Path(a.results)
     files.write_json(out / "teacher_speed.json", res)
-    lines = ["# Teacher training throughput", "",
-             f"{res['date']}; CPU bf16 support: {res['cpu_bf16']}; {a.steps} timed steps per row, after 3 warm-up "
-             "steps; random inputs of 28x28x1.", "",
-             "| teacher | batch | precision | XLA | input | images/s | vs first row |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Teacher training throughput",
+        "",
+        f"{res['date']}; CPU bf16 support: {res['cpu_bf16']}; {a.steps} timed steps per row, after 3 warm-up "
+        "steps; random inputs of 28x28x1.",
+        "",
+        "| teacher | batch | precision | XLA | input | images/s | vs first row |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         shown = f"{r['adapter']} {r['input_size']}" if r["arch"] == "resnet50" else "28x28 as is"
-        lines.append(f"| {r['arch']} | {r['batch']} | {r['precision']} | {'on' if r['jit'] else 'off'} | "
-                     f"{shown} | {r['images_per_s']:.1f} | {r['vs_first']:.2f}x |")
+        lines.append(
+            f"| {r['arch']} | {r['batch']} | {r['precision']} | {'on' if r['jit'] else 'off'} | "
+            f"{shown} | {r['images_per_s']:.1f} | {r['vs_first']:.2f}x |"
+        )
     files.write_text(out / "teacher_speed.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -28,11 +28,14 @@ keras.utils.set_random_seed(0)
 # 1. Data. Fashion-MNIST from Debian's package or the Keras cache; `npz:PATH` or `dir:PATH`
 #    read your own. `data.pipeline(split)` is a batched tf.data view of (image, label);
 #    10% of the training images are held out for validation.
-data = kdq_tf.load_dataset(kdq_tf.DataConfig(dataset="fashion_mnist", limit=args.limit,
-                                             batch_size=64))
+data = kdq_tf.load_dataset(
+    kdq_tf.DataConfig(dataset="fashion_mnist", limit=args.limit, batch_size=64)
+)
 info = data.info
-print(f"1. data: {info.n_train} train / {info.n_val} val images, shape {info.input_shape}, "
-      f"{info.num_classes} classes")
+print(
+    f"1. data: {info.n_train} train / {info.n_val} val images, shape {info.input_shape}, "
+    f"{info.num_classes} classes"
+)
 
 
 def accuracy(model, split="test") -> float:
@@ -45,10 +48,14 @@ def accuracy(model, split="test") -> float:
 # 2. The teacher: any Keras model with logits outputs. Here the toolkit's plain CNN, trained
 #    briefly; `kdq_tf.build_teacher` with the default config gives ResNet50 behind an input
 #    adapter, and `kdq_tf.load_teacher` reads a .keras file of your own.
-teacher = kdq_tf.build_teacher(info.input_shape, info.num_classes,
-                               kdq_tf.TeacherConfig(arch="cnn", width=32), info.preprocess)
-teacher.compile(keras.optimizers.Adam(2e-3),
-                keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+teacher = kdq_tf.build_teacher(
+    info.input_shape, info.num_classes, kdq_tf.TeacherConfig(arch="cnn", width=32), info.preprocess
+)
+teacher.compile(
+    keras.optimizers.Adam(2e-3),
+    keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    metrics=["accuracy"],
+)
 teacher.fit(data.pipeline("train", training=True), epochs=args.epochs, verbose=2)
 print(f"2. teacher: {teacher.count_params():,} params, test accuracy {accuracy(teacher):.2%}")
 
@@ -57,8 +64,11 @@ print(f"2. teacher: {teacher.count_params():,} params, test accuracy {accuracy(t
 #    weights never change.
 student = kdq_tf.build_student("tiny_cnn", info.input_shape, info.num_classes)
 distiller = kdq_tf.Distiller(student, teacher)
-distiller.compile(keras.optimizers.Adam(2e-3), temperature=2.0,
-                  loss_weights=kdq_tf.LossWeights.from_config(lam=0.5))
+distiller.compile(
+    keras.optimizers.Adam(2e-3),
+    temperature=2.0,
+    loss_weights=kdq_tf.LossWeights.from_config(lam=0.5),
+)
 distiller.fit(data.pipeline("train", training=True), epochs=args.epochs, verbose=2)
 print(f"3. student: {student.count_params():,} params, test accuracy {accuracy(student):.2%}")
 
@@ -94,5 +104,7 @@ micro = kdq_tf.MicroRunner(tflite, arena)
 reference = kdq_tf.Runner.from_bytes(tflite, reference=True)
 x_q = lite.quantize(x_test[:50])
 same = np.all(micro.run_raw(x_q) == reference.predict_raw(x_q), axis=-1).mean()
-print(f"7. TFLM: arena {arena:,} bytes; output bytes equal to LiteRT's reference kernels' on "
-      f"{same:.0%} of 50 images")
+print(
+    f"7. TFLM: arena {arena:,} bytes; output bytes equal to LiteRT's reference kernels' on "
+    f"{same:.0%} of 50 images"
+)

@@ -31,18 +31,24 @@ class RunConfig:
     seed: int = 0  # seeds numpy, TF and the data shuffles
     resume: bool = False  # continue a killed run from its last finished epoch
     overwrite: bool = False  # replace an existing run directory's results
-    strategy: str = "default"  # default (one device) | mirrored (local GPUs/CPUs) | multiworker (TF_CONFIG)
+    strategy: str = (
+        "default"  # default (one device) | mirrored (local GPUs/CPUs) | multiworker (TF_CONFIG)
+    )
     cpu_devices: int | None = None  # mirrored on N logical CPU devices (testing without GPUs)
 
     def __post_init__(self):
         _one_of("run.strategy", self.strategy, ("default", "mirrored", "multiworker"))
-        _check(self.cpu_devices is None or self.cpu_devices >= 1,
-               f"run.cpu_devices must be >= 1, got {self.cpu_devices}")
+        _check(
+            self.cpu_devices is None or self.cpu_devices >= 1,
+            f"run.cpu_devices must be >= 1, got {self.cpu_devices}",
+        )
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = "fashion_mnist"  # fashion_mnist | mnist | cifar10 | cifar100 | npz:PATH | dir:PATH
+    dataset: str = (
+        "fashion_mnist"  # fashion_mnist | mnist | cifar10 | cifar100 | npz:PATH | dir:PATH
+    )
     data_dir: str | None = None  # searched first for the named sets
     limit: int | None = None  # use at most N samples of each split (quick runs, tests)
     val_split: float = 0.1  # share of the training data held out for validation
@@ -55,11 +61,16 @@ class DataConfig:
 
     def __post_init__(self):
         _check(self.limit is None or self.limit > 0, f"data.limit must be > 0, got {self.limit}")
-        _check(0.0 <= self.val_split < 0.9, f"data.val_split must be in [0, 0.9), got {self.val_split}")
+        _check(
+            0.0 <= self.val_split < 0.9, f"data.val_split must be in [0, 0.9), got {self.val_split}"
+        )
         _check(self.batch_size > 0, f"data.batch_size must be > 0, got {self.batch_size}")
         _one_of("data.normalize", self.normalize, ("unit", "standard", "none"))
         _check(self.translate >= 0, f"data.translate must be >= 0, got {self.translate}")
-        _check(0.0 <= self.erase <= 1.0, f"data.erase must be a probability in [0, 1], got {self.erase}")
+        _check(
+            0.0 <= self.erase <= 1.0,
+            f"data.erase must be a probability in [0, 1], got {self.erase}",
+        )
 
 
 @dataclass(frozen=True)
@@ -69,7 +80,9 @@ class TeacherConfig:
     arch: str = "resnet50"
     width: int = 48  # cnn only: filters of its first stage (x2, x4 in the next two)
     weights: str = "none"  # none: from scratch; imagenet: fine-tune the ImageNet backbone
-    path: str | None = None  # a user's .keras teacher instead of ResNet50; several (comma-separated) are fused
+    path: str | None = (
+        None  # a user's .keras teacher instead of ResNet50; several (comma-separated) are fused
+    )
     fusion: str = "logits"  # several teachers: weighted mean of logits | of probabilities (kdq_tf.teacher.fusion)
     fusion_weights: str | None = None  # "0.6,0.4"; None: proportional to each member's val accuracy
     logits: str | None = None  # a .npz of precomputed teacher logits instead of a teacher model
@@ -89,7 +102,9 @@ class TeacherConfig:
     precision: str = "float32"  # float32 | mixed_bfloat16 | auto (bf16 where the CPU has it)
     jit: bool = False  # XLA-compile the train step
     weight_decay: float = 0.0  # > 0: AdamW with this decoupled decay
-    snapshot_every: int = 0  # keep the weights every N epochs in teacher_snapshots/ (fusion, KD-gain study)
+    snapshot_every: int = (
+        0  # keep the weights every N epochs in teacher_snapshots/ (fusion, KD-gain study)
+    )
     # Warm start: begin training from these weights (a teacher .keras, a run folder or a snapshot
     # .weights.h5) with a fresh schedule, to train a teacher further than one session allows.
     init: str | None = None
@@ -98,26 +113,53 @@ class TeacherConfig:
         _one_of("teacher.arch", self.arch, ("resnet50", "cnn"))
         _check(self.width >= 1, f"teacher.width must be >= 1, got {self.width}")
         _one_of("teacher.weights", self.weights, ("none", "imagenet"))
-        _check(not (self.arch == "cnn" and self.weights == "imagenet"), "teacher.weights=imagenet needs "
-               "teacher.arch=resnet50; the cnn teacher trains from scratch")
+        _check(
+            not (self.arch == "cnn" and self.weights == "imagenet"),
+            "teacher.weights=imagenet needs "
+            "teacher.arch=resnet50; the cnn teacher trains from scratch",
+        )
         _one_of("teacher.precision", self.precision, ("float32", "mixed_bfloat16", "auto"))
         _one_of("teacher.fusion", self.fusion, ("logits", "probs"))
-        _check(not (self.path and self.logits), "give teacher models (--teacher) or precomputed logits "
-               "(--teacher-logits), not both")
-        _check(not (self.init and (self.path or self.logits)), "teacher.init warm-starts the ResNet50 the "
-               "teacher stage trains; it cannot be combined with --teacher or --teacher-logits")
-        _check(0.0 <= self.erase <= 1.0, f"teacher.erase must be a probability in [0, 1], got {self.erase}")
-        _check(self.batch_size is None or self.batch_size > 0,
-               f"teacher.batch_size must be > 0, got {self.batch_size}")
-        _check(self.weight_decay >= 0, f"teacher.weight_decay must be >= 0, got {self.weight_decay}")
-        _check(self.snapshot_every >= 0, f"teacher.snapshot_every must be >= 0, got {self.snapshot_every}")
+        _check(
+            not (self.path and self.logits),
+            "give teacher models (--teacher) or precomputed logits (--teacher-logits), not both",
+        )
+        _check(
+            not (self.init and (self.path or self.logits)),
+            "teacher.init warm-starts the ResNet50 the "
+            "teacher stage trains; it cannot be combined with --teacher or --teacher-logits",
+        )
+        _check(
+            0.0 <= self.erase <= 1.0,
+            f"teacher.erase must be a probability in [0, 1], got {self.erase}",
+        )
+        _check(
+            self.batch_size is None or self.batch_size > 0,
+            f"teacher.batch_size must be > 0, got {self.batch_size}",
+        )
+        _check(
+            self.weight_decay >= 0, f"teacher.weight_decay must be >= 0, got {self.weight_decay}"
+        )
+        _check(
+            self.snapshot_every >= 0,
+            f"teacher.snapshot_every must be >= 0, got {self.snapshot_every}",
+        )
         _one_of("teacher.adapter", self.adapter, ("pad", "resize"))
-        _check(self.input_size >= 32, f"teacher.input_size must be >= 32 (ResNet50), got {self.input_size}")
+        _check(
+            self.input_size >= 32,
+            f"teacher.input_size must be >= 32 (ResNet50), got {self.input_size}",
+        )
         _check(self.epochs >= 0, f"teacher.epochs must be >= 0, got {self.epochs}")
         _check(self.head_epochs >= 0, f"teacher.head_epochs must be >= 0, got {self.head_epochs}")
         _check(self.lr > 0, f"teacher.lr must be > 0, got {self.lr}")
-        _check(0 < self.finetune_lr_factor <= 1, f"teacher.finetune_lr_factor must be in (0, 1], got {self.finetune_lr_factor}")
-        _check(0 <= self.label_smoothing < 1, f"teacher.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        _check(
+            0 < self.finetune_lr_factor <= 1,
+            f"teacher.finetune_lr_factor must be in (0, 1], got {self.finetune_lr_factor}",
+        )
+        _check(
+            0 <= self.label_smoothing < 1,
+            f"teacher.label_smoothing must be in [0, 1), got {self.label_smoothing}",
+        )
 
 
 @dataclass(frozen=True)
@@ -135,7 +177,9 @@ class DistillConfig:
     guidance: str = "auto"  # auto | online | cached | cached-int8 | teacher-int8
     views: int = 0  # cached modes: teacher logits for K fixed augmented views; the student cycles through them
     baseline: bool = False  # also train the student on hard labels only, same epochs and seed
-    shrink: float | None = None  # soft-threshold delta applied to kernels before QAT (prune-preserving)
+    shrink: float | None = (
+        None  # soft-threshold delta applied to kernels before QAT (prune-preserving)
+    )
     # Flash below int8 (kdq_tf.distill.cluster_prune): the distilled student is fine-tuned clustered and/or
     # pruned with the teacher still guiding, and QAT then keeps that structure (CQAT, PQAT, PCQAT).
     cluster: int = 0  # N shared values per kernel (16: 4-bit LUT indices); 0: off
@@ -146,20 +190,43 @@ class DistillConfig:
         _check(self.temperature > 0, f"distill.temperature must be > 0, got {self.temperature}")
         _check(self.epochs >= 0, f"distill.epochs must be >= 0, got {self.epochs}")
         _check(self.lr > 0, f"distill.lr must be > 0, got {self.lr}")
-        _check(self.lam is None or self.alpha is None,
-               f"give either lambda ({self.lam}) or alpha ({self.alpha}), not both: they are two "
-               "parametrisations of the same mix")
-        _check(self.alpha is None or 0.0 <= self.alpha <= 1.0, f"distill.alpha must be in [0, 1], got {self.alpha}")
-        _check(self.lam is None or self.lam >= 0.0, f"distill.lam (lambda) must be >= 0, got {self.lam}")
+        _check(
+            self.lam is None or self.alpha is None,
+            f"give either lambda ({self.lam}) or alpha ({self.alpha}), not both: they are two "
+            "parametrisations of the same mix",
+        )
+        _check(
+            self.alpha is None or 0.0 <= self.alpha <= 1.0,
+            f"distill.alpha must be in [0, 1], got {self.alpha}",
+        )
+        _check(
+            self.lam is None or self.lam >= 0.0,
+            f"distill.lam (lambda) must be >= 0, got {self.lam}",
+        )
         _one_of("distill.soft_loss", self.soft_loss, ("kl", "ce"))
         _one_of("distill.hard_loss", self.hard_loss, ("ce", "mse"))
-        _one_of("distill.guidance", self.guidance, ("auto", "online", "cached", "cached-int8", "teacher-int8"))
-        _check(self.shrink is None or self.shrink >= 0, f"distill.shrink must be >= 0, got {self.shrink}")
-        _check(self.cluster == 0 or 2 <= self.cluster <= 256, "distill.cluster must be 0 (off) or 2..256 clusters "
-               f"per tensor, got {self.cluster}")
-        _check(self.prune == 0 or 0 < self.prune < 1, "distill.prune must be 0 (off) or a sparsity strictly "
-               f"between 0 and 1, got {self.prune}")
-        _check(self.structure_epochs >= 1, f"distill.structure_epochs must be >= 1, got {self.structure_epochs}")
+        _one_of(
+            "distill.guidance",
+            self.guidance,
+            ("auto", "online", "cached", "cached-int8", "teacher-int8"),
+        )
+        _check(
+            self.shrink is None or self.shrink >= 0,
+            f"distill.shrink must be >= 0, got {self.shrink}",
+        )
+        _check(
+            self.cluster == 0 or 2 <= self.cluster <= 256,
+            f"distill.cluster must be 0 (off) or 2..256 clusters per tensor, got {self.cluster}",
+        )
+        _check(
+            self.prune == 0 or 0 < self.prune < 1,
+            "distill.prune must be 0 (off) or a sparsity strictly "
+            f"between 0 and 1, got {self.prune}",
+        )
+        _check(
+            self.structure_epochs >= 1,
+            f"distill.structure_epochs must be >= 1, got {self.structure_epochs}",
+        )
         # Each view is one more teacher pass over the training set and one more copy of its logits.
         _check(0 <= self.views <= 64, f"distill.views must be in 0..64, got {self.views}")
 
@@ -193,10 +260,16 @@ class ExportConfig:
     def __post_init__(self):
         _one_of("export.mode", self.mode, ("int8", "int16x8", "float16", "float32"))
         _one_of("export.compress", self.compress, ("none", "lut"))
-        _check(0 < self.firmware_samples <= 1000,
-               f"export.firmware_samples must be in 1..1000, got {self.firmware_samples}")
-        _check(self.calib_samples > 0, f"export.calib_samples must be > 0, got {self.calib_samples}")
-        _check(self.verify_samples > 0, f"export.verify_samples must be > 0, got {self.verify_samples}")
+        _check(
+            0 < self.firmware_samples <= 1000,
+            f"export.firmware_samples must be in 1..1000, got {self.firmware_samples}",
+        )
+        _check(
+            self.calib_samples > 0, f"export.calib_samples must be > 0, got {self.calib_samples}"
+        )
+        _check(
+            self.verify_samples > 0, f"export.verify_samples must be > 0, got {self.verify_samples}"
+        )
 
 
 @dataclass(frozen=True)
@@ -246,7 +319,9 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
         return None
     if float in base and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if not any(isinstance(value, b) for b in base) or (isinstance(value, bool) and bool not in base):
+    if not any(isinstance(value, b) for b in base) or (
+        isinstance(value, bool) and bool not in base
+    ):
         names = "/".join(b.__name__ for b in base)
         raise ConfigError(f"{key} expects {names}, got {value!r}")
     return value
@@ -259,7 +334,9 @@ def _apply(raw: dict[str, dict[str, Any]], key: str, value: Any) -> None:
         raise ConfigError(f"unknown config key {key!r}; sections are: {', '.join(_SECTIONS)}")
     fields = {f.name: f for f in dataclasses.fields(_SECTIONS[section])}
     if name not in fields:
-        raise ConfigError(f"unknown config key {key!r}; valid keys in [{section}]: {', '.join(fields)}")
+        raise ConfigError(
+            f"unknown config key {key!r}; valid keys in [{section}]: {', '.join(fields)}"
+        )
     hints = typing.get_type_hints(_SECTIONS[section])
     raw.setdefault(section, {})[name] = _coerce(key, value, hints[name])
 
@@ -293,7 +370,9 @@ def load_config(
         try:
             data = json.loads(text) if p.suffix == ".json" else tomllib.loads(text)
         except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
-            raise ConfigError(f"config file {p} is not valid {'JSON' if p.suffix == '.json' else 'TOML'}: {e}") from None
+            raise ConfigError(
+                f"config file {p} is not valid {'JSON' if p.suffix == '.json' else 'TOML'}: {e}"
+            ) from None
         for section, table in data.items():
             if not isinstance(table, dict):
                 raise ConfigError(f"config file {p}: [{section}] must be a table, got {table!r}")

@@ -36,7 +36,9 @@ def cluster_from_env() -> Cluster:
         kind, index = task["type"], int(task["index"])
         cluster = cfg["cluster"]
     except (ValueError, KeyError, TypeError) as e:
-        raise KdqError(f"TF_CONFIG is not valid ({e}); see the README's 'Scaling out' section") from None
+        raise KdqError(
+            f"TF_CONFIG is not valid ({e}); see the README's 'Scaling out' section"
+        ) from None
     # MultiWorkerMirroredStrategy: an explicit chief task, else worker 0, is the chief.
     is_chief = kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster)
     return Cluster(is_chief, f"{kind}:{index}")
@@ -62,10 +64,13 @@ def make_strategy(name: str = "default", cpu_devices: int | None = None):
         cpus = tf.config.list_physical_devices("CPU")
         try:
             tf.config.set_logical_device_configuration(
-                cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(cpu_devices)])
+                cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(cpu_devices)]
+            )
         except RuntimeError:
             if len(tf.config.list_logical_devices("CPU")) != cpu_devices:
-                raise KdqError("--cpu-devices must be set before TensorFlow starts using devices") from None
+                raise KdqError(
+                    "--cpu-devices must be set before TensorFlow starts using devices"
+                ) from None
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":

@@ -12,8 +12,13 @@ from kdq_tf.distill import guidance as G
 from kdq_tf.distill import stages
 from kdq_tf.distill.structure import shrink_stage, structure_stage
 from kdq_tf.runs import RunDir, distributed, prepare_run_dir, seed_everything, write_report
-from kdq_tf.teacher.stage import (check_logits_path, load_user_teacher, logits_teacher_metrics,
-                                  teacher_stage, write_logits_file)
+from kdq_tf.teacher.stage import (
+    check_logits_path,
+    load_user_teacher,
+    logits_teacher_metrics,
+    teacher_stage,
+    write_logits_file,
+)
 
 
 def run_teacher(cfg: Config, save_logits: str | None = None) -> tuple[RunDir, dict]:
@@ -23,7 +28,9 @@ def run_teacher(cfg: Config, save_logits: str | None = None) -> tuple[RunDir, di
         save_logits: also write the teacher's logits here (kdq_tf.teacher.logits_file format,
             int8): every training row, the test split and `distill.views` augmented views.
     """
-    data = load_dataset(cfg.data, seed=cfg.run.seed)  # validate inputs before touching the output folder
+    data = load_dataset(
+        cfg.data, seed=cfg.run.seed
+    )  # validate inputs before touching the output folder
     if save_logits:
         check_logits_path(Path(save_logits))
     with distributed(cfg) as cfg:
@@ -66,20 +73,36 @@ def _run_distill(cfg: Config, data) -> tuple[RunDir, dict]:
         teacher, _ = teacher_stage(cfg, run, data, user_teacher)
 
     # 3. Guidance and distillation.
-    guidance = logits or G.build_guidance(mode, teacher, data, run.path,
-                                          calib_samples=cfg.export.calib_samples, views=d.views,
-                                          view_seed=cfg.run.seed)
-    run.update_metrics("guidance", {
-        "mode": mode, "views": guidance.views, "cache_bytes": guidance.cache_bytes,
-        "max_abs_error": guidance.max_abs_error, "build_time_s": guidance.build_time_s,
-        "reused": guidance.reused,
-        "source": str(cfg.teacher.logits) if logits is not None else "teacher"})
+    guidance = logits or G.build_guidance(
+        mode,
+        teacher,
+        data,
+        run.path,
+        calib_samples=cfg.export.calib_samples,
+        views=d.views,
+        view_seed=cfg.run.seed,
+    )
+    run.update_metrics(
+        "guidance",
+        {
+            "mode": mode,
+            "views": guidance.views,
+            "cache_bytes": guidance.cache_bytes,
+            "max_abs_error": guidance.max_abs_error,
+            "build_time_s": guidance.build_time_s,
+            "reused": guidance.reused,
+            "source": str(cfg.teacher.logits) if logits is not None else "teacher",
+        },
+    )
     student = stages.distill_stage(cfg, run, data, student, teacher, guidance)
 
     # 4. Baseline: hard labels only, same student, seed, epochs and augmentation: that of the
     #    K views when the student trains on views (random draws of it), else the data's.
-    twin_aug = (guidance.view_aug if guidance.views
-                else (cfg.data.augment and guidance.train_logits is None))
+    twin_aug = (
+        guidance.view_aug
+        if guidance.views
+        else (cfg.data.augment and guidance.train_logits is None)
+    )
     if d.baseline and not _done(cfg, run, "baseline"):
         run.update_metrics("baseline", stages.baseline_stage(cfg, run, data, twin_aug))
 
@@ -89,7 +112,9 @@ def _run_distill(cfg: Config, data) -> tuple[RunDir, dict]:
     if cfg.qat.enabled and not _done(cfg, run, "student_qat"):
         if d.shrink:
             student = shrink_stage(cfg, run, data, student)
-        run.update_metrics("student_qat", stages.qat_stage(cfg, run, data, student, teacher, guidance))
+        run.update_metrics(
+            "student_qat", stages.qat_stage(cfg, run, data, student, teacher, guidance)
+        )
     if cfg.qat.enabled and d.baseline and not _done(cfg, run, "baseline_qat"):
         run.update_metrics("baseline_qat", stages.baseline_qat_stage(cfg, run, data, twin_aug))
 

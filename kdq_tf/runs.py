@@ -61,8 +61,9 @@ def prepare_run_dir(cfg: Config) -> RunDir:
     if out.exists() and not out.is_dir():
         raise KdqError(f"output path {out} is an existing file; pass a folder to --out")
     if (out / "config.json").is_file() and not (cfg.run.resume or cfg.run.overwrite):
-        raise KdqError(f"{out} already holds a run; pass --resume to continue it or --overwrite "
-                       "to replace it")
+        raise KdqError(
+            f"{out} already holds a run; pass --resume to continue it or --overwrite to replace it"
+        )
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write_probe"
@@ -134,10 +135,21 @@ def _wrapper_state(name: str) -> bool:
     # TF-MOT names: cluster_centroids / pulling_indices / ori_weights_vars_tf (clustering),
     # mask / threshold / pruning_step (pruning), *_min / *_max / optimizer_step (QAT).
     leaf = name.split("/")[-1].split(":")[0]
-    return (leaf in {"cluster_centroids", "pulling_indices", "mask", "threshold", "pruning_step",
-                     "optimizer_step", "ori_weights_vars_tf"}
-            or leaf.endswith(("_min", "_max")) or "cluster_centroids" in leaf
-            or "pulling_indices" in leaf)
+    return (
+        leaf
+        in {
+            "cluster_centroids",
+            "pulling_indices",
+            "mask",
+            "threshold",
+            "pruning_step",
+            "optimizer_step",
+            "ori_weights_vars_tf",
+        }
+        or leaf.endswith(("_min", "_max"))
+        or "cluster_centroids" in leaf
+        or "pulling_indices" in leaf
+    )
 
 
 def val_accuracy(model, data) -> float | None:

@@ -79,9 +79,19 @@ def predict_in_order(model, ds):
     return np.concatenate(outs) if outs else np.zeros((0, model.output_shape[-1]), np.float32)
 
 
-def fit_phases(model: keras.Model, phases: list[Phase], train_ds, val_ds, *, run_dir: Path, stage: str,
-               resume: bool, callbacks: list | None = None, verbose: int | str = "auto",
-               steps_per_epoch: int | None = None) -> dict:
+def fit_phases(
+    model: keras.Model,
+    phases: list[Phase],
+    train_ds,
+    val_ds,
+    *,
+    run_dir: Path,
+    stage: str,
+    resume: bool,
+    callbacks: list | None = None,
+    verbose: int | str = "auto",
+    steps_per_epoch: int | None = None,
+) -> dict:
     """Trains `model` through `phases`, checkpointing each epoch.
 
     Args:
@@ -123,18 +133,28 @@ def fit_phases(model: keras.Model, phases: list[Phase], train_ds, val_ds, *, run
             ran[phase.name] = 0
             continue
         guard = StopOnNonFinite()
-        cbs = [guard, keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=False),
-               keras.callbacks.CSVLogger(str(run_dir / f"{stage}_history.csv"), append=True),
-               keras.callbacks.TensorBoard(str(run_dir / "tb" / stage), profile_batch=0),
-               *(callbacks or [])]
+        cbs = [
+            guard,
+            keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=False),
+            keras.callbacks.CSVLogger(str(run_dir / f"{stage}_history.csv"), append=True),
+            keras.callbacks.TensorBoard(str(run_dir / "tb" / stage), profile_batch=0),
+            *(callbacks or []),
+        ]
         log.info("%s/%s: %d epochs", stage, phase.name, phase.epochs)
         try:
-            h = model.fit(train_ds, validation_data=val_ds, epochs=phase.epochs, callbacks=cbs, verbose=verbose,
-                          steps_per_epoch=steps_per_epoch)
+            h = model.fit(
+                train_ds,
+                validation_data=val_ds,
+                epochs=phase.epochs,
+                callbacks=cbs,
+                verbose=verbose,
+                steps_per_epoch=steps_per_epoch,
+            )
         except NonFiniteLoss as e:
             raise KdqError(
                 f"{stage}/{phase.name}: loss became NaN/Inf in {e}; the last good checkpoint is kept in "
-                f"{backup}. Lower the learning rate (or check the inputs), then rerun with --resume") from None
+                f"{backup}. Lower the learning rate (or check the inputs), then rerun with --resume"
+            ) from None
         for k, v in h.history.items():
             history.setdefault(k, []).extend(float(x) for x in v)
         ran[phase.name] = len(h.epoch)

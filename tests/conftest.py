@@ -14,24 +14,36 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def idx_bytes(a: np.ndarray) -> bytes:
     """Hand-made IDX: two zero bytes, dtype 0x08 (ubyte), ndim, big-endian dims, payload."""
-    return bytes([0, 0, 0x08, a.ndim]) + b"".join(struct.pack(">I", d) for d in a.shape) + a.astype(np.uint8).tobytes()
+    return (
+        bytes([0, 0, 0x08, a.ndim])
+        + b"".join(struct.pack(">I", d) for d in a.shape)
+        + a.astype(np.uint8).tobytes()
+    )
 
 
 def write_idx_set(folder: Path, n_train=40, n_test=20, size=28, classes=10, seed=0) -> dict:
     rng = np.random.default_rng(seed)
-    arrays = {"x_train": rng.integers(0, 256, (n_train, size, size), dtype=np.uint8),
-              "y_train": rng.integers(0, classes, n_train, dtype=np.uint8),
-              "x_test": rng.integers(0, 256, (n_test, size, size), dtype=np.uint8),
-              "y_test": rng.integers(0, classes, n_test, dtype=np.uint8)}
+    arrays = {
+        "x_train": rng.integers(0, 256, (n_train, size, size), dtype=np.uint8),
+        "y_train": rng.integers(0, classes, n_train, dtype=np.uint8),
+        "x_test": rng.integers(0, 256, (n_test, size, size), dtype=np.uint8),
+        "y_test": rng.integers(0, classes, n_test, dtype=np.uint8),
+    }
     folder.mkdir(parents=True, exist_ok=True)
-    names = {"x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
-             "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte"}
+    names = {
+        "x_train": "train-images-idx3-ubyte",
+        "y_train": "train-labels-idx1-ubyte",
+        "x_test": "t10k-images-idx3-ubyte",
+        "y_test": "t10k-labels-idx1-ubyte",
+    }
     for k, stem in names.items():
         (folder / f"{stem}.gz").write_bytes(gzip.compress(idx_bytes(arrays[k])))
     return arrays
 
 
-def separable_npz(path: Path, n_train=300, n_test=100, size=12, classes=3, channels=1, seed=0, **extra) -> Path:
+def separable_npz(
+    path: Path, n_train=300, n_test=100, size=12, classes=3, channels=1, seed=0, **extra
+) -> Path:
     """Images whose class is a bright quadrant: learnable in a few steps."""
     rng = np.random.default_rng(seed)
 
@@ -41,7 +53,7 @@ def separable_npz(path: Path, n_train=300, n_test=100, size=12, classes=3, chann
         h = size // 2
         for i, c in enumerate(y):
             r, col = divmod(int(c), 2)
-            x[i, r * h:(r + 1) * h, col * h:(col + 1) * h] += 150
+            x[i, r * h : (r + 1) * h, col * h : (col + 1) * h] += 150
         return x, y
 
     x_tr, y_tr = make(n_train)
@@ -57,8 +69,14 @@ def tiny_npz(tmp_path) -> Path:
 
 def run_cli(*args, env=None, cwd=None, timeout=600) -> subprocess.CompletedProcess:
     e = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "kdq_tf", *map(str, args)], capture_output=True, text=True,
-                          env=e, cwd=cwd or ROOT, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "kdq_tf", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=e,
+        cwd=cwd or ROOT,
+        timeout=timeout,
+    )
 
 
 def error_line(proc: subprocess.CompletedProcess) -> str:

@@ -21,98 +21,231 @@ log = logging.getLogger("kdq_tf")
 
 def _common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run and data")
-    g.add_argument("--config", help="TOML or JSON file with [run], [data], [teacher], [distill], [qat], [export]")
-    g.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override any config key (repeatable); applied last")
+    g.add_argument(
+        "--config",
+        help="TOML or JSON file with [run], [data], [teacher], [distill], [qat], [export]",
+    )
+    g.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override any config key (repeatable); applied last",
+    )
     g.add_argument("--out", dest="run.out", help="run directory (default runs/latest)")
     g.add_argument("--seed", dest="run.seed", type=int)
-    g.add_argument("--resume", dest="run.resume", action="store_true", default=None,
-                   help="continue a killed run from its last finished epoch")
-    g.add_argument("--overwrite", dest="run.overwrite", action="store_true", default=None,
-                   help="replace the results of an earlier run in --out")
-    g.add_argument("--strategy", dest="run.strategy", choices=["default", "mirrored", "multiworker"],
-                   help="tf.distribute strategy; multiworker reads TF_CONFIG")
-    g.add_argument("--cpu-devices", dest="run.cpu_devices", type=int,
-                   help="with --strategy mirrored: split the CPU into N logical devices (testing)")
+    g.add_argument(
+        "--resume",
+        dest="run.resume",
+        action="store_true",
+        default=None,
+        help="continue a killed run from its last finished epoch",
+    )
+    g.add_argument(
+        "--overwrite",
+        dest="run.overwrite",
+        action="store_true",
+        default=None,
+        help="replace the results of an earlier run in --out",
+    )
+    g.add_argument(
+        "--strategy",
+        dest="run.strategy",
+        choices=["default", "mirrored", "multiworker"],
+        help="tf.distribute strategy; multiworker reads TF_CONFIG",
+    )
+    g.add_argument(
+        "--cpu-devices",
+        dest="run.cpu_devices",
+        type=int,
+        help="with --strategy mirrored: split the CPU into N logical devices (testing)",
+    )
     _data_args(g)
-    g.add_argument("--views", dest="distill.views", type=int, metavar="K",
-                   help="cache the teacher's logits for K fixed augmented views of every training image")
+    g.add_argument(
+        "--views",
+        dest="distill.views",
+        type=int,
+        metavar="K",
+        help="cache the teacher's logits for K fixed augmented views of every training image",
+    )
 
 
 def _data_args(g) -> None:
-    g.add_argument("--dataset", dest="data.dataset",
-                   help="fashion_mnist (default), mnist, cifar10, cifar100, npz:PATH or dir:PATH")
-    g.add_argument("--data-dir", dest="data.data_dir", help="folder searched first for named data sets")
-    g.add_argument("--limit", dest="data.limit", type=int, help="use at most N samples of each split")
+    g.add_argument(
+        "--dataset",
+        dest="data.dataset",
+        help="fashion_mnist (default), mnist, cifar10, cifar100, npz:PATH or dir:PATH",
+    )
+    g.add_argument(
+        "--data-dir", dest="data.data_dir", help="folder searched first for named data sets"
+    )
+    g.add_argument(
+        "--limit", dest="data.limit", type=int, help="use at most N samples of each split"
+    )
     g.add_argument("--batch-size", dest="data.batch_size", type=int)
     g.add_argument("--val-split", dest="data.val_split", type=float)
     g.add_argument("--normalize", dest="data.normalize", choices=["unit", "standard", "none"])
-    g.add_argument("--augment", dest="data.augment", action=argparse.BooleanOptionalAction, default=None,
-                   help="random flip/translate (and --erase) in the input pipeline")
-    g.add_argument("--erase", dest="data.erase", type=float, metavar="P",
-                   help="random-erasing probability when augmenting (and in --views)")
+    g.add_argument(
+        "--augment",
+        dest="data.augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="random flip/translate (and --erase) in the input pipeline",
+    )
+    g.add_argument(
+        "--erase",
+        dest="data.erase",
+        type=float,
+        metavar="P",
+        help="random-erasing probability when augmenting (and in --views)",
+    )
 
 
 def _teacher_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
     g = p.add_argument_group("teacher")
-    g.add_argument("--teacher", dest="teacher.path", metavar="PATH", action="append",
-                   help="a .keras teacher, a teacher run folder or a snapshot (.weights.h5) of one; repeat to "
-                   "fuse several")
-    g.add_argument("--fusion", dest="teacher.fusion", choices=["logits", "probs"],
-                   help="several teachers: weighted mean of logits (default) or of probabilities")
-    g.add_argument("--teacher-weights", dest="teacher.fusion_weights", metavar="W1,W2,...",
-                   help="fusion weights, one per --teacher (default: proportional to val accuracy)")
-    g.add_argument("--teacher-batch-size", dest="teacher.batch_size", type=int,
-                   help="teacher training batch (default: --batch-size)")
-    g.add_argument("--precision", dest="teacher.precision", choices=["float32", "mixed_bfloat16", "auto"],
-                   help="teacher training precision; auto: bf16 where the CPU has it")
-    g.add_argument("--teacher-augment", dest="teacher.augment", action=argparse.BooleanOptionalAction,
-                   default=None, help="crop, flip and random erasing in the teacher stage (default on)")
-    g.add_argument("--snapshot-every", dest="teacher.snapshot_every", type=int, metavar="N",
-                   help="keep the teacher's weights every N epochs (teacher_snapshots/)")
-    g.add_argument("--weights", dest="teacher.weights", choices=["none", "imagenet"],
-                   help="ResNet50 from scratch (none) or fine-tuned from ImageNet")
+    g.add_argument(
+        "--teacher",
+        dest="teacher.path",
+        metavar="PATH",
+        action="append",
+        help="a .keras teacher, a teacher run folder or a snapshot (.weights.h5) of one; repeat to "
+        "fuse several",
+    )
+    g.add_argument(
+        "--fusion",
+        dest="teacher.fusion",
+        choices=["logits", "probs"],
+        help="several teachers: weighted mean of logits (default) or of probabilities",
+    )
+    g.add_argument(
+        "--teacher-weights",
+        dest="teacher.fusion_weights",
+        metavar="W1,W2,...",
+        help="fusion weights, one per --teacher (default: proportional to val accuracy)",
+    )
+    g.add_argument(
+        "--teacher-batch-size",
+        dest="teacher.batch_size",
+        type=int,
+        help="teacher training batch (default: --batch-size)",
+    )
+    g.add_argument(
+        "--precision",
+        dest="teacher.precision",
+        choices=["float32", "mixed_bfloat16", "auto"],
+        help="teacher training precision; auto: bf16 where the CPU has it",
+    )
+    g.add_argument(
+        "--teacher-augment",
+        dest="teacher.augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="crop, flip and random erasing in the teacher stage (default on)",
+    )
+    g.add_argument(
+        "--snapshot-every",
+        dest="teacher.snapshot_every",
+        type=int,
+        metavar="N",
+        help="keep the teacher's weights every N epochs (teacher_snapshots/)",
+    )
+    g.add_argument(
+        "--weights",
+        dest="teacher.weights",
+        choices=["none", "imagenet"],
+        help="ResNet50 from scratch (none) or fine-tuned from ImageNet",
+    )
     g.add_argument(f"--{prefix}epochs", dest="teacher.epochs", type=int, help="teacher epochs")
-    g.add_argument("--head-epochs", dest="teacher.head_epochs", type=int,
-                   help="imagenet: epochs for the head before fine-tuning all layers")
+    g.add_argument(
+        "--head-epochs",
+        dest="teacher.head_epochs",
+        type=int,
+        help="imagenet: epochs for the head before fine-tuning all layers",
+    )
     g.add_argument(f"--{prefix}lr", dest="teacher.lr", type=float, help="teacher learning rate")
-    g.add_argument("--input-size", dest="teacher.input_size", type=int, help="adapter output side (>= 32)")
+    g.add_argument(
+        "--input-size", dest="teacher.input_size", type=int, help="adapter output side (>= 32)"
+    )
     g.add_argument("--adapter", dest="teacher.adapter", choices=["pad", "resize"])
     g.add_argument("--label-smoothing", dest="teacher.label_smoothing", type=float)
-    g.add_argument("--unsafe-load", dest="teacher.unsafe_load", action="store_true", default=None,
-                   help="allow Lambda layers (arbitrary code) in .keras files you trust")
+    g.add_argument(
+        "--unsafe-load",
+        dest="teacher.unsafe_load",
+        action="store_true",
+        default=None,
+        help="allow Lambda layers (arbitrary code) in .keras files you trust",
+    )
 
 
 def _distill_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("distillation")
-    g.add_argument("--student", dest="distill.student", help="student name (kdq_tf students) or PATH.keras")
+    g.add_argument(
+        "--student", dest="distill.student", help="student name (kdq_tf students) or PATH.keras"
+    )
     g.add_argument("--epochs", dest="distill.epochs", type=int, help="distillation epochs")
     g.add_argument("--lr", dest="distill.lr", type=float, help="distillation learning rate")
     g.add_argument("-T", "--temperature", dest="distill.temperature", type=float)
-    g.add_argument("--lambda", dest="distill.lam", type=float, help="L = L_soft + lambda*L_hard (default 0.5)")
-    g.add_argument("--alpha", dest="distill.alpha", type=float, help="L = alpha*L_hard + (1-alpha)*L_soft")
+    g.add_argument(
+        "--lambda", dest="distill.lam", type=float, help="L = L_soft + lambda*L_hard (default 0.5)"
+    )
+    g.add_argument(
+        "--alpha", dest="distill.alpha", type=float, help="L = alpha*L_hard + (1-alpha)*L_soft"
+    )
     g.add_argument("--soft-loss", dest="distill.soft_loss", choices=["kl", "ce"])
     g.add_argument("--hard-loss", dest="distill.hard_loss", choices=["ce", "mse"])
-    g.add_argument("--guidance", dest="distill.guidance",
-                   choices=["auto", "online", "cached", "cached-int8", "teacher-int8"])
-    g.add_argument("--teacher-logits", dest="teacher.logits", metavar="FILE.npz",
-                   help="precomputed teacher logits (train/val, float or int8+scale) instead of a teacher")
-    g.add_argument("--baseline", dest="distill.baseline", action="store_true", default=None,
-                   help="also train the student on hard labels only, for the KD gain")
-    g.add_argument("--shrink", dest="distill.shrink", type=float, metavar="DELTA",
-                   help="soft-threshold the student's kernels by DELTA before QAT (which keeps the zeros)")
+    g.add_argument(
+        "--guidance",
+        dest="distill.guidance",
+        choices=["auto", "online", "cached", "cached-int8", "teacher-int8"],
+    )
+    g.add_argument(
+        "--teacher-logits",
+        dest="teacher.logits",
+        metavar="FILE.npz",
+        help="precomputed teacher logits (train/val, float or int8+scale) instead of a teacher",
+    )
+    g.add_argument(
+        "--baseline",
+        dest="distill.baseline",
+        action="store_true",
+        default=None,
+        help="also train the student on hard labels only, for the KD gain",
+    )
+    g.add_argument(
+        "--shrink",
+        dest="distill.shrink",
+        type=float,
+        metavar="DELTA",
+        help="soft-threshold the student's kernels by DELTA before QAT (which keeps the zeros)",
+    )
     c = p.add_argument_group("flash below int8: fine-tuned under the teacher, kept through QAT")
-    c.add_argument("--cluster", dest="distill.cluster", type=int, metavar="N",
-                   help="N shared values per kernel (16: 4-bit indices for export --compress lut)")
-    c.add_argument("--prune", dest="distill.prune", type=float, metavar="SPARSITY",
-                   help="magnitude pruning to this share of zeros (polynomial schedule)")
-    c.add_argument("--structure-epochs", dest="distill.structure_epochs", type=int,
-                   help="epochs of the clustered/pruned fine-tuning (default 2)")
+    c.add_argument(
+        "--cluster",
+        dest="distill.cluster",
+        type=int,
+        metavar="N",
+        help="N shared values per kernel (16: 4-bit indices for export --compress lut)",
+    )
+    c.add_argument(
+        "--prune",
+        dest="distill.prune",
+        type=float,
+        metavar="SPARSITY",
+        help="magnitude pruning to this share of zeros (polynomial schedule)",
+    )
+    c.add_argument(
+        "--structure-epochs",
+        dest="distill.structure_epochs",
+        type=int,
+        help="epochs of the clustered/pruned fine-tuning (default 2)",
+    )
     q = p.add_argument_group("quantization-aware training")
     q.add_argument("--qat", dest="qat.enabled", action="store_true", default=None)
     q.add_argument("--qat-epochs", dest="qat.epochs", type=int)
     q.add_argument("--qat-lr", dest="qat.lr", type=float)
-    q.add_argument("--qat-skip", dest="qat.skip", metavar="REGEX", help="keep matching layers in float")
+    q.add_argument(
+        "--qat-skip", dest="qat.skip", metavar="REGEX", help="keep matching layers in float"
+    )
 
 
 def _config(args: argparse.Namespace):
@@ -134,10 +267,16 @@ def cmd_data_info(args) -> int:
     cfg = _config(args)
     raw = datasets.load_raw(cfg.data.dataset, cfg.data.data_dir, seed=cfg.run.seed)
     datasets.validate(raw)
-    info = {"dataset": cfg.data.dataset, "source": raw.source,
-            "shape": "x".join(map(str, raw.x_train.shape[1:])), "dtype": str(raw.x_train.dtype),
-            "train_samples": len(raw.x_train), "test_samples": len(raw.x_test),
-            "classes": len(raw.class_names), "class_names": list(raw.class_names)}
+    info = {
+        "dataset": cfg.data.dataset,
+        "source": raw.source,
+        "shape": "x".join(map(str, raw.x_train.shape[1:])),
+        "dtype": str(raw.x_train.dtype),
+        "train_samples": len(raw.x_train),
+        "test_samples": len(raw.x_test),
+        "classes": len(raw.class_names),
+        "class_names": list(raw.class_names),
+    }
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -147,8 +286,8 @@ def cmd_data_info(args) -> int:
 
 
 def cmd_teacher(args) -> int:
-    from kdq_tf.report import results_table
     from kdq_tf.pipeline import run_teacher
+    from kdq_tf.report import results_table
 
     cfg = _config(args)
     _, metrics = run_teacher(cfg, save_logits=args.save_logits)
@@ -176,7 +315,10 @@ def cmd_students(args) -> int:
         raise KdqError(f"--input-shape expects HxWxC, e.g. 28x28x1; got {args.input_shape!r}")
     from kdq_tf.report import markdown_table
 
-    rows = [[r["name"], r["params"], r["macs"], r["description"]] for r in describe_students(shape, args.classes)]
+    rows = [
+        [r["name"], r["params"], r["macs"], r["description"]]
+        for r in describe_students(shape, args.classes)
+    ]
     print(markdown_table(["student", "params", "MACs", "description"], rows))
     return 0
 
@@ -186,39 +328,60 @@ def cmd_qat_sensitivity(args) -> int:
 
     from kdq_tf.config import config_from_dict
     from kdq_tf.data.dataset import load_dataset
-    from kdq_tf.files import read_json, write_json
-    from kdq_tf.runs import load_student
     from kdq_tf.distill.qat import layer_sensitivity
+    from kdq_tf.files import read_json, write_json
     from kdq_tf.report import markdown_table
+    from kdq_tf.runs import load_student
 
     run = Path(args.run)
     if not (run / "student.keras").is_file() or not (run / "config.json").is_file():
-        raise KdqError(f"{run} holds no distilled student (student.keras and config.json); run kdq_tf distill first")
+        raise KdqError(
+            f"{run} holds no distilled student (student.keras and config.json); run kdq_tf distill first"
+        )
     cfg = config_from_dict(read_json(run / "config.json"))
     data = load_dataset(cfg.data, seed=cfg.run.seed)
     x_cal, _ = data.sample("train", 512, seed=cfg.run.seed)
     x_te, y_te = data.sample("test", args.samples, seed=cfg.run.seed)
     rows = layer_sensitivity(load_student(run / "student.keras"), x_cal, x_te, y_te)
     write_json(run / "qat_sensitivity.json", {"samples": len(y_te), "layers": rows})
-    print(markdown_table(["layer", "type", "float acc", "only this layer int8", "drop"],
-                         [[r["layer"], r["type"], r["float_accuracy"], r["quantized_accuracy"],
-                          f"{100 * r['drop']:+.2f} pts"]
-                          for r in rows]))
+    print(
+        markdown_table(
+            ["layer", "type", "float acc", "only this layer int8", "drop"],
+            [
+                [
+                    r["layer"],
+                    r["type"],
+                    r["float_accuracy"],
+                    r["quantized_accuracy"],
+                    f"{100 * r['drop']:+.2f} pts",
+                ]
+                for r in rows
+            ],
+        )
+    )
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="kdq_tf", description="Distill a ResNet50 teacher into a small student, train it quantization-"
-        "aware and export full-int8 TFLite for microcontrollers.")
+        prog="kdq_tf",
+        description="Distill a ResNet50 teacher into a small student, train it quantization-"
+        "aware and export full-int8 TFLite for microcontrollers.",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="also show TensorFlow's and LiteRT's native log lines")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also show TensorFlow's and LiteRT's native log lines",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="inspect data sets")
     dsub = data.add_subparsers(dest="data_command", required=True)
-    info = dsub.add_parser("info", help="shapes, classes, sample counts and where the data came from")
+    info = dsub.add_parser(
+        "info", help="shapes, classes, sample counts and where the data came from"
+    )
     info.add_argument("--config")
     info.add_argument("--set", action="append", default=[])
     info.add_argument("--seed", dest="run.seed", type=int)
@@ -229,9 +392,12 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("teacher", help="train (or fine-tune) the ResNet50 teacher")
     _common(t)
     _teacher_args(t)
-    t.add_argument("--save-logits", metavar="FILE.npz",
-                   help="write the teacher's int8 logits (all training rows, test, --views K views) for "
-                   "--teacher-logits")
+    t.add_argument(
+        "--save-logits",
+        metavar="FILE.npz",
+        help="write the teacher's int8 logits (all training rows, test, --views K views) for "
+        "--teacher-logits",
+    )
     t.set_defaults(func=cmd_teacher)
 
     d = sub.add_parser("distill", help="teacher -> distillation -> optional QAT")
@@ -247,14 +413,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_device_parsers(sub)
 
-
     add_runtime_parsers(sub)
 
     q = sub.add_parser("qat", help="QAT tools")
     qsub = q.add_subparsers(dest="qat_command", required=True)
-    sens = qsub.add_parser("sensitivity", help="accuracy with each layer alone quantized, versus float")
+    sens = qsub.add_parser(
+        "sensitivity", help="accuracy with each layer alone quantized, versus float"
+    )
     sens.add_argument("--run", required=True, help="a run directory from kdq_tf distill")
-    sens.add_argument("--samples", type=int, default=1000, help="test samples to score (default 1000)")
+    sens.add_argument(
+        "--samples", type=int, default=1000, help="test samples to score (default 1000)"
+    )
     sens.set_defaults(func=cmd_qat_sensitivity)
     _tidy_metavars(parser)
     return parser
@@ -266,7 +435,12 @@ def _tidy_metavars(parser: argparse.ArgumentParser) -> None:
         if isinstance(action, argparse._SubParsersAction):
             for sub in action.choices.values():
                 _tidy_metavars(sub)
-        elif "." in action.dest and action.metavar is None and action.nargs != 0 and not action.choices:
+        elif (
+            "." in action.dest
+            and action.metavar is None
+            and action.nargs != 0
+            and not action.choices
+        ):
             action.metavar = action.dest.rsplit(".", 1)[1].upper()
 
 
@@ -277,28 +451,41 @@ def main(argv: list[str] | None = None) -> int:
         # TensorFlow's Python logger: retracing notices, "Sharding callback duration", compiled-
         # metrics notes. kdq_tf's own lines say what runs; -v shows TensorFlow's too.
         logging.getLogger("tensorflow").setLevel(logging.ERROR)
-        logging.getLogger("absl").setLevel(logging.WARNING)  # checkpoint "Sharding callback duration"
+        logging.getLogger("absl").setLevel(
+            logging.WARNING
+        )  # checkpoint "Sharding callback duration"
         # TF-MOT models are saved as HDF5 on purpose (its layers need quantize_scope).
         warnings.filterwarnings("ignore", message=".*saving your model as an HDF5 file.*")
         # The converter's note on a QAT model whose input quantizer holds the statistics.
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s" if args.quiet else "%(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s" if args.quiet else "%(message)s",
+        stream=sys.stderr,
+    )
     try:
         return args.func(args)
     except KdqError as e:
         print(f"kdq_tf: error: {e}", file=sys.stderr)
         return 2
     except ImportError as e:
-        if e.name and e.name.split(".")[0] in ("tensorflow", "tf_keras", "tensorflow_model_optimization"):
-            print(f"kdq_tf: error: '{args.command}' needs TensorFlow ({e.name} is missing); "
-                  "pip install 'kdq_tf[train]'", file=sys.stderr)
+        if e.name and e.name.split(".")[0] in (
+            "tensorflow",
+            "tf_keras",
+            "tensorflow_model_optimization",
+        ):
+            print(
+                f"kdq_tf: error: '{args.command}' needs TensorFlow ({e.name} is missing); "
+                "pip install 'kdq_tf[train]'",
+                file=sys.stderr,
+            )
             return 2
         raise
     except KeyboardInterrupt:
-        print("kdq_tf: interrupted; rerun with --resume to continue from the last finished epoch",
-              file=sys.stderr)
+        print(
+            "kdq_tf: interrupted; rerun with --resume to continue from the last finished epoch",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -20,15 +20,19 @@ def cmd_export(args) -> int:
 def _options(args):
     from kdq_tf.device.build import BuildOptions
 
-    return BuildOptions(target=args.target, kernels=args.kernels or "reference", tflm=args.tflm, jobs=args.jobs)
+    return BuildOptions(
+        target=args.target, kernels=args.kernels or "reference", tflm=args.tflm, jobs=args.jobs
+    )
 
 
 def cmd_firmware_build(args) -> int:
     from kdq_tf.device.build import build
 
     r = build(args.dir, _options(args))
-    print(f"built {r['binary']} ({r['target']}, {r['kernels']} kernels) in {r['build_time_s']} s: "
-          f"{r['tflm_objects_compiled']} TFLM objects compiled, {r['tflm_objects_in_cache']} in {r['object_cache']}")
+    print(
+        f"built {r['binary']} ({r['target']}, {r['kernels']} kernels) in {r['build_time_s']} s: "
+        f"{r['tflm_objects_compiled']} TFLM objects compiled, {r['tflm_objects_in_cache']} in {r['object_cache']}"
+    )
     return 0
 
 
@@ -55,13 +59,26 @@ def add_parsers(sub) -> None:
     mode = e.add_mutually_exclusive_group()
     for m in ("int8", "int16x8", "float16", "float32"):
         mode.add_argument(f"--{m}", dest="export.mode", action="store_const", const=m)
-    e.add_argument("--c-array", dest="export.c_array", action=argparse.BooleanOptionalAction, default=None,
-                   help="write model_data.cc/.h, model_settings.h, model_ops.h, sample_input.h")
-    e.add_argument("--compress", dest="export.compress", choices=["none", "lut"],
-                   help="lut: TFLite-Micro LUT compression of clustered weight tensors for the device model")
+    e.add_argument(
+        "--c-array",
+        dest="export.c_array",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="write model_data.cc/.h, model_settings.h, model_ops.h, sample_input.h",
+    )
+    e.add_argument(
+        "--compress",
+        dest="export.compress",
+        choices=["none", "lut"],
+        help="lut: TFLite-Micro LUT compression of clustered weight tensors for the device model",
+    )
     e.add_argument("--firmware", metavar="DIR", help="write a TFLite-Micro firmware project here")
-    e.add_argument("--firmware-samples", dest="export.firmware_samples", type=int,
-                   help="test images embedded in the firmware for the on-target check (default 10)")
+    e.add_argument(
+        "--firmware-samples",
+        dest="export.firmware_samples",
+        type=int,
+        help="test images embedded in the firmware for the on-target check (default 10)",
+    )
     e.add_argument("--name", dest="export.name", help="C name: g_<name>_model_data (default model)")
     e.add_argument("--calib-samples", dest="export.calib_samples", type=int)
     e.add_argument("--verify-samples", dest="export.verify_samples", type=int)
@@ -69,21 +86,41 @@ def add_parsers(sub) -> None:
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_export)
 
-    fw = sub.add_parser("firmware", help="build and run an exported firmware on the host or a Cortex-M4 (QEMU)")
+    fw = sub.add_parser(
+        "firmware", help="build and run an exported firmware on the host or a Cortex-M4 (QEMU)"
+    )
     fsub = fw.add_subparsers(dest="firmware_command", required=True)
-    for name, func, text in (("build", cmd_firmware_build, "compile against a TFLite-Micro tree"),
-                             ("run", cmd_firmware_run, "run the image; compare its output bytes with the "
-                              "Python TFLM interpreter's; measure flash, RAM, arena, instructions")):
+    for name, func, text in (
+        ("build", cmd_firmware_build, "compile against a TFLite-Micro tree"),
+        (
+            "run",
+            cmd_firmware_run,
+            "run the image; compare its output bytes with the "
+            "Python TFLM interpreter's; measure flash, RAM, arena, instructions",
+        ),
+    ):
         p = fsub.add_parser(name, help=text)
         p.add_argument("dir", help="the folder export --firmware wrote")
-        p.add_argument("--target", choices=["host", "cortex-m4"], default="host",
-                       help="host, or cortex-m4: the MPS2-AN386 board under qemu-system-arm (default host)")
-        p.add_argument("--kernels", choices=["reference", "cmsis-nn"],
-                       help="TFLM kernel set (build: default reference; run: the latest build for the target)")
-        p.add_argument("--tflm", metavar="TFLM_DIR", help="TFLite-Micro source tree (default $TFLM_DIR)")
-        p.add_argument("-j", "--jobs", type=int, help="parallel compile jobs (default: the CPU count)")
+        p.add_argument(
+            "--target",
+            choices=["host", "cortex-m4"],
+            default="host",
+            help="host, or cortex-m4: the MPS2-AN386 board under qemu-system-arm (default host)",
+        )
+        p.add_argument(
+            "--kernels",
+            choices=["reference", "cmsis-nn"],
+            help="TFLM kernel set (build: default reference; run: the latest build for the target)",
+        )
+        p.add_argument(
+            "--tflm", metavar="TFLM_DIR", help="TFLite-Micro source tree (default $TFLM_DIR)"
+        )
+        p.add_argument(
+            "-j", "--jobs", type=int, help="parallel compile jobs (default: the CPU count)"
+        )
         if name == "run":
-            p.add_argument("--build", action="store_true", help="build first (needs --tflm or $TFLM_DIR)")
+            p.add_argument(
+                "--build", action="store_true", help="build first (needs --tflm or $TFLM_DIR)"
+            )
             p.add_argument("--json", action="store_true")
         p.set_defaults(func=func)
-

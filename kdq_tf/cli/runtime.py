@@ -56,16 +56,26 @@ def cmd_inspect(args) -> int:
     if args.json:
         print(json.dumps(d, indent=2))
         return 0
-    print(f"{args.model}: {d['bytes']:,} bytes ({d['weights_bytes']:,} weights, {d['overhead_bytes']:,} "
-          f"flatbuffer overhead), {d['operators']} operators")
+    print(
+        f"{args.model}: {d['bytes']:,} bytes ({d['weights_bytes']:,} weights, {d['overhead_bytes']:,} "
+        f"flatbuffer overhead), {d['operators']} operators"
+    )
     print(f"ops: {', '.join(d['ops'])}")
     if "arena_bytes" in d:
         print(f"TFLM arena: {d['arena_bytes']:,} bytes")
     if d["metadata"]:
         print(f"classes: {', '.join(d['metadata'].get('class_names', []))}")
-    rows = [[t["index"], t["name"][:48], t["dtype"], "x".join(map(str, t["shape"])),
-             ",".join(f"{v:.4g}" for v in t["scale"]) + ("..." if t["per_channel"] else ""),
-             ",".join(map(str, t["zero_point"][:1]))] for t in d["tensors"]]
+    rows = [
+        [
+            t["index"],
+            t["name"][:48],
+            t["dtype"],
+            "x".join(map(str, t["shape"])),
+            ",".join(f"{v:.4g}" for v in t["scale"]) + ("..." if t["per_channel"] else ""),
+            ",".join(map(str, t["zero_point"][:1])),
+        ]
+        for t in d["tensors"]
+    ]
     print(markdown_table(["#", "tensor", "dtype", "shape", "scale", "zero point"], rows))
     return 0
 
@@ -77,7 +87,9 @@ def _runner_and_io(model_path: str, threads: int | None = None):
 
     data = _read_model(model_path)
     runner = Runner.from_bytes(data, threads=threads)
-    io = ModelIO.from_model(read_metadata(data), runner.input_details, int(runner.output_details["shape"][-1]))
+    io = ModelIO.from_model(
+        read_metadata(data), runner.input_details, int(runner.output_details["shape"][-1])
+    )
     return runner, io
 
 
@@ -90,9 +102,15 @@ def cmd_infer(args) -> int:
     results = []
     for name, p in zip(names, probs):
         top = np.argsort(p)[::-1][: args.top]
-        results.append({"input": name, "class": io.class_names[top[0]], "index": int(top[0]),
-                        "probability": float(p[top[0]]),
-                        "top": [{"class": io.class_names[i], "probability": float(p[i])} for i in top]})
+        results.append(
+            {
+                "input": name,
+                "class": io.class_names[top[0]],
+                "index": int(top[0]),
+                "probability": float(p[top[0]]),
+                "top": [{"class": io.class_names[i], "probability": float(p[i])} for i in top],
+            }
+        )
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -104,8 +122,8 @@ def cmd_infer(args) -> int:
 def cmd_eval(args) -> int:
     from pathlib import Path
 
-    from kdq_tf.data import readers as datasets
     from kdq_tf import files
+    from kdq_tf.data import readers as datasets
     from kdq_tf.report import classification_metrics, confusion_matrix, markdown_table
 
     runner, io = _runner_and_io(args.model, args.threads)
@@ -121,17 +139,31 @@ def cmd_eval(args) -> int:
     pred = runner.predict_logits(io.preprocess.apply(x)).argmax(-1)
     k = len(io.class_names)
     if y.max() >= k:
-        raise KdqError(f"{args.dataset} has labels up to {int(y.max())} but the model has {k} classes")
+        raise KdqError(
+            f"{args.dataset} has labels up to {int(y.max())} but the model has {k} classes"
+        )
     m = classification_metrics(y, pred, k)
     cm = confusion_matrix(y, pred, k)
     out = Path(args.out) if args.out else Path(str(args.model) + ".eval.json")
-    result = {"model": str(args.model), "dataset": args.dataset, "source": raw.source, **m.to_dict(),
-              "class_names": list(io.class_names), "confusion_matrix": cm.tolist()}
+    result = {
+        "model": str(args.model),
+        "dataset": args.dataset,
+        "source": raw.source,
+        **m.to_dict(),
+        "class_names": list(io.class_names),
+        "confusion_matrix": cm.tolist(),
+    }
     files.write_json(out, result)
-    print(f"accuracy {100 * m.accuracy:.2f}%  macro precision {100 * m.precision:.2f}%  recall "
-          f"{100 * m.recall:.2f}%  F1 {100 * m.f1:.2f}%  ({m.n} samples from {raw.source})")
+    print(
+        f"accuracy {100 * m.accuracy:.2f}%  macro precision {100 * m.precision:.2f}%  recall "
+        f"{100 * m.recall:.2f}%  F1 {100 * m.f1:.2f}%  ({m.n} samples from {raw.source})"
+    )
     names = [n[:10] for n in io.class_names]
-    print(markdown_table(["true \\ pred", *names], [[names[i], *map(int, row)] for i, row in enumerate(cm)]))
+    print(
+        markdown_table(
+            ["true \\ pred", *names], [[names[i], *map(int, row)] for i, row in enumerate(cm)]
+        )
+    )
     print(f"wrote {out}")
     png = _confusion_png(cm, io.class_names, out.with_suffix(".png"))
     if png:
@@ -165,7 +197,9 @@ def cmd_bench(args) -> int:
     from kdq_tf.runtime.runner import Runner, benchmark
 
     runner = Runner.from_bytes(_read_model(args.model), threads=args.threads)
-    other = Runner.from_bytes(_read_model(args.compare), threads=args.threads) if args.compare else None
+    other = (
+        Runner.from_bytes(_read_model(args.compare), threads=args.threads) if args.compare else None
+    )
     res = benchmark(runner, runs=args.runs, warmup=args.warmup, other=other)
     if args.json:
         print(json.dumps(res, indent=2))
@@ -173,28 +207,38 @@ def cmd_bench(args) -> int:
     for label, key, path in (("model", "model", args.model), ("compare", "other", args.compare)):
         if key in res:
             r = res[key]
-            print(f"{label}: {path}  {r['input_dtype']}->{r['output_dtype']}, threads {r['threads']}, "
-                  f"{r['runs']} runs: min {r['min_ms']:.3f} ms, median {r['median_ms']:.3f} ms, "
-                  f"p90 {r['p90_ms']:.3f} ms per inference (batch 1)")
+            print(
+                f"{label}: {path}  {r['input_dtype']}->{r['output_dtype']}, threads {r['threads']}, "
+                f"{r['runs']} runs: min {r['min_ms']:.3f} ms, median {r['median_ms']:.3f} ms, "
+                f"p90 {r['p90_ms']:.3f} ms per inference (batch 1)"
+            )
     if "median_ratio" in res:
-        print(f"median latency ratio model/compare: {res['median_ratio']:.3f} (measured alternately)")
+        print(
+            f"median latency ratio model/compare: {res['median_ratio']:.3f} (measured alternately)"
+        )
     return 0
 
 
 def add_parsers(sub) -> None:
-    v = sub.add_parser("verify", help="run a .tflite on LiteRT and TFLite-Micro against the run's Keras model")
+    v = sub.add_parser(
+        "verify", help="run a .tflite on LiteRT and TFLite-Micro against the run's Keras model"
+    )
     v.add_argument("model")
     v.add_argument("--run", required=True)
     v.add_argument("--samples", type=int, default=1000)
     v.set_defaults(func=cmd_verify)
 
-    ins = sub.add_parser("inspect", help="ops, tensors, quantization, sizes and arena of any .tflite")
+    ins = sub.add_parser(
+        "inspect", help="ops, tensors, quantization, sizes and arena of any .tflite"
+    )
     ins.add_argument("model")
     ins.add_argument("--json", action="store_true")
     ins.add_argument("--no-arena", action="store_true", help="skip the TFLM arena search")
     ins.set_defaults(func=cmd_inspect)
 
-    inf = sub.add_parser("infer", help="classify images/.npy/.npz with a .tflite (no TensorFlow needed)")
+    inf = sub.add_parser(
+        "infer", help="classify images/.npy/.npz with a .tflite (no TensorFlow needed)"
+    )
     inf.add_argument("model")
     inf.add_argument("inputs", nargs="+", help="PNG/JPEG files, .npy arrays, or .npz files with x")
     inf.add_argument("--top", type=int, default=1)
@@ -202,7 +246,9 @@ def add_parsers(sub) -> None:
     inf.add_argument("--json", action="store_true")
     inf.set_defaults(func=cmd_infer)
 
-    ev = sub.add_parser("eval", help="accuracy, precision/recall/F1 and confusion matrix of a .tflite")
+    ev = sub.add_parser(
+        "eval", help="accuracy, precision/recall/F1 and confusion matrix of a .tflite"
+    )
     ev.add_argument("model")
     dataset_only(ev)
     ev.add_argument("--limit", type=int, help="use the first N test samples")
@@ -210,7 +256,9 @@ def add_parsers(sub) -> None:
     ev.add_argument("--threads", type=int)
     ev.set_defaults(func=cmd_eval)
 
-    b = sub.add_parser("bench", help="batch-1 latency on LiteRT; --compare runs two models alternately")
+    b = sub.add_parser(
+        "bench", help="batch-1 latency on LiteRT; --compare runs two models alternately"
+    )
     b.add_argument("model")
     b.add_argument("--compare", metavar="OTHER.tflite")
     b.add_argument("--runs", type=int, default=200)

@@ -52,7 +52,9 @@ def augment_image(x, seed, aug: Augment):
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 3)  # (3, 2): one per op
     if aug.translate:
         t = aug.translate
-        x = tf.image.stateless_random_crop(tf.pad(x, [[t, t], [t, t], [0, 0]]), tf.shape(x), seed=seeds[0])
+        x = tf.image.stateless_random_crop(
+            tf.pad(x, [[t, t], [t, t], [0, 0]]), tf.shape(x), seed=seeds[0]
+        )
     if aug.flip:
         x = tf.image.stateless_random_flip_left_right(x, seed=seeds[1])
     if aug.erase > 0:
@@ -62,7 +64,9 @@ def augment_image(x, seed, aug: Augment):
 
 def _erase(x, seed, p: float):
     h, w = x.shape[0], x.shape[1]
-    u = tf.random.stateless_uniform([5], seed=seed)  # every draw from one call: cheaper, same determinism
+    u = tf.random.stateless_uniform(
+        [5], seed=seed
+    )  # every draw from one call: cheaper, same determinism
     area = (_ERASE_AREA[0] + u[1] * (_ERASE_AREA[1] - _ERASE_AREA[0])) * float(h * w)
     aspect = tf.exp(_ERASE_LOG_ASPECT[0] + u[2] * (_ERASE_LOG_ASPECT[1] - _ERASE_LOG_ASPECT[0]))
     eh = tf.clip_by_value(tf.cast(tf.round(tf.sqrt(area * aspect)), tf.int32), 1, h)
@@ -77,4 +81,6 @@ def _erase(x, seed, p: float):
 
 def view_seed(base: int, view, index):
     """The stateless seed of view `view` of sample `index` in a K-view cache."""
-    return tf.stack([tf.cast(base, tf.int64) * 1_000_003 + tf.cast(view, tf.int64), tf.cast(index, tf.int64)])
+    return tf.stack(
+        [tf.cast(base, tf.int64) * 1_000_003 + tf.cast(view, tf.int64), tf.cast(index, tf.int64)]
+    )

@@ -11,12 +11,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kdq_tf.data import readers as datasets
 from kdq_tf.config import DataConfig
+from kdq_tf.data import readers as datasets
 from kdq_tf.data.images import Preprocess
 from kdq_tf.errors import DataError
 
-if TYPE_CHECKING:  # kdq_tf.data.augment imports TensorFlow; data.py loads without it until a pipeline is built
+if (
+    TYPE_CHECKING
+):  # kdq_tf.data.augment imports TensorFlow; data.py loads without it until a pipeline is built
     from kdq_tf.data.augment import Augment
 
 log = logging.getLogger(__name__)
@@ -68,8 +70,16 @@ class Dataset:
         c = self.config
         return Augment(flip=c.flip, translate=c.translate, erase=c.erase)
 
-    def pipeline(self, split: str, *, training: bool = False, extra: np.ndarray | None = None,
-                 augment: "bool | Augment | None" = None, batch_size: int | None = None, seed: int = 0):
+    def pipeline(
+        self,
+        split: str,
+        *,
+        training: bool = False,
+        extra: np.ndarray | None = None,
+        augment: "bool | Augment | None" = None,
+        batch_size: int | None = None,
+        seed: int = 0,
+    ):
         """Returns a batched `tf.data.Dataset` of `(x, y)`, or `(x, (y, extra))`.
 
         Args:
@@ -87,7 +97,9 @@ class Dataset:
         x, y = self.split(split)
         if augment is None:
             augment = self.config.augment and training
-        aug = augment if isinstance(augment, Augment) else (self.augmentation() if augment else None)
+        aug = (
+            augment if isinstance(augment, Augment) else (self.augmentation() if augment else None)
+        )
         items = (x, y) if extra is None else (x, (y, extra))
         ds = tf.data.Dataset.from_tensor_slices(items)
         if training:
@@ -98,7 +110,8 @@ class Dataset:
             seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
             ds = tf.data.Dataset.zip((ds, seeds)).map(
                 lambda item, s: (augment_image(normalize(item[0]), s, aug), item[1]),
-                num_parallel_calls=tf.data.AUTOTUNE)
+                num_parallel_calls=tf.data.AUTOTUNE,
+            )
         else:
             ds = ds.map(lambda xi, rest: (normalize(xi), rest), num_parallel_calls=tf.data.AUTOTUNE)
         return ds.batch(batch_size or self.config.batch_size).prefetch(tf.data.AUTOTUNE)
@@ -112,7 +125,9 @@ class Dataset:
         std = tf.constant(pre.std, tf.float32)
         return lambda xi: (tf.cast(xi, tf.float32) * scale - mean) / std
 
-    def view_pipeline(self, aug: "Augment", view: int, base_seed: int, batch_size: int | None = None):
+    def view_pipeline(
+        self, aug: "Augment", view: int, base_seed: int, batch_size: int | None = None
+    ):
         """View `view` of every training image, in order, as in a K-view cache: `(x, y)` batches.
 
         The seed of each image depends only on (base_seed, view, index), so the same
@@ -123,12 +138,23 @@ class Dataset:
 
         normalize = self._normalizer()
         ds = tf.data.Dataset.from_tensor_slices((self.x_train, self.y_train, self._raw_rows()))
-        ds = ds.map(lambda xi, yi, i: (augment_image(normalize(xi), view_seed(base_seed, view, i), aug), yi),
-                    num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(
+            lambda xi, yi, i: (
+                augment_image(normalize(xi), view_seed(base_seed, view, i), aug),
+                yi,
+            ),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
         return ds.batch(batch_size or self.config.batch_size).prefetch(tf.data.AUTOTUNE)
 
-    def views_training_pipeline(self, aug: "Augment", view_logits: np.ndarray, base_seed: int, seed: int = 0,
-                                batch_size: int | None = None):
+    def views_training_pipeline(
+        self,
+        aug: "Augment",
+        view_logits: np.ndarray,
+        base_seed: int,
+        seed: int = 0,
+        batch_size: int | None = None,
+    ):
         """Endless `(x, (y, teacher_logits))` batches that walk through the K cached views.
 
         Each view is one epoch of `ceil(n_train / batch)` batches: fit with that many
@@ -144,16 +170,28 @@ class Dataset:
         from kdq_tf.data.augment import augment_image, view_seed
 
         k, n = view_logits.shape[0], len(self.x_train)
-        x, y, rows = tf.constant(self.x_train), tf.constant(self.y_train), tf.constant(self._raw_rows())
+        x, y, rows = (
+            tf.constant(self.x_train),
+            tf.constant(self.y_train),
+            tf.constant(self._raw_rows()),
+        )
         logits = tf.constant(view_logits, tf.float32)
         normalize = self._normalizer()
         b = batch_size or self.config.batch_size
 
         def one_view(v):
-            idx = tf.data.Dataset.range(n).shuffle(min(n, 10_000), seed=seed, reshuffle_each_iteration=True)
-            return idx.map(lambda i: (augment_image(normalize(tf.gather(x, i)), view_seed(base_seed, v, rows[i]), aug),
-                                      (tf.gather(y, i), logits[v, i])),
-                           num_parallel_calls=tf.data.AUTOTUNE).batch(b)
+            idx = tf.data.Dataset.range(n).shuffle(
+                min(n, 10_000), seed=seed, reshuffle_each_iteration=True
+            )
+            return idx.map(
+                lambda i: (
+                    augment_image(
+                        normalize(tf.gather(x, i)), view_seed(base_seed, v, rows[i]), aug
+                    ),
+                    (tf.gather(y, i), logits[v, i]),
+                ),
+                num_parallel_calls=tf.data.AUTOTUNE,
+            ).batch(b)
 
         return tf.data.Dataset.range(k).repeat().flat_map(one_view).prefetch(tf.data.AUTOTUNE)
 
@@ -198,24 +236,45 @@ def load_dataset(cfg: DataConfig, seed: int = 0) -> Dataset:
     x_tr, y_tr = raw.x_train, raw.y_train.astype(np.int64)
     x_te, y_te = raw.x_test, raw.y_test.astype(np.int64)
     if cfg.limit:
-        x_tr, y_tr, x_te, y_te = x_tr[: cfg.limit], y_tr[: cfg.limit], x_te[: cfg.limit], y_te[: cfg.limit]
+        x_tr, y_tr, x_te, y_te = (
+            x_tr[: cfg.limit],
+            y_tr[: cfg.limit],
+            x_te[: cfg.limit],
+            y_te[: cfg.limit],
+        )
     order = np.random.default_rng(seed).permutation(len(x_tr))
     n_val = int(round(len(x_tr) * cfg.val_split))
     if n_val and len(x_tr) - n_val < 1:
-        raise DataError(f"val_split {cfg.val_split} leaves no training data out of {len(x_tr)} samples")
+        raise DataError(
+            f"val_split {cfg.val_split} leaves no training data out of {len(x_tr)} samples"
+        )
     val_idx, tr_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
     if len(tr_idx) < len(raw.class_names):
-        raise DataError(f"{len(tr_idx)} training samples for {len(raw.class_names)} classes (limit {cfg.limit}, "
-                        f"val_split {cfg.val_split}); use at least one sample per class")
+        raise DataError(
+            f"{len(tr_idx)} training samples for {len(raw.class_names)} classes (limit {cfg.limit}, "
+            f"val_split {cfg.val_split}); use at least one sample per class"
+        )
     x_val, y_val, x_tr, y_tr = x_tr[val_idx], y_tr[val_idx], x_tr[tr_idx], y_tr[tr_idx]
     name = cfg.dataset.split(":", 1)[0] if ":" in cfg.dataset else cfg.dataset
     info = DatasetInfo(
-        name=name, source=raw.source, input_shape=tuple(int(d) for d in x_tr.shape[1:]),
-        class_names=raw.class_names, n_train=len(x_tr), n_val=len(x_val), n_test=len(x_te),
+        name=name,
+        source=raw.source,
+        input_shape=tuple(int(d) for d in x_tr.shape[1:]),
+        class_names=raw.class_names,
+        n_train=len(x_tr),
+        n_val=len(x_val),
+        n_test=len(x_te),
         preprocess=_preprocess(x_tr, cfg.normalize),
     )
-    log.info("data %s from %s: %d train, %d val, %d test, shape %s", name, raw.source,
-             info.n_train, info.n_val, info.n_test, info.input_shape)
+    log.info(
+        "data %s from %s: %d train, %d val, %d test, shape %s",
+        name,
+        raw.source,
+        info.n_train,
+        info.n_val,
+        info.n_test,
+        info.input_shape,
+    )
     return Dataset(info, x_tr, y_tr, x_val, y_val, x_te, y_te, cfg, tr_idx, val_idx, raw_fp)
 
 

@@ -21,19 +21,51 @@ log = logging.getLogger(__name__)
 NAMED = ("fashion_mnist", "mnist", "cifar10", "cifar100")
 
 CLASS_NAMES = {
-    "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                      "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+    "fashion_mnist": (
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ),
     "mnist": tuple(str(i) for i in range(10)),
-    "cifar10": ("airplane", "automobile", "bird", "cat", "deer",
-                "dog", "frog", "horse", "ship", "truck"),
+    "cifar10": (
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ),
 }
 # Folder names: in the Keras cache, and under Debian's /usr/share/datasets.
-_KERAS_DIRS = {"fashion_mnist": "fashion-mnist", "mnist": "mnist", "cifar10": "cifar-10-batches-py",
-               "cifar100": "cifar-100-python"}
-_DEBIAN_DIRS = {"fashion_mnist": "fashion-mnist", "mnist": "mnist", "cifar10": "cifar10",
-                "cifar100": "cifar100"}
-_IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+_KERAS_DIRS = {
+    "fashion_mnist": "fashion-mnist",
+    "mnist": "mnist",
+    "cifar10": "cifar-10-batches-py",
+    "cifar100": "cifar-100-python",
+}
+_DEBIAN_DIRS = {
+    "fashion_mnist": "fashion-mnist",
+    "mnist": "mnist",
+    "cifar10": "cifar10",
+    "cifar100": "cifar100",
+}
+_IDX_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -74,7 +106,9 @@ def read_idx(data: bytes, what: str = "idx data") -> np.ndarray:
     dtype = np.dtype(_IDX_DTYPES[code])
     expected = int(np.prod(dims)) * dtype.itemsize
     if len(data) - header != expected:
-        raise DataError(f"{what}: header says {dims} ({expected} bytes) but {len(data) - header} bytes follow")
+        raise DataError(
+            f"{what}: header says {dims} ({expected} bytes) but {len(data) - header} bytes follow"
+        )
     return np.frombuffer(data, dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
 
 
@@ -84,7 +118,12 @@ def _read_maybe_gz(path: Path) -> bytes:
 
 
 def _find_idx(folder: Path, stem: str) -> Path | None:
-    for name in (stem + ".gz", stem, stem.replace("-idx", ".idx") + ".gz", stem.replace("-idx", ".idx")):
+    for name in (
+        stem + ".gz",
+        stem,
+        stem.replace("-idx", ".idx") + ".gz",
+        stem.replace("-idx", ".idx"),
+    ):
         if (folder / name).is_file():
             return folder / name
     return None
@@ -98,14 +137,26 @@ def _load_idx_folder(folder: Path) -> tuple[np.ndarray, ...] | None:
     return arrays[0], arrays[1], arrays[2], arrays[3]
 
 
-def _load_cifar_folder(folder: Path, name: str) -> tuple[tuple[np.ndarray, ...], tuple[str, ...]] | None:
+def _load_cifar_folder(
+    folder: Path, name: str
+) -> tuple[tuple[np.ndarray, ...], tuple[str, ...]] | None:
     # The python pickles Keras caches (the "python version" of the CIFAR archives).
     if name == "cifar10":
         train_files = [folder / f"data_batch_{i}" for i in range(1, 6)]
-        test_file, meta_file, label_key, names_key = folder / "test_batch", folder / "batches.meta", b"labels", b"label_names"
+        test_file, meta_file, label_key, names_key = (
+            folder / "test_batch",
+            folder / "batches.meta",
+            b"labels",
+            b"label_names",
+        )
     else:
         train_files = [folder / "train"]
-        test_file, meta_file, label_key, names_key = folder / "test", folder / "meta", b"fine_labels", b"fine_label_names"
+        test_file, meta_file, label_key, names_key = (
+            folder / "test",
+            folder / "meta",
+            b"fine_labels",
+            b"fine_label_names",
+        )
     if not all(p.is_file() for p in [*train_files, test_file]):
         return None
 
@@ -126,7 +177,9 @@ def _load_cifar_folder(folder: Path, name: str) -> tuple[tuple[np.ndarray, ...],
     return (x_tr, y_tr, x_te, y_te), names or tuple(f"class_{i}" for i in range(100))
 
 
-def _load_named_folder(name: str, folder: Path) -> tuple[tuple[np.ndarray, ...], tuple[str, ...]] | None:
+def _load_named_folder(
+    name: str, folder: Path
+) -> tuple[tuple[np.ndarray, ...], tuple[str, ...]] | None:
     if not folder.is_dir():
         return None
     if name in ("fashion_mnist", "mnist"):
@@ -148,7 +201,11 @@ def candidate_dirs(name: str, data_dir: str | None) -> list[Path]:
     """Where a named set is looked for, in order: --data-dir, Keras cache, Debian's package."""
     dirs = []
     if data_dir:
-        dirs += [Path(data_dir), Path(data_dir) / _KERAS_DIRS[name], Path(data_dir) / _DEBIAN_DIRS[name]]
+        dirs += [
+            Path(data_dir),
+            Path(data_dir) / _KERAS_DIRS[name],
+            Path(data_dir) / _DEBIAN_DIRS[name],
+        ]
     cache = keras_cache_dir()
     dirs += [cache / _KERAS_DIRS[name], cache]  # mnist.npz sits directly in the cache
     dirs.append(Path("/usr/share/datasets") / _DEBIAN_DIRS[name])
@@ -158,8 +215,12 @@ def candidate_dirs(name: str, data_dir: str | None) -> list[Path]:
 def _keras_download(name: str) -> tuple[np.ndarray, ...]:
     from kdq_tf._keras import keras  # heavy; only when nothing local was found
 
-    loader = {"fashion_mnist": keras.datasets.fashion_mnist, "mnist": keras.datasets.mnist,
-              "cifar10": keras.datasets.cifar10, "cifar100": keras.datasets.cifar100}[name]
+    loader = {
+        "fashion_mnist": keras.datasets.fashion_mnist,
+        "mnist": keras.datasets.mnist,
+        "cifar10": keras.datasets.cifar10,
+        "cifar100": keras.datasets.cifar100,
+    }[name]
     (x_tr, y_tr), (x_te, y_te) = loader.load_data()
     return x_tr, y_tr, x_te, y_te
 
@@ -180,7 +241,9 @@ def load_named(name: str, data_dir: str | None = None, download: bool = True) ->
             the message lists the places searched and how to get the data.
     """
     if name not in NAMED:
-        raise DataError(f"unknown data set {name!r}; use one of {', '.join(NAMED)}, npz:PATH or dir:PATH")
+        raise DataError(
+            f"unknown data set {name!r}; use one of {', '.join(NAMED)}, npz:PATH or dir:PATH"
+        )
     searched = candidate_dirs(name, data_dir)
     if data_dir and not Path(data_dir).is_dir():
         raise DataError(f"--data-dir {data_dir} does not exist or is not a folder")
@@ -199,8 +262,14 @@ def load_named(name: str, data_dir: str | None = None, download: bool = True) ->
                 f"data set {name!r} not found in {', '.join(map(str, searched))} and the Keras download "
                 f"failed ({type(e).__name__}); {hint}put the files in one of those folders or pass --data-dir"
             ) from None
-        return _raw(x_tr, y_tr, x_te, y_te, CLASS_NAMES.get(name) or tuple(f"class_{i}" for i in range(100)),
-                    f"keras download -> {keras_cache_dir()}")
+        return _raw(
+            x_tr,
+            y_tr,
+            x_te,
+            y_te,
+            CLASS_NAMES.get(name) or tuple(f"class_{i}" for i in range(100)),
+            f"keras download -> {keras_cache_dir()}",
+        )
     raise DataError(f"data set {name!r} not found in {', '.join(map(str, searched))}")
 
 
@@ -225,28 +294,40 @@ def load_npz(path: str) -> RawData:
         with np.load(p, allow_pickle=False) as f:
             missing = [k for k in required if k not in f.files]
             if missing:
-                raise DataError(f"{p} lacks {', '.join(missing)}; it has {', '.join(f.files) or 'no arrays'}; "
-                                f"an npz data set needs {', '.join(required)} (and optionally class_names)")
+                raise DataError(
+                    f"{p} lacks {', '.join(missing)}; it has {', '.join(f.files) or 'no arrays'}; "
+                    f"an npz data set needs {', '.join(required)} (and optionally class_names)"
+                )
             arrays = {k: f[k] for k in required}
             for k, arr in arrays.items():
                 if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
-                    raise DataError(f"{p}: {k} holds {arr.dtype} values, not numbers; an npz data set "
-                                    "needs pixel arrays in x_* and integer class ids (0..K-1) in y_*, "
-                                    "with the names in class_names")
+                    raise DataError(
+                        f"{p}: {k} holds {arr.dtype} values, not numbers; an npz data set "
+                        "needs pixel arrays in x_* and integer class ids (0..K-1) in y_*, "
+                        "with the names in class_names"
+                    )
             names = [str(n) for n in f["class_names"]] if "class_names" in f.files else None
     except DataError:
         raise
-    except Exception as e:  # empty, truncated or not-zip files fail in many ways inside numpy/zipfile
+    except (
+        Exception
+    ) as e:  # empty, truncated or not-zip files fail in many ways inside numpy/zipfile
         raise DataError(f"{p} is not a readable .npz file ({type(e).__name__}: {e})") from None
     for split in ("train", "test"):
         nx, ny = len(arrays[f"x_{split}"]), len(np.asarray(arrays[f"y_{split}"]).reshape(-1))
         if nx != ny:
-            raise DataError(f"{p}: x_{split} has {nx} samples but y_{split} has {ny}; they must match")
+            raise DataError(
+                f"{p}: x_{split} has {nx} samples but y_{split} has {ny}; they must match"
+            )
     if names is None:
-        y_all = np.concatenate([np.asarray(arrays["y_train"]).reshape(-1), np.asarray(arrays["y_test"]).reshape(-1)])
+        y_all = np.concatenate(
+            [np.asarray(arrays["y_train"]).reshape(-1), np.asarray(arrays["y_test"]).reshape(-1)]
+        )
         finite = y_all.size and np.all(np.isfinite(y_all.astype(np.float64)))
         names = [f"class_{i}" for i in range(max(int(np.max(y_all)) + 1, 2) if finite else 0)]
-    return _raw(arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], names, str(p))
+    return _raw(
+        arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], names, str(p)
+    )
 
 
 def _read_image(path: Path, gray: bool, size: tuple[int, int] | None) -> np.ndarray:
@@ -271,7 +352,11 @@ def _read_image_tree(root: Path, names: list[str], size: tuple[int, int] | None,
     xs, ys = [], []
     for label, name in enumerate(names):
         folder = root / name
-        files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+        files = (
+            sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            if folder.is_dir()
+            else []
+        )
         for f in files:
             xs.append(_read_image(f, gray, size))
             ys.append(label)
@@ -310,7 +395,9 @@ def load_image_dir(path: str, test_fraction: float = 0.2, seed: int = 0) -> RawD
     values, counts = np.unique(np.asarray(sizes), axis=0, return_counts=True)
     size = tuple(int(v) for v in values[np.argmax(counts)])
     if len(values) > 1:
-        log.warning("images in %s have %d different sizes; resizing all to %dx%d", root, len(values), *size)
+        log.warning(
+            "images in %s have %d different sizes; resizing all to %dx%d", root, len(values), *size
+        )
     gray = modes <= {"L", "1", "I", "I;16"}
     x, y = _read_image_tree(base, names, size, gray)
     if split:
@@ -336,11 +423,15 @@ def validate(raw: RawData) -> None:
     """Checks shapes, sizes, finiteness and label ranges; raises DataError naming the problem."""
     for split, x, y in (("train", raw.x_train, raw.y_train), ("test", raw.x_test, raw.y_test)):
         if x.ndim != 4:
-            raise DataError(f"{raw.source}: x_{split} must be (N, H, W) or (N, H, W, C), got shape {x.shape}")
+            raise DataError(
+                f"{raw.source}: x_{split} must be (N, H, W) or (N, H, W, C), got shape {x.shape}"
+            )
         if len(x) == 0:
             raise DataError(f"{raw.source}: x_{split} is empty")
         if len(x) != len(y):
-            raise DataError(f"{raw.source}: x_{split} has {len(x)} samples but y_{split} has {len(y)}")
+            raise DataError(
+                f"{raw.source}: x_{split} has {len(x)} samples but y_{split} has {len(y)}"
+            )
         h, w, c = x.shape[1:]
         if h < 8 or w < 8:
             raise DataError(f"{raw.source}: images are {h}x{w}; at least 8x8 is needed")
@@ -349,23 +440,33 @@ def validate(raw: RawData) -> None:
         if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
             raise DataError(f"{raw.source}: x_{split} contains NaN or Inf")
     if raw.x_train.shape[1:] != raw.x_test.shape[1:]:
-        raise DataError(f"{raw.source}: train images are {raw.x_train.shape[1:]} but test images are "
-                        f"{raw.x_test.shape[1:]}")
+        raise DataError(
+            f"{raw.source}: train images are {raw.x_train.shape[1:]} but test images are "
+            f"{raw.x_test.shape[1:]}"
+        )
     k = len(raw.class_names)
     if k < 2:
         raise DataError(f"{raw.source}: need at least 2 classes, got {k}")
     for split, y in (("train", raw.y_train), ("test", raw.y_test)):
         if not np.issubdtype(y.dtype, np.integer):
             if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
-                raise DataError(f"{raw.source}: y_{split} must hold integer class ids, got dtype {y.dtype}")
+                raise DataError(
+                    f"{raw.source}: y_{split} must hold integer class ids, got dtype {y.dtype}"
+                )
         if y.min() < 0 or y.max() >= k:
-            raise DataError(f"{raw.source}: y_{split} has labels in [{int(y.min())}, {int(y.max())}] "
-                            f"but there are {k} classes (labels must be 0..{k - 1})")
+            raise DataError(
+                f"{raw.source}: y_{split} has labels in [{int(y.min())}, {int(y.max())}] "
+                f"but there are {k} classes (labels must be 0..{k - 1})"
+            )
     # Data a classifier cannot learn from: one class, or one image repeated.
     present = np.unique(raw.y_train)
     if len(present) < 2:
-        raise DataError(f"{raw.source}: y_train holds only class {int(present[0])}; a classifier needs "
-                        "examples of at least two classes")
+        raise DataError(
+            f"{raw.source}: y_train holds only class {int(present[0])}; a classifier needs "
+            "examples of at least two classes"
+        )
     if raw.x_train.min() == raw.x_train.max():
-        raise DataError(f"{raw.source}: every training pixel is {raw.x_train.flat[0]}; the images carry "
-                        "nothing to learn from")
+        raise DataError(
+            f"{raw.source}: every training pixel is {raw.x_train.flat[0]}; the images carry "
+            "nothing to learn from"
+        )

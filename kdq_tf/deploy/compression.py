@@ -67,8 +67,11 @@ def weight_tensors(data: bytes) -> list[WeightTensor]:
             moved = np.moveaxis(arr, axis, 0).reshape(shape[axis], -1)
             per = max(len(np.unique(row)) for row in moved)
         name = t.name.decode() if isinstance(t.name, bytes) else (t.name or f"tensor {i}")
-        out.append(WeightTensor(i, name, shape, arr.size, len(np.unique(arr)), axis, per,
-                                float((arr == 0).mean())))
+        out.append(
+            WeightTensor(
+                i, name, shape, arr.size, len(np.unique(arr)), axis, per, float((arr == 0).mean())
+            )
+        )
     return sorted(out, key=lambda w: w.index)
 
 
@@ -84,17 +87,32 @@ def lut_plan(tensors: list[WeightTensor]) -> list[dict]:
     for w in tensors:
         # A per-channel quantized tensor gets per-channel tables: TFLM's DECODE gave wrong outputs
         # for one table over a per-channel tensor here (tests/unit/test_compression.py).
-        options = ([("per_tensor", _bits(w.unique), 1)] if w.axis is None else
-                   [("per_channel", _bits(w.unique_per_channel), w.shape[w.axis])])
+        options = (
+            [("per_tensor", _bits(w.unique), 1)]
+            if w.axis is None
+            else [("per_channel", _bits(w.unique_per_channel), w.shape[w.axis])]
+        )
         # indices packed at `bits` per value, and one table of 2^bits int8 values per channel (or one)
-        sized = [(mode, bits, math.ceil(w.bytes * bits / 8) + tables * (1 << bits)) for mode, bits, tables in options]
+        sized = [
+            (mode, bits, math.ceil(w.bytes * bits / 8) + tables * (1 << bits))
+            for mode, bits, tables in options
+        ]
         mode, bits, est = min(sized, key=lambda r: r[2])
-        plan = {"index": w.index, "name": w.name, "bytes": w.bytes, "mode": mode, "bits": bits, "estimate": est,
-                "compress": bits < 8 and est < w.bytes}
+        plan = {
+            "index": w.index,
+            "name": w.name,
+            "bytes": w.bytes,
+            "mode": mode,
+            "bits": bits,
+            "estimate": est,
+            "compress": bits < 8 and est < w.bytes,
+        }
         if not plan["compress"]:
             count = w.unique if mode == "per_tensor" else w.unique_per_channel
             where = "" if mode == "per_tensor" else " in a channel"
-            plan["reason"] = f"{count} values{where} need {bits} bits; indices and tables would not save bytes"
+            plan["reason"] = (
+                f"{count} values{where} need {bits} bits; indices and tables would not save bytes"
+            )
         plans.append(plan)
     return plans
 
@@ -116,12 +134,26 @@ def compress_lut(data: bytes) -> tuple[bytes, list[dict]]:
     try:
         from tflite_micro.tensorflow.lite.micro.compression import compress, spec
     except ImportError:
-        raise ModelError("the tflite-micro package has no compression module; pip install -U tflite-micro") from None
+        raise ModelError(
+            "the tflite-micro package has no compression module; pip install -U tflite-micro"
+        ) from None
 
     def specs(chosen):
-        return [spec.Tensor(0, p["index"], [spec.LookUpTableCompression(
-            index_bitwidth=p["bits"], mode=spec.PerChannel(axis=axes[p["index"]]) if p["mode"] == "per_channel"
-            else spec.PerTensor())]) for p in chosen]
+        return [
+            spec.Tensor(
+                0,
+                p["index"],
+                [
+                    spec.LookUpTableCompression(
+                        index_bitwidth=p["bits"],
+                        mode=spec.PerChannel(axis=axes[p["index"]])
+                        if p["mode"] == "per_channel"
+                        else spec.PerTensor(),
+                    )
+                ],
+            )
+            for p in chosen
+        ]
 
     # The estimate counts indices and tables only; each compressed tensor also brings a DECODE
     # operator and a decoded tensor with its own copy of the per-channel scales and zero points.
@@ -131,21 +163,29 @@ def compress_lut(data: bytes) -> tuple[bytes, list[dict]]:
             p["saved_bytes"] = len(data) - len(compress(data, specs([p])))
             if p["saved_bytes"] <= 0:
                 p["compress"] = False
-                p["reason"] = (f"the DECODE operator and its decoded tensor cost more than the {p['bits']}-bit "
-                               f"indices save ({-p['saved_bytes']} B more, measured)")
+                p["reason"] = (
+                    f"the DECODE operator and its decoded tensor cost more than the {p['bits']}-bit "
+                    f"indices save ({-p['saved_bytes']} B more, measured)"
+                )
     chosen = [p for p in plan if p["compress"]]
     tried = [p for p in plan if "saved_bytes" in p]
     if not chosen and tried:
-        raise ModelError(f"LUT compression would not shrink the model: {tried[0]['name']}: {tried[0]['reason']}")
+        raise ModelError(
+            f"LUT compression would not shrink the model: {tried[0]['name']}: {tried[0]['reason']}"
+        )
     if not chosen:
         worst = min((p for p in plan), key=lambda p: p["bits"], default=None)
-        raise ModelError("no weight tensor has few enough distinct values for LUT compression"
-                         + (f" (the fewest: {worst['name']} needs {worst['bits']} bits)" if worst else "")
-                         + "; cluster the student first (--cluster 16)")
+        raise ModelError(
+            "no weight tensor has few enough distinct values for LUT compression"
+            + (f" (the fewest: {worst['name']} needs {worst['bits']} bits)" if worst else "")
+            + "; cluster the student first (--cluster 16)"
+        )
     return bytes(compress(data, specs(chosen))), plan
 
 
-def check_on_tflm(uncompressed: bytes, compressed: bytes, x_q: np.ndarray, plan: list[dict]) -> dict:
+def check_on_tflm(
+    uncompressed: bytes, compressed: bytes, x_q: np.ndarray, plan: list[dict]
+) -> dict:
     """The compressed model against the uncompressed one on the TFLM interpreter, sample by sample,
     with its own smallest arena (DECODE may need scratch memory).
 
@@ -159,11 +199,17 @@ def check_on_tflm(uncompressed: bytes, compressed: bytes, x_q: np.ndarray, plan:
     a = MicroRunner(uncompressed, arena).run_raw(x_q)
     b = MicroRunner(compressed, arena_c).run_raw(x_q)
     done = [p for p in plan if p["compress"]]
-    return {"bytes": len(compressed), "uncompressed_bytes": len(uncompressed),
-            "ratio": round(len(compressed) / len(uncompressed), 4), "arena_bytes": int(arena_c),
-            "uncompressed_arena_bytes": int(arena), "samples": int(len(x_q)),
-            "bit_exact_tflm": int(np.all(a == b, axis=tuple(range(1, a.ndim))).sum()),
-            "tensors_compressed": len(done), "tensors": plan}
+    return {
+        "bytes": len(compressed),
+        "uncompressed_bytes": len(uncompressed),
+        "ratio": round(len(compressed) / len(uncompressed), 4),
+        "arena_bytes": int(arena_c),
+        "uncompressed_arena_bytes": int(arena),
+        "samples": int(len(x_q)),
+        "bit_exact_tflm": int(np.all(a == b, axis=tuple(range(1, a.ndim))).sum()),
+        "tensors_compressed": len(done),
+        "tensors": plan,
+    }
 
 
 def compress_device(device_bytes: bytes, model_bytes: bytes, x: np.ndarray) -> tuple[bytes, dict]:

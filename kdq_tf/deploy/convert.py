@@ -46,7 +46,9 @@ def to_tflite(model, mode: str = "int8", representative: np.ndarray | None = Non
         if representative is not None:
             conv.representative_dataset = _representative(representative)
         elif not _is_qat(model):
-            raise ModelError(f"{mode} conversion of a float model needs representative samples (--calib-samples)")
+            raise ModelError(
+                f"{mode} conversion of a float model needs representative samples (--calib-samples)"
+            )
         if mode == "int8":
             # INT8-only op sets make the converter demand a representative set even for QAT
             # models, whose ranges are already learned; for those, float_ops_in() below
@@ -57,7 +59,8 @@ def to_tflite(model, mode: str = "int8", representative: np.ndarray | None = Non
             conv.inference_output_type = tf.int8
         else:
             conv.target_spec.supported_ops = [
-                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+            ]
             conv.inference_input_type = tf.int16
             conv.inference_output_type = tf.int16
     elif mode == "float16":
@@ -71,8 +74,10 @@ def to_tflite(model, mode: str = "int8", representative: np.ndarray | None = Non
     if mode == "int8":
         float_ops = float_ops_in(data)
         if float_ops:
-            raise ModelError(f"model is not fully integer after int8 conversion; float ops remain: "
-                             f"{', '.join(float_ops)}")
+            raise ModelError(
+                f"model is not fully integer after int8 conversion; float ops remain: "
+                f"{', '.join(float_ops)}"
+            )
     return bytes(data)
 
 

@@ -12,17 +12,21 @@ from pathlib import Path
 
 import numpy as np
 
-from kdq_tf.device import carray
-from kdq_tf.deploy import compression, flatbuf
 from kdq_tf import files
 from kdq_tf.config import Config, config_from_dict
+from kdq_tf.deploy import compression, flatbuf
+from kdq_tf.device import carray
 from kdq_tf.errors import KdqError
 from kdq_tf.report import export_markdown
 
 log = logging.getLogger(__name__)
 
-_FILE_FOR_MODE = {"int8": "model_int8.tflite", "int16x8": "model_int16x8.tflite",
-                  "float16": "model_float16.tflite", "float32": "model_float32.tflite"}
+_FILE_FOR_MODE = {
+    "int8": "model_int8.tflite",
+    "int16x8": "model_int16x8.tflite",
+    "float16": "model_float16.tflite",
+    "float32": "model_float32.tflite",
+}
 
 
 @dataclass(frozen=True)
@@ -38,18 +42,25 @@ def load_run_model(run_dir: Path, cfg: Config | None = None) -> RunModel:
     Raises:
         KdqError: the folder holds neither.
     """
-    from kdq_tf.runs import load_student
     from kdq_tf.distill.qat import load_qat_model
     from kdq_tf.distill.structure import load_structured_qat, preserve_of
+    from kdq_tf.runs import load_student
 
     qat, flt = run_dir / "student_qat.h5", run_dir / "student.keras"
     if qat.is_file():
         structured = cfg is not None and preserve_of(cfg) != "none"
-        return RunModel(load_structured_qat(run_dir, cfg) if structured else load_qat_model(qat), "qat", qat)
-    for p in (run_dir / "student_structured.keras", flt):  # clustered/pruned without QAT, else distilled
+        return RunModel(
+            load_structured_qat(run_dir, cfg) if structured else load_qat_model(qat), "qat", qat
+        )
+    for p in (
+        run_dir / "student_structured.keras",
+        flt,
+    ):  # clustered/pruned without QAT, else distilled
         if p.is_file():
             return RunModel(load_student(p), "float", p)
-    raise KdqError(f"{run_dir} holds no student (student_qat.h5 or student.keras); run kdq_tf distill first")
+    raise KdqError(
+        f"{run_dir} holds no student (student_qat.h5 or student.keras); run kdq_tf distill first"
+    )
 
 
 def run_config(run_dir: Path, export_overrides: dict, sets=()) -> Config:
@@ -66,8 +77,12 @@ def run_config(run_dir: Path, export_overrides: dict, sets=()) -> Config:
 
 def tensor_spec(details: dict) -> carray.TensorSpec:
     scale, zero = details["quantization"]
-    return carray.TensorSpec(tuple(int(d) for d in details["shape"]), np.dtype(details["dtype"]).name,
-                             float(scale), int(zero))
+    return carray.TensorSpec(
+        tuple(int(d) for d in details["shape"]),
+        np.dtype(details["dtype"]).name,
+        float(scale),
+        int(zero),
+    )
 
 
 def metadata_for(info) -> dict:
@@ -75,14 +90,23 @@ def metadata_for(info) -> dict:
     from kdq_tf import __version__
 
     p = info.preprocess
-    return {"kdq_tf_version": __version__, "class_names": list(info.class_names),
-            "input_shape": list(info.input_shape), "preprocess": {"scale": p.scale, "mean": list(p.mean),
-                                                                   "std": list(p.std)},
-            "dataset": info.name}
+    return {
+        "kdq_tf_version": __version__,
+        "class_names": list(info.class_names),
+        "input_shape": list(info.input_shape),
+        "preprocess": {"scale": p.scale, "mean": list(p.mean), "std": list(p.std)},
+        "dataset": info.name,
+    }
 
 
-def verify(model_bytes: bytes, keras_model, x: np.ndarray, y: np.ndarray, arena_size: int | None = None,
-           device_bytes: bytes | None = None) -> dict:
+def verify(
+    model_bytes: bytes,
+    keras_model,
+    x: np.ndarray,
+    y: np.ndarray,
+    arena_size: int | None = None,
+    device_bytes: bytes | None = None,
+) -> dict:
     """Runs the model on LiteRT (optimized and reference kernels) and TFLM; compares with Keras.
 
     Args:
@@ -105,31 +129,48 @@ def verify(model_bytes: bytes, keras_model, x: np.ndarray, y: np.ndarray, arena_
     out_ref = ref.predict_raw(x_q)
     arena = arena_size or find_arena_size(model_bytes)
     out_micro = MicroRunner(model_bytes, arena).run_raw(x_q)
-    top = {k: v.argmax(-1) for k, v in (("litert", out_lite), ("litert_ref", out_ref), ("tflm", out_micro))}
-    res = {"samples": int(len(x)), "arena_bytes": int(arena),
-           "accuracy_litert": float((top["litert"] == y).mean()), "accuracy_tflm": float((top["tflm"] == y).mean()),
-           "top1_agreement_tflm_litert": float((top["tflm"] == top["litert"]).mean()),
-           "exact_outputs_tflm_vs_litert_ref": float(np.mean(np.all(out_micro == out_ref, axis=-1))),
-           "max_abs_diff_tflm_vs_litert_ref": int(np.abs(out_micro.astype(np.int64) - out_ref).max())}
+    top = {
+        k: v.argmax(-1)
+        for k, v in (("litert", out_lite), ("litert_ref", out_ref), ("tflm", out_micro))
+    }
+    res = {
+        "samples": int(len(x)),
+        "arena_bytes": int(arena),
+        "accuracy_litert": float((top["litert"] == y).mean()),
+        "accuracy_tflm": float((top["tflm"] == y).mean()),
+        "top1_agreement_tflm_litert": float((top["tflm"] == top["litert"]).mean()),
+        "exact_outputs_tflm_vs_litert_ref": float(np.mean(np.all(out_micro == out_ref, axis=-1))),
+        "max_abs_diff_tflm_vs_litert_ref": int(np.abs(out_micro.astype(np.int64) - out_ref).max()),
+    }
     if device_bytes is not None:
         out_device = MicroRunner(device_bytes, arena).run_raw(x_q)
-        res["device_model"] = {"bytes": len(device_bytes), "full_bytes": len(model_bytes),
-                               "saved_bytes": len(model_bytes) - len(device_bytes),
-                               "bit_exact_tflm": int(np.all(out_device == out_micro, axis=-1).sum()),
-                               "samples": int(len(x))}
+        res["device_model"] = {
+            "bytes": len(device_bytes),
+            "full_bytes": len(model_bytes),
+            "saved_bytes": len(model_bytes) - len(device_bytes),
+            "bit_exact_tflm": int(np.all(out_device == out_micro, axis=-1).sum()),
+            "samples": int(len(x)),
+        }
     if keras_model is not None:
         k_top = keras_model.predict(x, batch_size=256, verbose=0).argmax(-1)
-        res.update(accuracy_keras=float((k_top == y).mean()),
-                   top1_agreement_keras_litert=float((k_top == top["litert"]).mean()),
-                   top1_agreement_keras_tflm=float((k_top == top["tflm"]).mean()))
+        res.update(
+            accuracy_keras=float((k_top == y).mean()),
+            top1_agreement_keras_litert=float((k_top == top["litert"]).mean()),
+            top1_agreement_keras_tflm=float((k_top == top["tflm"]).mean()),
+        )
     return res
 
 
-def run_export(run_dir: str | Path, out_dir: str | Path | None = None, firmware_dir: str | Path | None = None,
-               overrides: dict | None = None, sets=()) -> dict:
+def run_export(
+    run_dir: str | Path,
+    out_dir: str | Path | None = None,
+    firmware_dir: str | Path | None = None,
+    overrides: dict | None = None,
+    sets=(),
+) -> dict:
     """`kdq_tf export`: convert, embed metadata, generate C, verify, report. Returns the report."""
-    from kdq_tf.deploy.convert import to_tflite
     from kdq_tf.data.dataset import load_dataset
+    from kdq_tf.deploy.convert import to_tflite
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -138,10 +179,14 @@ def run_export(run_dir: str | Path, out_dir: str | Path | None = None, firmware_
     e = cfg.export
     out = Path(out_dir) if out_dir else run_dir / "export"
     if e.compress != "none" and e.mode not in ("int8", "int16x8"):
-        raise KdqError(f"--compress {e.compress} needs an integer model (--int8 or --int16x8), got --{e.mode}")
+        raise KdqError(
+            f"--compress {e.compress} needs an integer model (--int8 or --int16x8), got --{e.mode}"
+        )
     if firmware_dir and e.mode not in ("int8", "int16x8"):
-        raise KdqError(f"--firmware needs an integer model (--int8 or --int16x8), got --{e.mode}: TFLite-Micro "
-                       "firmware here runs quantized models")
+        raise KdqError(
+            f"--firmware needs an integer model (--int8 or --int16x8), got --{e.mode}: TFLite-Micro "
+            "firmware here runs quantized models"
+        )
     for target in (out, Path(firmware_dir) if firmware_dir else None):
         if target is not None:
             _check_writable(target)
@@ -153,33 +198,53 @@ def run_export(run_dir: str | Path, out_dir: str | Path | None = None, firmware_
     t0 = time.perf_counter()
     meta = metadata_for(data.info)
     needs_rep = rm.kind == "float" and e.mode in ("int8", "int16x8")
-    model_bytes = flatbuf.embed_metadata(to_tflite(rm.model, e.mode, rep if needs_rep else None), meta)
+    model_bytes = flatbuf.embed_metadata(
+        to_tflite(rm.model, e.mode, rep if needs_rep else None), meta
+    )
     float_bytes = to_tflite(rm.model, "float32") if e.mode != "float32" else model_bytes
     ops = flatbuf.op_names(model_bytes)
-    device_bytes = flatbuf.strip_for_device(model_bytes) if e.mode in ("int8", "int16x8") else model_bytes
-    report = {"source_model": str(rm.path), "source_kind": rm.kind, "mode": e.mode, "ops": ops,
-              "run_dir": str(run_dir.resolve()),
-              "sizes": {"tflite_bytes": len(model_bytes), "float32_tflite_bytes": len(float_bytes),
-                        "float32_over_this": round(len(float_bytes) / len(model_bytes), 3),
-                        "weights_bytes": flatbuf.weight_bytes(model_bytes),
-                        # what TF-MOT measures sparsity with: zeros compress, a dense file does not
-                        "gzip_bytes": len(gzip.compress(model_bytes, 9)),
-                        "overhead_bytes": len(model_bytes) - flatbuf.weight_bytes(model_bytes)},
-              "convert_time_s": round(time.perf_counter() - t0, 2)}
-    report["sizes"]["overhead_share"] = round(report["sizes"]["overhead_bytes"] / len(model_bytes), 4)
+    device_bytes = (
+        flatbuf.strip_for_device(model_bytes) if e.mode in ("int8", "int16x8") else model_bytes
+    )
+    report = {
+        "source_model": str(rm.path),
+        "source_kind": rm.kind,
+        "mode": e.mode,
+        "ops": ops,
+        "run_dir": str(run_dir.resolve()),
+        "sizes": {
+            "tflite_bytes": len(model_bytes),
+            "float32_tflite_bytes": len(float_bytes),
+            "float32_over_this": round(len(float_bytes) / len(model_bytes), 3),
+            "weights_bytes": flatbuf.weight_bytes(model_bytes),
+            # what TF-MOT measures sparsity with: zeros compress, a dense file does not
+            "gzip_bytes": len(gzip.compress(model_bytes, 9)),
+            "overhead_bytes": len(model_bytes) - flatbuf.weight_bytes(model_bytes),
+        },
+        "convert_time_s": round(time.perf_counter() - t0, 2),
+    }
+    report["sizes"]["overhead_share"] = round(
+        report["sizes"]["overhead_bytes"] / len(model_bytes), 4
+    )
     # 3. Verify on LiteRT and TFLM (int8/int16 models; TFLM has no float16 weights path).
     x, y = data.sample("test", e.verify_samples, seed=cfg.run.seed)
     if e.mode in ("int8", "int16x8"):
         report["verify"] = verify(model_bytes, rm.model, x, y, device_bytes=device_bytes)
         report["weights"] = [w.to_dict() for w in compression.weight_tensors(model_bytes)]
     if e.compress == "lut":  # the device carries the compressed model from here on
-        device_bytes, report["compressed"] = compression.compress_device(device_bytes, model_bytes, x)
+        device_bytes, report["compressed"] = compression.compress_device(
+            device_bytes, model_bytes, x
+        )
         report["sizes"]["compressed_device_bytes"] = len(device_bytes)
     # The whole test split on LiteRT, preprocessed from the embedded metadata exactly as
     # `kdq_tf eval` does on a device, so the two figures can be compared one to one.
     from kdq_tf.runtime.runner import Runner
 
-    full = Runner.from_bytes(model_bytes).predict_logits(data.info.preprocess.apply(data.x_test)).argmax(-1)
+    full = (
+        Runner.from_bytes(model_bytes)
+        .predict_logits(data.info.preprocess.apply(data.x_test))
+        .argmax(-1)
+    )
     report["test_accuracy_litert"] = float((full == data.y_test).mean())
     report["test_samples"] = int(len(data.y_test))
     # 4. Generate sources (C arrays, settings, resolver, sample), then write everything.
@@ -189,26 +254,53 @@ def run_export(run_dir: str | Path, out_dir: str | Path | None = None, firmware_
     if e.mode != "float32":
         outputs["model_float32.tflite"] = float_bytes
     generated = {}
-    arena = max(report.get("verify", {}).get("arena_bytes", 0), report.get("compressed", {}).get("arena_bytes", 0))
+    arena = max(
+        report.get("verify", {}).get("arena_bytes", 0),
+        report.get("compressed", {}).get("arena_bytes", 0),
+    )
     if e.c_array or firmware_dir:
-        generated = c_sources(device_bytes, e.name, data.info.class_names, x[0], int(y[0]), arena, model_bytes)
+        generated = c_sources(
+            device_bytes, e.name, data.info.class_names, x[0], int(y[0]), arena, model_bytes
+        )
     for fname, blob in outputs.items():
         files.write_bytes(out / fname, blob)
     if e.c_array:
         for fname, text in generated.items():
             files.write_text(out / fname, text)
     if firmware_dir:
-        report["firmware"] = firmware_project(model_bytes, firmware_dir, e.name, data.info.class_names, x, y,
-                                              e.firmware_samples, arena, (out / "report.json").resolve(), generated,
-                                              device_bytes)
+        report["firmware"] = firmware_project(
+            model_bytes,
+            firmware_dir,
+            e.name,
+            data.info.class_names,
+            x,
+            y,
+            e.firmware_samples,
+            arena,
+            (out / "report.json").resolve(),
+            generated,
+            device_bytes,
+        )
     files.write_json(out / "report.json", report)
-    files.write_text(out / "report.md", export_markdown(report, files.read_json(run_dir / "metrics.json")))
+    files.write_text(
+        out / "report.md", export_markdown(report, files.read_json(run_dir / "metrics.json"))
+    )
     return report
 
 
-def firmware_project(model_bytes: bytes, out_dir: str | Path, name: str, class_names, x: np.ndarray, y: np.ndarray,
-                     samples: int = 10, arena: int | None = None, export_report: Path | None = None,
-                     generated: dict | None = None, device_bytes: bytes | None = None) -> dict:
+def firmware_project(
+    model_bytes: bytes,
+    out_dir: str | Path,
+    name: str,
+    class_names,
+    x: np.ndarray,
+    y: np.ndarray,
+    samples: int = 10,
+    arena: int | None = None,
+    export_report: Path | None = None,
+    generated: dict | None = None,
+    device_bytes: bytes | None = None,
+) -> dict:
     """Writes a TFLite-Micro firmware folder for an integer `.tflite` (bytes in, files out).
 
     The device gets the stripped flatbuffer and the first `samples` of `x` (normalised
@@ -217,20 +309,35 @@ def firmware_project(model_bytes: bytes, out_dir: str | Path, name: str, class_n
     Returns:
         What the folder's firmware.json records.
     """
-    from kdq_tf.device.project import write_firmware
     from kdq_tf.device.micro import find_arena_size
+    from kdq_tf.device.project import write_firmware
     from kdq_tf.runtime.runner import Runner
 
     device_bytes = device_bytes or flatbuf.strip_for_device(model_bytes)
     arena = arena or find_arena_size(device_bytes)
-    generated = generated or c_sources(device_bytes, name, class_names, x[0], int(y[0]), arena, model_bytes)
+    generated = generated or c_sources(
+        device_bytes, name, class_names, x[0], int(y[0]), arena, model_bytes
+    )
     n = min(samples, len(x))
     x_q = Runner.from_bytes(model_bytes, reference=True).quantize(x[:n])
     if x_q.dtype not in (np.int8, np.int16):
-        raise KdqError(f"firmware needs an integer model (int8 or int16x8 input); this one takes {x_q.dtype}")
+        raise KdqError(
+            f"firmware needs an integer model (int8 or int16x8 input); this one takes {x_q.dtype}"
+        )
     mode = "int16x8" if x_q.dtype == np.int16 else "int8"
-    return write_firmware(out_dir, name, generated, device_bytes, x_q, y[:n], flatbuf.op_names(device_bytes),
-                          chosen_arena(arena), class_names, export_report=export_report, mode=mode)
+    return write_firmware(
+        out_dir,
+        name,
+        generated,
+        device_bytes,
+        x_q,
+        y[:n],
+        flatbuf.op_names(device_bytes),
+        chosen_arena(arena),
+        class_names,
+        export_report=export_report,
+        mode=mode,
+    )
 
 
 def chosen_arena(host_arena: int) -> int:
@@ -240,8 +347,15 @@ def chosen_arena(host_arena: int) -> int:
     return int(host_arena * 1.25) + 1024 if host_arena else 64 * 1024
 
 
-def c_sources(model_bytes: bytes, name: str, class_names, sample_x: np.ndarray, sample_y: int,
-              arena: int, io_model: bytes | None = None) -> dict[str, str]:
+def c_sources(
+    model_bytes: bytes,
+    name: str,
+    class_names,
+    sample_x: np.ndarray,
+    sample_y: int,
+    arena: int,
+    io_model: bytes | None = None,
+) -> dict[str, str]:
     """All generated C/C++ files for a model, keyed by file name.
 
     `io_model`: the model LiteRT reads the input/output tensors from, when `model_bytes` is
@@ -252,12 +366,21 @@ def c_sources(model_bytes: bytes, name: str, class_names, sample_x: np.ndarray, 
     r = Runner.from_bytes(io_model or model_bytes)
     header, source = carray.model_data(model_bytes, name)
     margin = chosen_arena(arena)
-    return {"model_data.h": header, "model_data.cc": source,
-            "model_settings.h": carray.model_settings(name, tensor_spec(r.input_details),
-                                                      tensor_spec(r.output_details), list(class_names), margin),
-            "model_ops.h": carray.model_ops(name, flatbuf.op_names(model_bytes)),
-            "sample_input.h": carray.sample_input(name, np.asarray(sample_x, np.float32), sample_y,
-                                                  class_names[sample_y])}
+    return {
+        "model_data.h": header,
+        "model_data.cc": source,
+        "model_settings.h": carray.model_settings(
+            name,
+            tensor_spec(r.input_details),
+            tensor_spec(r.output_details),
+            list(class_names),
+            margin,
+        ),
+        "model_ops.h": carray.model_ops(name, flatbuf.op_names(model_bytes)),
+        "sample_input.h": carray.sample_input(
+            name, np.asarray(sample_x, np.float32), sample_y, class_names[sample_y]
+        ),
+    }
 
 
 def _check_writable(path: Path) -> None:

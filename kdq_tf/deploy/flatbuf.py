@@ -16,16 +16,19 @@ METADATA_NAME = "kdq_tf"  # a Model.metadata entry whose buffer holds UTF-8 JSON
 def _schema():
     try:
         from ai_edge_litert import schema_py_generated as s
+
         return s
     except ImportError:
         pass
     try:
         from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as s
+
         return s
     except ImportError:
         pass
     try:
         from tensorflow.lite.python import schema_py_generated as s
+
         return s
     except ImportError:
         raise ModelError("no TFLite schema module found; pip install ai-edge-litert") from None
@@ -48,7 +51,9 @@ def _model(data: bytes, what: str = "model"):
     try:
         return s.ModelT.InitFromPackedBuf(bytearray(data), 0)
     except Exception as e:  # truncated buffers fail deep inside flatbuffers
-        raise ModelError(f"{what} is a truncated or corrupt TFLite flatbuffer ({type(e).__name__})") from None
+        raise ModelError(
+            f"{what} is a truncated or corrupt TFLite flatbuffer ({type(e).__name__})"
+        ) from None
 
 
 def builtin_names() -> dict[int, str]:
@@ -127,7 +132,11 @@ def weight_bytes(data: bytes) -> int:
     """Bytes held in the model's constant buffers (weights, biases, and embedded metadata)."""
     model = _model(data)
     meta = {m.buffer for m in model.metadata or []}
-    return sum(len(b.data) for i, b in enumerate(model.buffers or []) if b.data is not None and i not in meta)
+    return sum(
+        len(b.data)
+        for i, b in enumerate(model.buffers or [])
+        if b.data is not None and i not in meta
+    )
 
 
 def describe(data: bytes) -> dict:
@@ -140,16 +149,35 @@ def describe(data: bytes) -> dict:
     for i, t in enumerate(g.tensors or []):
         q = t.quantization
         scale = list(np.asarray(q.scale).ravel()) if q is not None and q.scale is not None else []
-        zero = list(np.asarray(q.zeroPoint).ravel()) if q is not None and q.zeroPoint is not None else []
+        zero = (
+            list(np.asarray(q.zeroPoint).ravel())
+            if q is not None and q.zeroPoint is not None
+            else []
+        )
         name = t.name.decode() if isinstance(t.name, bytes) else (t.name or "")
-        tensors.append({"index": i, "name": name, "dtype": types.get(t.type, str(t.type)).lower(),
-                        "shape": [int(d) for d in (t.shape if t.shape is not None else [])],
-                        "scale": [float(v) for v in scale[:4]], "zero_point": [int(v) for v in zero[:4]],
-                        "per_channel": len(scale) > 1})
+        tensors.append(
+            {
+                "index": i,
+                "name": name,
+                "dtype": types.get(t.type, str(t.type)).lower(),
+                "shape": [int(d) for d in (t.shape if t.shape is not None else [])],
+                "scale": [float(v) for v in scale[:4]],
+                "zero_point": [int(v) for v in zero[:4]],
+                "per_channel": len(scale) > 1,
+            }
+        )
     w = weight_bytes(data)
-    return {"bytes": len(data), "weights_bytes": w, "overhead_bytes": len(data) - w, "ops": op_names(data),
-            "operators": len(g.operators or []), "inputs": [int(i) for i in g.inputs],
-            "outputs": [int(i) for i in g.outputs], "tensors": tensors, "metadata": read_metadata(data)}
+    return {
+        "bytes": len(data),
+        "weights_bytes": w,
+        "overhead_bytes": len(data) - w,
+        "ops": op_names(data),
+        "operators": len(g.operators or []),
+        "inputs": [int(i) for i in g.inputs],
+        "outputs": [int(i) for i in g.outputs],
+        "tensors": tensors,
+        "metadata": read_metadata(data),
+    }
 
 
 # Metadata TFLM reads at run time (offline memory plans); every other entry is for tools.
@@ -185,7 +213,12 @@ def strip_for_device(data: bytes) -> bytes:
         for t in g.tensors or []:
             t.name = None
             q = t.quantization
-            if q is not None and q.zeroPoint is not None and len(q.zeroPoint) > 1 and len(set(q.zeroPoint)) == 1:
+            if (
+                q is not None
+                and q.zeroPoint is not None
+                and len(q.zeroPoint) > 1
+                and len(set(q.zeroPoint)) == 1
+            ):
                 q.zeroPoint = q.zeroPoint[:1]
     b = flatbuffers.Builder(len(data))
     b.Finish(model.Pack(b), file_identifier=b"TFL3")

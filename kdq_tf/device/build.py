@@ -24,14 +24,22 @@ TARGETS = ("host", "cortex-m4")
 KERNELS = ("reference", "cmsis-nn")
 # What each tool is, and the Debian packages that provide it.
 _TOOLS = {
-    "make": "make", "g++": "g++", "gcc": "gcc",
+    "make": "make",
+    "g++": "g++",
+    "gcc": "gcc",
     "arm-none-eabi-g++": "gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-newlib",
-    "arm-none-eabi-size": "binutils-arm-none-eabi", "arm-none-eabi-nm": "binutils-arm-none-eabi",
-    "size": "binutils", "nm": "binutils", "qemu-system-arm": "qemu-system-arm",
+    "arm-none-eabi-size": "binutils-arm-none-eabi",
+    "arm-none-eabi-nm": "binutils-arm-none-eabi",
+    "size": "binutils",
+    "nm": "binutils",
+    "qemu-system-arm": "qemu-system-arm",
 }
 _BUILD_TOOLS = {"host": ("make", "gcc", "g++"), "cortex-m4": ("make", "arm-none-eabi-g++")}
 # Running also measures the image (size, nm).
-_RUN_TOOLS = {"host": ("size", "nm"), "cortex-m4": ("qemu-system-arm", "arm-none-eabi-size", "arm-none-eabi-nm")}
+_RUN_TOOLS = {
+    "host": ("size", "nm"),
+    "cortex-m4": ("qemu-system-arm", "arm-none-eabi-size", "arm-none-eabi-nm"),
+}
 
 
 @dataclass(frozen=True)
@@ -57,14 +65,20 @@ def check_tools(target: str, run: bool = False) -> None:
     missing = [t for t in needed if shutil.which(t) is None]
     if target == "cortex-m4" and not missing and not run:
         # The compiler alone is not enough: printf/exit come from newlib's semihosting (rdimon).
-        spec = subprocess.run(["arm-none-eabi-gcc", "-print-file-name=rdimon.specs"], capture_output=True, check=False,
-                              text=True).stdout.strip()
+        spec = subprocess.run(
+            ["arm-none-eabi-gcc", "-print-file-name=rdimon.specs"],
+            capture_output=True,
+            check=False,
+            text=True,
+        ).stdout.strip()
         if not os.path.isabs(spec):
             missing = ["arm-none-eabi-g++"]
     if missing:
         tool = missing[0]
-        raise KdqError(f"{tool} not found: the {target} {'run' if run else 'build'} needs it; install it with "
-                       f"`apt-get install {_TOOLS[tool]}`")
+        raise KdqError(
+            f"{tool} not found: the {target} {'run' if run else 'build'} needs it; install it with "
+            f"`apt-get install {_TOOLS[tool]}`"
+        )
 
 
 def firmware_info(fw_dir: Path) -> dict:
@@ -72,8 +86,10 @@ def firmware_info(fw_dir: Path) -> dict:
     fw_dir = Path(fw_dir)
     path = fw_dir / "firmware.json"
     if not path.is_file() or not (fw_dir / "Makefile").is_file():
-        raise KdqError(f"{fw_dir} is not a kdq_tf firmware folder (no firmware.json or Makefile); "
-                       "write one with `kdq_tf export --run RUN --firmware DIR`")
+        raise KdqError(
+            f"{fw_dir} is not a kdq_tf firmware folder (no firmware.json or Makefile); "
+            "write one with `kdq_tf export --run RUN --firmware DIR`"
+        )
     try:
         return json.loads(path.read_text())
     except ValueError:
@@ -91,15 +107,19 @@ def binary_path(fw_dir: Path, info: dict, target: str, kernels: str) -> Path:
 
 def _compiler_version(target: str) -> str:
     cxx = "g++" if target == "host" else "arm-none-eabi-g++"
-    return subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False).stdout.splitlines()[0]
+    return subprocess.run(
+        [cxx, "--version"], capture_output=True, text=True, check=False
+    ).stdout.splitlines()[0]
 
 
 def object_cache(root: Path, opts: BuildOptions) -> Path:
     """Where this tree's objects for these flags live: keyed by the tree's identity, the
     target, the kernel set and the compiler, so a change to any of them never reuses objects."""
     base = Path(opts.cache or os.environ.get("KDQ_TF_CACHE") or Path.home() / ".cache" / "kdq_tf")
-    key = hashlib.sha256(f"{tflm_tree.tree_identity(root)}|{opts.target}|{opts.kernels}|"
-                         f"{_compiler_version(opts.target)}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        f"{tflm_tree.tree_identity(root)}|{opts.target}|{opts.kernels}|"
+        f"{_compiler_version(opts.target)}".encode()
+    ).hexdigest()[:16]
     kind = f"{opts.target}-{opts.kernels}"
     return base / "tflm-objects" / f"{kind}-{key}"
 
@@ -114,27 +134,57 @@ def build(fw_dir: str | Path, opts: BuildOptions) -> dict:
     fw_dir = Path(fw_dir)
     info = firmware_info(fw_dir)
     check_tools(opts.target)
-    root = tflm_tree.check_tree(opts.tflm, tflm_tree.kernel_files(info["ops"]), opts.kernels == "cmsis-nn")
+    root = tflm_tree.check_tree(
+        opts.tflm, tflm_tree.kernel_files(info["ops"]), opts.kernels == "cmsis-nn"
+    )
     cache = object_cache(root, opts)
     before = _count_objects(cache)
     out = build_dir(fw_dir, opts.target, opts.kernels)
     out.mkdir(parents=True, exist_ok=True)
-    cmd = ["make", "-C", str(fw_dir), f"-j{opts.jobs or os.cpu_count() or 1}", f"TARGET={opts.target}",
-           f"KERNELS={opts.kernels}", f"TFLM_DIR={root}", f"TFLM_OBJDIR={cache}"]
-    log.info("building %s for %s with %s kernels (objects cached in %s)", fw_dir, opts.target, opts.kernels, cache)
+    cmd = [
+        "make",
+        "-C",
+        str(fw_dir),
+        f"-j{opts.jobs or os.cpu_count() or 1}",
+        f"TARGET={opts.target}",
+        f"KERNELS={opts.kernels}",
+        f"TFLM_DIR={root}",
+        f"TFLM_OBJDIR={cache}",
+    ]
+    log.info(
+        "building %s for %s with %s kernels (objects cached in %s)",
+        fw_dir,
+        opts.target,
+        opts.kernels,
+        cache,
+    )
     t0 = time.perf_counter()
     returncode, lines = _make(cmd, out / "build.log")
     seconds = time.perf_counter() - t0
     if returncode != 0:
-        errors = [ln for ln in lines if "error:" in ln.lower() or "Error " in ln] or lines[-1:] or ["?"]
-        raise KdqError(f"firmware build failed ({opts.target}, {opts.kernels}): {errors[0].strip()[:300]} "
-                       f"(full log: {out / 'build.log'})")
+        errors = (
+            [ln for ln in lines if "error:" in ln.lower() or "Error " in ln] or lines[-1:] or ["?"]
+        )
+        raise KdqError(
+            f"firmware build failed ({opts.target}, {opts.kernels}): {errors[0].strip()[:300]} "
+            f"(full log: {out / 'build.log'})"
+        )
     after = _count_objects(cache)
     binary = binary_path(fw_dir, info, opts.target, opts.kernels)
-    result = {"target": opts.target, "kernels": opts.kernels, "binary": str(binary), "build_time_s": round(seconds, 1),
-              "tflm_objects_compiled": after - before, "tflm_objects_in_cache": after, "object_cache": str(cache),
-              "tflm": str(root), "warm": after == before}
-    (out / "build.json").write_text(json.dumps(result, indent=2))  # run reads where the TFLM objects were
+    result = {
+        "target": opts.target,
+        "kernels": opts.kernels,
+        "binary": str(binary),
+        "build_time_s": round(seconds, 1),
+        "tflm_objects_compiled": after - before,
+        "tflm_objects_in_cache": after,
+        "object_cache": str(cache),
+        "tflm": str(root),
+        "warm": after == before,
+    }
+    (out / "build.json").write_text(
+        json.dumps(result, indent=2)
+    )  # run reads where the TFLM objects were
     (fw_dir / "build" / f"{opts.target}.last").write_text(opts.kernels)
     return result
 

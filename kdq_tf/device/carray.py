@@ -20,7 +20,8 @@ _CPP_KEYWORDS = frozenset(
     "delete do double else enum explicit export extern false float for friend goto if inline int long mutable "
     "namespace new noexcept not nullptr operator or private protected public register return short signed "
     "sizeof static struct switch template this throw true try typedef typeid typename union unsigned using "
-    "virtual void volatile while".split())
+    "virtual void volatile while".split()
+)
 
 
 def c_identifier(name: str) -> str:
@@ -52,7 +53,7 @@ def c_string(text: str) -> str:
 def _bytes_body(data: bytes, per_line: int = 12) -> str:
     lines = []
     for i in range(0, len(data), per_line):
-        lines.append("    " + ", ".join(f"0x{b:02x}" for b in data[i:i + per_line]) + ",")
+        lines.append("    " + ", ".join(f"0x{b:02x}" for b in data[i : i + per_line]) + ",")
     return "\n".join(lines)
 
 
@@ -67,12 +68,16 @@ def model_data(data: bytes, name: str) -> tuple[str, str]:
     """Returns `(model_data.h, model_data.cc)` for the flatbuffer `data`."""
     ident = c_identifier(name)
     g = _guard(ident, "model_data.h")
-    header = (f"{_HEADER}#ifndef {g}\n#define {g}\n\n"
-              f"extern const unsigned char g_{ident}_model_data[];\n"
-              f"constexpr unsigned int g_{ident}_model_data_size = {len(data)};\n\n#endif  // {g}\n")
+    header = (
+        f"{_HEADER}#ifndef {g}\n#define {g}\n\n"
+        f"extern const unsigned char g_{ident}_model_data[];\n"
+        f"constexpr unsigned int g_{ident}_model_data_size = {len(data)};\n\n#endif  // {g}\n"
+    )
     # alignas(16): TFLM reads the flatbuffer in place; its tensors need 16-byte alignment.
-    source = (f'{_HEADER}#include "model_data.h"\n\n'
-              f"alignas(16) const unsigned char g_{ident}_model_data[] = {{\n{_bytes_body(data)}\n}};\n")
+    source = (
+        f'{_HEADER}#include "model_data.h"\n\n'
+        f"alignas(16) const unsigned char g_{ident}_model_data[] = {{\n{_bytes_body(data)}\n}};\n"
+    )
     return header, source
 
 
@@ -88,7 +93,13 @@ def _f(x: float) -> str:
     return f"{float(x):.9g}f" if np.isfinite(x) else "0.0f"
 
 
-_CTYPES = {"int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t", "int32": "int32_t", "float32": "float"}
+_CTYPES = {
+    "int8": "int8_t",
+    "uint8": "uint8_t",
+    "int16": "int16_t",
+    "int32": "int32_t",
+    "float32": "float",
+}
 
 
 def c_type(dtype: str) -> str:
@@ -98,7 +109,9 @@ def c_type(dtype: str) -> str:
     return _CTYPES[str(dtype)]
 
 
-def model_settings(name: str, inp: TensorSpec, out: TensorSpec, class_names: list[str], arena_size: int) -> str:
+def model_settings(
+    name: str, inp: TensorSpec, out: TensorSpec, class_names: list[str], arena_size: int
+) -> str:
     """`model_settings.h`: shapes, types, quantization parameters, classes and the tensor arena size."""
     ident = c_identifier(name)
     g = _guard(ident, "model_settings.h")
@@ -133,7 +146,9 @@ def resolver_method(op: str) -> str:
         return "AddDecode"
     if op.startswith(("CUSTOM:", "UNKNOWN_")):
         raise KdqError(f"op {op} has no TFLite-Micro builtin registration; register it by hand")
-    return "Add" + "".join(part.capitalize() if not part[0].isdigit() else part.upper() for part in op.split("_"))
+    return "Add" + "".join(
+        part.capitalize() if not part[0].isdigit() else part.upper() for part in op.split("_")
+    )
 
 
 def model_ops(name: str, ops: list[str]) -> str:
@@ -141,14 +156,18 @@ def model_ops(name: str, ops: list[str]) -> str:
     ident = c_identifier(name)
     g = _guard(ident, "model_ops.h")
     unique = list(dict.fromkeys(ops))
-    adds = "\n".join(f"  if (resolver.{resolver_method(op)}() != kTfLiteOk) return kTfLiteError;  // {op}"
-                     for op in unique)
-    return (f"{_HEADER}#ifndef {g}\n#define {g}\n\n"
-            '#include "tensorflow/lite/micro/micro_mutable_op_resolver.h"\n\n'
-            f"constexpr int k_{ident}_num_ops = {len(unique)};\n"
-            f"using {ident}_op_resolver = tflite::MicroMutableOpResolver<k_{ident}_num_ops>;\n\n"
-            f"inline TfLiteStatus {ident}_register_ops({ident}_op_resolver& resolver) {{\n{adds}\n"
-            f"  return kTfLiteOk;\n}}\n\n#endif  // {g}\n")
+    adds = "\n".join(
+        f"  if (resolver.{resolver_method(op)}() != kTfLiteOk) return kTfLiteError;  // {op}"
+        for op in unique
+    )
+    return (
+        f"{_HEADER}#ifndef {g}\n#define {g}\n\n"
+        '#include "tensorflow/lite/micro/micro_mutable_op_resolver.h"\n\n'
+        f"constexpr int k_{ident}_num_ops = {len(unique)};\n"
+        f"using {ident}_op_resolver = tflite::MicroMutableOpResolver<k_{ident}_num_ops>;\n\n"
+        f"inline TfLiteStatus {ident}_register_ops({ident}_op_resolver& resolver) {{\n{adds}\n"
+        f"  return kTfLiteOk;\n}}\n\n#endif  // {g}\n"
+    )
 
 
 def sample_input(name: str, x_q: np.ndarray, label: int, class_name: str) -> str:
@@ -157,13 +176,17 @@ def sample_input(name: str, x_q: np.ndarray, label: int, class_name: str) -> str
     g = _guard(ident, "sample_input.h")
     ctype = c_type(x_q.dtype.name)
     flat = x_q.reshape(-1)
-    rows = [", ".join(str(int(v)) if ctype != "float" else _f(v) for v in flat[i:i + 16])
-            for i in range(0, len(flat), 16)]
+    rows = [
+        ", ".join(str(int(v)) if ctype != "float" else _f(v) for v in flat[i : i + 16])
+        for i in range(0, len(flat), 16)
+    ]
     body = ",\n".join(f"    {r}" for r in rows)
-    return (f"{_HEADER}#ifndef {g}\n#define {g}\n\n#include <cstdint>\n\n"
-            f"alignas(16) const {ctype} g_{ident}_sample_input[{len(flat)}] = {{\n{body}\n}};\n"
-            f"constexpr int g_{ident}_sample_label = {int(label)};\n"
-            f"constexpr const char* g_{ident}_sample_class = {c_string(class_name)};\n\n#endif  // {g}\n")
+    return (
+        f"{_HEADER}#ifndef {g}\n#define {g}\n\n#include <cstdint>\n\n"
+        f"alignas(16) const {ctype} g_{ident}_sample_input[{len(flat)}] = {{\n{body}\n}};\n"
+        f"constexpr int g_{ident}_sample_label = {int(label)};\n"
+        f"constexpr const char* g_{ident}_sample_class = {c_string(class_name)};\n\n#endif  // {g}\n"
+    )
 
 
 def test_samples(name: str, x_q: np.ndarray, labels: np.ndarray) -> str:
@@ -179,10 +202,14 @@ def test_samples(name: str, x_q: np.ndarray, labels: np.ndarray) -> str:
     n, size = len(x_q), int(np.prod(x_q.shape[1:]))
     rows = []
     for sample in x_q.reshape(n, size):
-        chunks = [", ".join(str(int(v)) for v in sample[i:i + 24]) for i in range(0, size, 24)]
+        chunks = [", ".join(str(int(v)) for v in sample[i : i + 24]) for i in range(0, size, 24)]
         rows.append("    {" + ",\n     ".join(chunks) + "}")
-    return (f"{_HEADER}#ifndef {g}\n#define {g}\n\n#include <cstdint>\n\n"
-            f"constexpr int kNumTestSamples = {n};\n"
-            f"alignas(16) const {ctype} g_{ident}_test_inputs[{n}][{size}] = {{\n" + ",\n".join(rows) + "\n};\n"
-            f"const int g_{ident}_test_labels[{n}] = {{{', '.join(str(int(v)) for v in labels)}}};\n\n"
-            f"#endif  // {g}\n")
+    return (
+        f"{_HEADER}#ifndef {g}\n#define {g}\n\n#include <cstdint>\n\n"
+        f"constexpr int kNumTestSamples = {n};\n"
+        f"alignas(16) const {ctype} g_{ident}_test_inputs[{n}][{size}] = {{\n"
+        + ",\n".join(rows)
+        + "\n};\n"
+        f"const int g_{ident}_test_labels[{n}] = {{{', '.join(str(int(v)) for v in labels)}}};\n\n"
+        f"#endif  // {g}\n"
+    )

@@ -32,14 +32,19 @@ def _runtime():
     try:
         from tflite_micro.python.tflite_micro import runtime
     except ImportError:
-        raise KdqError("the TFLite-Micro interpreter is not installed; pip install tflite-micro") from None
+        raise KdqError(
+            "the TFLite-Micro interpreter is not installed; pip install tflite-micro"
+        ) from None
     return runtime
 
 
 def arena_fits(model_path: str | Path, arena_size: int, timeout: float = 60) -> bool:
     """True if TFLM allocates and invokes the model with this arena (checked in a child process)."""
-    proc = subprocess.run([sys.executable, "-c", _PROBE, str(model_path), str(int(arena_size))],
-                          capture_output=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(model_path), str(int(arena_size))],
+        capture_output=True,
+        timeout=timeout,
+    )
     return proc.returncode == 0
 
 
@@ -57,7 +62,9 @@ def find_arena_size(model: bytes, granularity: int = 16, upper: int = 64 << 20) 
         hi = 4096
         while not arena_fits(path, hi):
             if hi >= upper:
-                raise KdqError(f"TFLite-Micro could not run the model with arenas up to {upper} bytes")
+                raise KdqError(
+                    f"TFLite-Micro could not run the model with arenas up to {upper} bytes"
+                )
             hi *= 2
         lo = hi // 2 if hi > 4096 else 0  # lo: known (or assumed) to fail
         while hi - lo > granularity:

@@ -10,25 +10,45 @@ from pathlib import Path
 
 import numpy as np
 
-from kdq_tf.device import carray, tflm_tree
 from kdq_tf import files
+from kdq_tf.device import carray, tflm_tree
 
 # Package data (pyproject.toml), so a wheel install writes firmware as a checkout does.
 TEMPLATE_DIR = Path(__file__).resolve().parent / "template"
-TEMPLATE_FILES = ("main.cc", "timer.h", "Makefile", "CMakeLists.txt", "README.md",
-                  "cortex_m/startup_mps2_an386.c", "cortex_m/mps2_an386.ld")
+TEMPLATE_FILES = (
+    "main.cc",
+    "timer.h",
+    "Makefile",
+    "CMakeLists.txt",
+    "README.md",
+    "cortex_m/startup_mps2_an386.c",
+    "cortex_m/mps2_an386.ld",
+)
 DEVICE_MODEL = "model_device.tflite"
 
 
 def render_template(name: str) -> dict[str, str]:
     """The template files with `${name}` replaced by the C identifier."""
     ident = carray.c_identifier(name)
-    return {f: string.Template((TEMPLATE_DIR / f).read_text()).safe_substitute(name=ident) for f in TEMPLATE_FILES}
+    return {
+        f: string.Template((TEMPLATE_DIR / f).read_text()).safe_substitute(name=ident)
+        for f in TEMPLATE_FILES
+    }
 
 
-def write_firmware(out_dir: str | Path, name: str, generated: dict[str, str], device_model: bytes,
-                   x_q: np.ndarray, labels: np.ndarray, ops: list[str], arena_bytes: int, class_names,
-                   export_report: Path | None = None, mode: str = "int8") -> dict:
+def write_firmware(
+    out_dir: str | Path,
+    name: str,
+    generated: dict[str, str],
+    device_model: bytes,
+    x_q: np.ndarray,
+    labels: np.ndarray,
+    ops: list[str],
+    arena_bytes: int,
+    class_names,
+    export_report: Path | None = None,
+    mode: str = "int8",
+) -> dict:
     """Writes template + generated files + the check data (each file atomically) into `out_dir`.
 
     Args:
@@ -42,13 +62,25 @@ def write_firmware(out_dir: str | Path, name: str, generated: dict[str, str], de
     """
     out = Path(out_dir)
     ident = carray.c_identifier(name)
-    texts = {**render_template(name), **generated, "test_samples.h": carray.test_samples(name, x_q, labels),
-             "tflm_sources.mk": tflm_tree.sources_mk(ops)}
+    texts = {
+        **render_template(name),
+        **generated,
+        "test_samples.h": carray.test_samples(name, x_q, labels),
+        "tflm_sources.mk": tflm_tree.sources_mk(ops),
+    }
     blob = io.BytesIO()
     np.savez(blob, x_q=x_q, y=np.asarray(labels, np.int64))
-    info = {"name": ident, "mode": mode, "ops": ops, "samples": len(x_q), "model_file": DEVICE_MODEL,
-            "model_bytes": len(device_model), "arena_bytes": int(arena_bytes), "class_names": list(class_names),
-            "export_report": str(export_report) if export_report else None}
+    info = {
+        "name": ident,
+        "mode": mode,
+        "ops": ops,
+        "samples": len(x_q),
+        "model_file": DEVICE_MODEL,
+        "model_bytes": len(device_model),
+        "arena_bytes": int(arena_bytes),
+        "class_names": list(class_names),
+        "export_report": str(export_report) if export_report else None,
+    }
     for fname, text in texts.items():
         files.write_text(out / fname, text)
     files.write_bytes(out / DEVICE_MODEL, device_model)

@@ -32,5 +32,7 @@ def _update_export_report(path: Path, device: dict) -> None:
     report = files.read_json(path)
     report["device"] = device
     files.write_json(path, report)
-    metrics = files.read_json(Path(report["run_dir"]) / "metrics.json") if report.get("run_dir") else {}
+    metrics = (
+        files.read_json(Path(report["run_dir"]) / "metrics.json") if report.get("run_dir") else {}
+    )
     files.write_text(path.with_suffix(".md"), export_markdown(report, metrics or {}))

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kdq_tf.errors import KdqError
 from kdq_tf.device.build import binary_path, build_dir, check_tools, firmware_info, last_kernels
+from kdq_tf.errors import KdqError
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +28,22 @@ _SAMPLE = re.compile(r"^kdq: sample (\d+) label (-?\d+) class (\d+) (.*) out((?:
 def command(binary: Path, target: str) -> list[str]:
     if target == "host":
         return [str(binary)]
-    return ["qemu-system-arm", "-M", "mps2-an386", "-nographic", "-monitor", "none", "-serial", "none",
-            "-icount", "shift=0", "-semihosting-config", "enable=on,target=native", "-kernel", str(binary)]
+    return [
+        "qemu-system-arm",
+        "-M",
+        "mps2-an386",
+        "-nographic",
+        "-monitor",
+        "none",
+        "-serial",
+        "none",
+        "-icount",
+        "shift=0",
+        "-semihosting-config",
+        "enable=on,target=native",
+        "-kernel",
+        str(binary),
+    ]
 
 
 def parse_output(text: str) -> dict:
@@ -39,10 +53,17 @@ def parse_output(text: str) -> dict:
         line = line.strip()
         m = _SAMPLE.match(line)
         if m:
-            samples.append({"index": int(m[1]), "label": int(m[2]), "class": int(m[3]), "class_name": m[4],
-                            "out": [int(v) for v in m[5].split()]})
+            samples.append(
+                {
+                    "index": int(m[1]),
+                    "label": int(m[2]),
+                    "class": int(m[3]),
+                    "class_name": m[4],
+                    "out": [int(v) for v in m[5].split()],
+                }
+            )
         elif line.startswith("kdq: error"):
-            facts["error"] = line[len("kdq: error"):].strip()
+            facts["error"] = line[len("kdq: error") :].strip()
         elif line.startswith(("kdq: arena_used ", "kdq: ticks ")):
             key, value = line[5:].split()
             facts[key] = int(value)
@@ -63,34 +84,69 @@ def memory(binary: Path, target: str, info: dict) -> dict:
     images' and the arena's shares, from `size -A` and the symbol table."""
     prefix = "" if target == "host" else "arm-none-eabi-"
     sections = {}
-    for line in subprocess.run([f"{prefix}size", "-A", str(binary)], capture_output=True, text=True,
-                               check=True).stdout.splitlines():
+    for line in subprocess.run(
+        [f"{prefix}size", "-A", str(binary)], capture_output=True, text=True, check=True
+    ).stdout.splitlines():
         parts = line.split()
         if len(parts) == 3 and parts[0].startswith(".") and parts[1].isdigit():
             sections[parts[0]] = int(parts[1])
     symbols = {}
-    for line in subprocess.run([f"{prefix}nm", "-S", "-C", str(binary)], capture_output=True, text=True,
-                               check=True).stdout.splitlines():
+    for line in subprocess.run(
+        [f"{prefix}nm", "-S", "-C", str(binary)], capture_output=True, text=True, check=True
+    ).stdout.splitlines():
         parts = line.split(maxsplit=3)
         if len(parts) == 4:
             symbols[parts[3]] = int(parts[1], 16)
     ident = info["name"]
     sym = lambda key: next((v for k, v in symbols.items() if k.split("::")[-1] == key), 0)
     ram_sections = (".data", ".bss")
-    flash_sections = [s for s in sections if s not in ram_sections + (".heap", ".stack") and not s.startswith(
-        (".debug", ".comment", ".ARM.attributes", ".note", ".gnu", ".dynamic", ".got", ".tbss", ".tdata"))]
-    flash = sum(sections[s] for s in flash_sections) + sections.get(".data", 0)  # .data's initial values
-    model, samples, arena = sym(f"g_{ident}_model_data"), sym(f"g_{ident}_test_inputs"), sym("tensor_arena")
+    flash_sections = [
+        s
+        for s in sections
+        if s not in ram_sections + (".heap", ".stack")
+        and not s.startswith(
+            (
+                ".debug",
+                ".comment",
+                ".ARM.attributes",
+                ".note",
+                ".gnu",
+                ".dynamic",
+                ".got",
+                ".tbss",
+                ".tdata",
+            )
+        )
+    ]
+    flash = sum(sections[s] for s in flash_sections) + sections.get(
+        ".data", 0
+    )  # .data's initial values
+    model, samples, arena = (
+        sym(f"g_{ident}_model_data"),
+        sym(f"g_{ident}_test_inputs"),
+        sym("tensor_arena"),
+    )
     ram = sections.get(".data", 0) + sections.get(".bss", 0)
-    out = {"tool": f"{prefix}size -A", "flash_bytes": flash, "flash_model_bytes": model,
-           "flash_test_images_bytes": samples, "flash_code_and_tflm_bytes": flash - model - samples,
-           "ram_bytes": ram, "ram_arena_bytes": arena, "ram_other_bytes": ram - arena,
-           "sections": {k: v for k, v in sections.items() if k in flash_sections or k in ram_sections}}
+    out = {
+        "tool": f"{prefix}size -A",
+        "flash_bytes": flash,
+        "flash_model_bytes": model,
+        "flash_test_images_bytes": samples,
+        "flash_code_and_tflm_bytes": flash - model - samples,
+        "ram_bytes": ram,
+        "ram_arena_bytes": arena,
+        "ram_other_bytes": ram - arena,
+        "sections": {k: v for k, v in sections.items() if k in flash_sections or k in ram_sections},
+    }
     link_map, build = binary.with_suffix(".map"), binary.parent / "build.json"
     if link_map.is_file() and build.is_file():  # the Cortex-M4 link writes a map: shares by origin
         shares = map_shares(link_map, Path(json.loads(build.read_text())["object_cache"]))
-        out.update(flash_tflm_bytes=shares["flash"]["tflm"], flash_runtime_bytes=shares["flash"]["runtime"],
-                   flash_app_bytes=shares["flash"]["app"], ram_runtime_bytes=shares["ram"]["runtime"])
+        out.update(
+            flash_tflm_bytes=shares["flash"]["tflm"],
+            flash_runtime_bytes=shares["flash"]["runtime"],
+            flash_app_bytes=shares["flash"]["app"],
+            ram_runtime_bytes=shares["ram"]["runtime"],
+        )
     return out
 
 
@@ -123,7 +179,9 @@ def map_shares(map_path: Path, tflm_objects: Path) -> dict:
     return {"flash": flash, "ram": ram}
 
 
-def run(fw_dir: str | Path, target: str = "host", kernels: str | None = None, timeout: float = 600) -> dict:
+def run(
+    fw_dir: str | Path, target: str = "host", kernels: str | None = None, timeout: float = 600
+) -> dict:
     """Runs the built image; returns the comparison with Python TFLM and the measurements.
 
     Args:
@@ -137,33 +195,55 @@ def run(fw_dir: str | Path, target: str = "host", kernels: str | None = None, ti
     kernels = kernels or last_kernels(fw_dir, target)
     binary = binary_path(fw_dir, info, target, kernels or "reference")
     if kernels is None or not binary.is_file():
-        raise KdqError(f"no {target} build in {fw_dir}; run `kdq_tf firmware build {fw_dir} --target {target}` first")
+        raise KdqError(
+            f"no {target} build in {fw_dir}; run `kdq_tf firmware build {fw_dir} --target {target}` first"
+        )
     check_tools(target, run=True)
     cmd = command(binary, target)
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         raise KdqError(f"the {target} firmware did not finish within {timeout:.0f} s") from None
-    (build_dir(fw_dir, target, kernels) / "run.log").write_text(f"$ {' '.join(cmd)}\n{proc.stdout}{proc.stderr}")
+    (build_dir(fw_dir, target, kernels) / "run.log").write_text(
+        f"$ {' '.join(cmd)}\n{proc.stdout}{proc.stderr}"
+    )
     got = parse_output(proc.stdout)
     if proc.returncode != 0 or "error" in got or not got["samples"]:
-        why = got.get("error") or (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
-        raise KdqError(f"the {target} firmware failed: {why} (log: {build_dir(fw_dir, target, kernels) / 'run.log'})")
+        why = (
+            got.get("error")
+            or (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+        )
+        raise KdqError(
+            f"the {target} firmware failed: {why} (log: {build_dir(fw_dir, target, kernels) / 'run.log'})"
+        )
     want, labels = expected_outputs(fw_dir, info)
     out = np.array([s["out"] for s in got["samples"]])
     if out.shape != want.shape:
-        raise KdqError(f"the firmware printed {out.shape[0]} outputs of {out.shape[1]} values; expected "
-                       f"{want.shape[0]} of {want.shape[1]}: export the firmware again")
+        raise KdqError(
+            f"the firmware printed {out.shape[0]} outputs of {out.shape[1]} values; expected "
+            f"{want.shape[0]} of {want.shape[1]}: export the firmware again"
+        )
     exact = np.all(out == want, axis=1)
-    result = {"target": target, "kernels": kernels, "samples": len(out),
-              "bit_exact": int(exact.sum()), "top1_agreement": float((out.argmax(1) == want.argmax(1)).mean()),
-              "max_abs_diff": int(np.abs(out.astype(np.int64) - want).max()),
-              "predicted": [s["class"] for s in got["samples"]], "predicted_names": [s["class_name"] for s in got["samples"]],
-              "labels": [int(v) for v in labels], "class_names": info.get("class_names"), "correct": int((out.argmax(1) == labels).sum()),
-              "arena_used_bytes": got.get("arena_used"), "arena_chosen_bytes": info["arena_bytes"],
-              "memory": memory(binary, target, info)}
+    result = {
+        "target": target,
+        "kernels": kernels,
+        "samples": len(out),
+        "bit_exact": int(exact.sum()),
+        "top1_agreement": float((out.argmax(1) == want.argmax(1)).mean()),
+        "max_abs_diff": int(np.abs(out.astype(np.int64) - want).max()),
+        "predicted": [s["class"] for s in got["samples"]],
+        "predicted_names": [s["class_name"] for s in got["samples"]],
+        "labels": [int(v) for v in labels],
+        "class_names": info.get("class_names"),
+        "correct": int((out.argmax(1) == labels).sum()),
+        "arena_used_bytes": got.get("arena_used"),
+        "arena_chosen_bytes": info["arena_bytes"],
+        "memory": memory(binary, target, info),
+    }
     if "ticks" in got:
         per = got["ticks"] / len(out)
-        result.update(systick_ticks_per_inference=round(per, 1),
-                      instructions_per_inference=round(per * QEMU_INSNS_PER_TICK))
+        result.update(
+            systick_ticks_per_inference=round(per, 1),
+            instructions_per_inference=round(per * QEMU_INSNS_PER_TICK),
+        )
     return result

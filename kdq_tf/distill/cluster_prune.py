@@ -55,11 +55,16 @@ def cluster(student: keras.Model, clusters: int, preserve_sparsity: bool = False
     check_clusters(clusters)
     ck = _tfmot().clustering.keras
     try:
-        return ck.cluster_weights(student, number_of_clusters=int(clusters),
-                                  cluster_centroids_init=ck.CentroidInitialization.KMEANS_PLUS_PLUS,
-                                  preserve_sparsity=bool(preserve_sparsity))
+        return ck.cluster_weights(
+            student,
+            number_of_clusters=int(clusters),
+            cluster_centroids_init=ck.CentroidInitialization.KMEANS_PLUS_PLUS,
+            preserve_sparsity=bool(preserve_sparsity),
+        )
     except (ValueError, RuntimeError) as e:
-        raise ModelError(f"TF-MOT could not cluster the student: {str(e).splitlines()[0]}") from None
+        raise ModelError(
+            f"TF-MOT could not cluster the student: {str(e).splitlines()[0]}"
+        ) from None
 
 
 def prune(student: keras.Model, sparsity: float, end_step: int, begin_step: int = 0) -> keras.Model:
@@ -74,8 +79,13 @@ def prune(student: keras.Model, sparsity: float, end_step: int, begin_step: int 
     if end_step <= begin_step:
         raise ModelError(f"pruning needs end_step > begin_step, got {begin_step}..{end_step}")
     sk = _tfmot().sparsity.keras
-    schedule = sk.PolynomialDecay(initial_sparsity=0.0, final_sparsity=float(sparsity), begin_step=begin_step,
-                                  end_step=end_step, frequency=max(1, (end_step - begin_step) // 20))
+    schedule = sk.PolynomialDecay(
+        initial_sparsity=0.0,
+        final_sparsity=float(sparsity),
+        begin_step=begin_step,
+        end_step=end_step,
+        frequency=max(1, (end_step - begin_step) // 20),
+    )
     try:
         return sk.prune_low_magnitude(student, pruning_schedule=schedule)
     except (ValueError, RuntimeError) as e:
@@ -111,8 +121,16 @@ def kernel_stats(model: keras.Model) -> list[dict]:
     """Per conv/dense kernel of a float model: distinct values and the share of exact zeros."""
     rows = []
     for layer in model.layers:
-        if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)):
+        if isinstance(
+            layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
+        ):
             k = np.asarray(layer.get_weights()[0])
-            rows.append({"layer": layer.name, "size": int(k.size), "unique": int(len(np.unique(k))),
-                         "zeros": float((k == 0).mean())})
+            rows.append(
+                {
+                    "layer": layer.name,
+                    "size": int(k.size),
+                    "unique": int(len(np.unique(k))),
+                    "zeros": float((k == 0).mean()),
+                }
+            )
     return rows

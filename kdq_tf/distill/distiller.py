@@ -32,19 +32,33 @@ class Distiller(keras.Model):
 
     def get_config(self):
         """The student and teacher, serialized, so Keras can describe (and checkpoint) the wrapper."""
-        return {"name": self.name,
-                "student": keras.saving.serialize_keras_object(self.student),
-                "teacher": keras.saving.serialize_keras_object(self.teacher) if self.teacher is not None else None}
+        return {
+            "name": self.name,
+            "student": keras.saving.serialize_keras_object(self.student),
+            "teacher": keras.saving.serialize_keras_object(self.teacher)
+            if self.teacher is not None
+            else None,
+        }
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
         student = keras.saving.deserialize_keras_object(config.pop("student"))
         teacher = config.pop("teacher")
-        return cls(student, keras.saving.deserialize_keras_object(teacher) if teacher else None, **config)
+        return cls(
+            student, keras.saving.deserialize_keras_object(teacher) if teacher else None, **config
+        )
 
-    def compile(self, optimizer="adam", metrics=None, temperature: float = DistillConfig.temperature,
-                loss_weights: LossWeights = LossWeights(), soft_loss: str = "kl", hard_loss: str = "ce", **kwargs):
+    def compile(
+        self,
+        optimizer="adam",
+        metrics=None,
+        temperature: float = DistillConfig.temperature,
+        loss_weights: LossWeights = LossWeights(),
+        soft_loss: str = "kl",
+        hard_loss: str = "ce",
+        **kwargs,
+    ):
         """Configures the optimizer and the distillation loss.
 
         Args:
@@ -70,7 +84,13 @@ class Distiller(keras.Model):
 
     @property
     def metrics(self):
-        return [self.total_tracker, self.soft_tracker, self.hard_tracker, self.acc, *self.extra_metrics]
+        return [
+            self.total_tracker,
+            self.soft_tracker,
+            self.hard_tracker,
+            self.acc,
+            *self.extra_metrics,
+        ]
 
     def call(self, x, training=False):
         return self.student(x, training=training)  # (batch, classes) logits
@@ -88,8 +108,15 @@ class Distiller(keras.Model):
         return x, y, tf.stop_gradient(teacher_logits)
 
     def _loss_terms(self, y, teacher_logits, student_logits):
-        return distillation_loss(y, teacher_logits, student_logits, self.temperature, self.loss_weights_,
-                                 self.soft_kind, self.hard_kind)
+        return distillation_loss(
+            y,
+            teacher_logits,
+            student_logits,
+            self.temperature,
+            self.loss_weights_,
+            self.soft_kind,
+            self.hard_kind,
+        )
 
     def _record(self, y, student_logits, total, soft, hard):
         self.total_tracker.update_state(total)

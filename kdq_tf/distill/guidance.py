@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from kdq_tf import files
-from kdq_tf.teacher import logits_file as LF
 from kdq_tf.data.augment import Augment
 from kdq_tf.data.dataset import fingerprint
 from kdq_tf.errors import ConfigError
+from kdq_tf.teacher import logits_file as LF
 from kdq_tf.teacher.logits_file import dequantize_logits, quantize_logits  # noqa: F401 - public helpers
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ PREDICT_BATCH = 256
 
 
 def resolve_mode(mode: str, augment: bool, views: int = 0) -> str:
-    """"auto" -> cached without augmentation or with views, online with augmentation.
+    """ "auto" -> cached without augmentation or with views, online with augmentation.
 
     Plain cached modes hold one logit row per image, so they turn augmentation off;
     `views` brings it back at cached cost.
@@ -48,8 +48,11 @@ def resolve_mode(mode: str, augment: bool, views: int = 0) -> str:
     if views and mode not in ("cached", "cached-int8"):
         raise ConfigError(f"--views {views} needs --guidance cached or cached-int8, got {mode}")
     if augment and mode != "online" and not views:
-        log.warning("guidance %s precomputes teacher logits per sample, so augmentation is turned off "
-                    "for distillation (use --views K or --guidance online to keep it)", mode)
+        log.warning(
+            "guidance %s precomputes teacher logits per sample, so augmentation is turned off "
+            "for distillation (use --views K or --guidance online to keep it)",
+            mode,
+        )
     return mode
 
 
@@ -82,7 +85,9 @@ def _predict(teacher, ds) -> np.ndarray:
     return predict_in_order(teacher, ds)
 
 
-def _teacher_logits_int8(teacher, data, calib: int, split_names: tuple[str, ...]) -> list[np.ndarray]:
+def _teacher_logits_int8(
+    teacher, data, calib: int, split_names: tuple[str, ...]
+) -> list[np.ndarray]:
     from kdq_tf.deploy.convert import to_tflite
     from kdq_tf.runtime.runner import Runner
 
@@ -105,8 +110,16 @@ def view_logits(teacher, data, aug: Augment, views: int, seed: int) -> np.ndarra
     return np.stack(out)
 
 
-def build_guidance(mode: str, teacher, data, run_dir: Path, calib_samples: int = 200, views: int = 0,
-                   aug: Augment | None = None, view_seed: int = 0) -> Guidance:
+def build_guidance(
+    mode: str,
+    teacher,
+    data,
+    run_dir: Path,
+    calib_samples: int = 200,
+    views: int = 0,
+    aug: Augment | None = None,
+    view_seed: int = 0,
+) -> Guidance:
     """Computes (or reuses) the teacher logits a guidance mode needs.
 
     Args:
@@ -127,30 +140,57 @@ def build_guidance(mode: str, teacher, data, run_dir: Path, calib_samples: int =
     aug = aug or data.augmentation()
     path = Path(run_dir) / f"teacher_logits_{mode}.npz"
     t_fp = teacher_fingerprint(teacher)
-    key = fingerprint(data.x_train, data.y_train, data.x_val, np.asarray(data.info.preprocess.mean),
-                      np.asarray([views, view_seed]), np.frombuffer(repr(aug.to_dict() if views else 0).encode(),
-                                                                    np.uint8))
+    key = fingerprint(
+        data.x_train,
+        data.y_train,
+        data.x_val,
+        np.asarray(data.info.preprocess.mean),
+        np.asarray([views, view_seed]),
+        np.frombuffer(repr(aug.to_dict() if views else 0).encode(), np.uint8),
+    )
     if path.is_file():
         cached = LF.from_bytes(path.read_bytes(), str(path))
         if cached.teacher_fp == t_fp and cached.meta.get("cache_key") == key:
             log.info("reusing teacher logits cache %s", path)
             return _guidance(mode, cached, path.stat().st_size, 0.0, 0.0, reused=True)
-        log.warning("teacher logits cache %s was made for another teacher or data set; rebuilding it", path)
+        log.warning(
+            "teacher logits cache %s was made for another teacher or data set; rebuilding it", path
+        )
     t0 = time.perf_counter()
     if mode == "teacher-int8":
         train, val = _teacher_logits_int8(teacher, data, calib_samples, ("train", "val"))
     else:
         train = _predict(teacher, data.pipeline("train", augment=False, batch_size=PREDICT_BATCH))
-        val = (_predict(teacher, data.pipeline("val", batch_size=PREDICT_BATCH)) if data.info.n_val
-               else np.zeros((0, train.shape[1])))
+        val = (
+            _predict(teacher, data.pipeline("val", batch_size=PREDICT_BATCH))
+            if data.info.n_val
+            else np.zeros((0, train.shape[1]))
+        )
     vl = view_logits(teacher, data, aug, views, view_seed) if views else None
-    t = LF.TeacherLogits(train, val, None, vl, view_seed, aug.to_dict() if views else None,
-                         data.raw_fingerprint, t_fp, {"mode": mode, "cache_key": key})
+    t = LF.TeacherLogits(
+        train,
+        val,
+        None,
+        vl,
+        view_seed,
+        aug.to_dict() if views else None,
+        data.raw_fingerprint,
+        t_fp,
+        {"mode": mode, "cache_key": key},
+    )
     blob, err = LF.to_bytes(t, int8=mode == "cached-int8")
     files.write_bytes(path, blob)
-    g = _guidance(mode, LF.from_bytes(blob, str(path)), len(blob), err, time.perf_counter() - t0, reused=False)
-    log.info("teacher logits (%s%s): %d bytes, built in %.1fs, max int8 error %.4g", mode,
-             f", {views} views" if views else "", g.cache_bytes, g.build_time_s, err)
+    g = _guidance(
+        mode, LF.from_bytes(blob, str(path)), len(blob), err, time.perf_counter() - t0, reused=False
+    )
+    log.info(
+        "teacher logits (%s%s): %d bytes, built in %.1fs, max int8 error %.4g",
+        mode,
+        f", {views} views" if views else "",
+        g.cache_bytes,
+        g.build_time_s,
+        err,
+    )
     return g
 
 
@@ -167,8 +207,10 @@ def from_file(path: str | Path, data, mode: str, views: int = 0) -> Guidance:
     if not p.is_file():
         raise DataError(f"teacher logits file {p} does not exist")
     if mode in ("online", "teacher-int8"):
-        raise ConfigError(f"--teacher-logits gives precomputed logits; --guidance {mode} needs a teacher model "
-                          "(use cached or cached-int8)")
+        raise ConfigError(
+            f"--teacher-logits gives precomputed logits; --guidance {mode} needs a teacher model "
+            "(use cached or cached-int8)"
+        )
     t = LF.for_split(LF.from_bytes(p.read_bytes(), str(p)), data, str(p))
     have = 0 if t.views is None else len(t.views)
     if views > have:
@@ -177,13 +219,24 @@ def from_file(path: str | Path, data, mode: str, views: int = 0) -> Guidance:
     return _guidance(mode, t, p.stat().st_size, 0.0, 0.0, reused=True)
 
 
-def _guidance(mode: str, t: "LF.TeacherLogits", nbytes: int, err: float, seconds: float, reused: bool) -> Guidance:
+def _guidance(
+    mode: str, t: "LF.TeacherLogits", nbytes: int, err: float, seconds: float, reused: bool
+) -> Guidance:
     aug = Augment(**t.views_aug) if t.views is not None and t.views_aug else None
-    return Guidance(mode, t.train, t.val, nbytes, err, seconds, reused, t.views, t.views_seed, aug, t.test)
+    return Guidance(
+        mode, t.train, t.val, nbytes, err, seconds, reused, t.views, t.views_seed, aug, t.test
+    )
 
 
-def save_logits(teacher, data, views: int = 0, aug: Augment | None = None, view_seed: int = 0,
-                int8: bool = True, meta: dict | None = None) -> tuple[bytes, float]:
+def save_logits(
+    teacher,
+    data,
+    views: int = 0,
+    aug: Augment | None = None,
+    view_seed: int = 0,
+    int8: bool = True,
+    meta: dict | None = None,
+) -> tuple[bytes, float]:
     """`teacher --save-logits`: logits for every training row (raw order), the test split and K views.
 
     The train rows are in the data set's own order (train and val together), so the file
@@ -204,12 +257,23 @@ def save_logits(teacher, data, views: int = 0, aug: Augment | None = None, view_
         if data.info.n_val:
             full[:, data.val_index] = _val_views(teacher, data, aug, views, view_seed)
         vl = full
-    t = LF.TeacherLogits(rows, None, test, vl, view_seed, aug.to_dict() if views else None, data.raw_fingerprint,
-                         teacher_fingerprint(teacher), meta or {})
+    t = LF.TeacherLogits(
+        rows,
+        None,
+        test,
+        vl,
+        view_seed,
+        aug.to_dict() if views else None,
+        data.raw_fingerprint,
+        teacher_fingerprint(teacher),
+        meta or {},
+    )
     return LF.to_bytes(t, int8=int8)
 
 
 def _val_views(teacher, data, aug: Augment, views: int, seed: int) -> np.ndarray:
     # The val rows' views, so that a file made from one split serves every other split too.
-    swapped = dataclasses.replace(data, x_train=data.x_val, y_train=data.y_val, train_index=data.val_index)
+    swapped = dataclasses.replace(
+        data, x_train=data.x_val, y_train=data.y_val, train_index=data.val_index
+    )
     return view_logits(teacher, swapped, aug, views, seed)

@@ -64,7 +64,9 @@ def soft_loss(teacher_logits, student_logits, temperature: float, kind: str = "k
     log_p_s = tf.nn.log_softmax(s)
     ce = -tf.reduce_sum(p_t * log_p_s, axis=-1)
     if kind == "kl":
-        loss = ce + tf.reduce_sum(p_t * tf.nn.log_softmax(t), axis=-1)  # minus the teacher's entropy
+        loss = ce + tf.reduce_sum(
+            p_t * tf.nn.log_softmax(t), axis=-1
+        )  # minus the teacher's entropy
     elif kind == "ce":
         loss = ce
     else:
@@ -93,8 +95,15 @@ def hard_loss(labels, student_logits, kind: str = "ce"):
     raise ValueError(f"hard loss must be 'ce' or 'mse', got {kind!r}")
 
 
-def distillation_loss(labels, teacher_logits, student_logits, temperature: float,
-                      weights: LossWeights = LossWeights(), soft_kind: str = "kl", hard_kind: str = "ce"):
+def distillation_loss(
+    labels,
+    teacher_logits,
+    student_logits,
+    temperature: float,
+    weights: LossWeights = LossWeights(),
+    soft_kind: str = "kl",
+    hard_kind: str = "ce",
+):
     """Returns per-example `(total, soft, hard)` with `total = w.soft*soft + w.hard*hard`."""
     soft = soft_loss(teacher_logits, student_logits, temperature, soft_kind)
     hard = hard_loss(labels, student_logits, hard_kind)

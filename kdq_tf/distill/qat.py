@@ -23,11 +23,15 @@ def _unsupported(e: Exception) -> ModelError:
     m = re.search(r"Layer (\S+?):?<class '([^']+)'>", msg) or re.search(r"Layer (\S+)", msg)
     layer = m.group(1).rstrip(":") if m else "?"
     kind = m.group(2).rsplit(".", 1)[-1] if m and m.lastindex and m.lastindex > 1 else ""
-    return ModelError(f"TF-MOT cannot quantize layer {layer!r} {f'({kind}) ' if kind else ''}"
-                      f"of the student; keep it in float with --qat-skip '^{layer}$' or use another student")
+    return ModelError(
+        f"TF-MOT cannot quantize layer {layer!r} {f'({kind}) ' if kind else ''}"
+        f"of the student; keep it in float with --qat-skip '^{layer}$' or use another student"
+    )
 
 
-def quantize_student(student: keras.Model, skip: str | None = None, preserve: str = "none") -> keras.Model:
+def quantize_student(
+    student: keras.Model, skip: str | None = None, preserve: str = "none"
+) -> keras.Model:
     """Wraps a flat Functional student for QAT (8-bit default scheme).
 
     Args:
@@ -65,13 +69,19 @@ def quantize_student(student: keras.Model, skip: str | None = None, preserve: st
         annotated = keras.models.clone_model(student, clone_function=annotate)
         annotated.set_weights(student.get_weights())
         with qk.quantize_scope():
-            return qk.quantize_apply(annotated) if keep is None else qk.quantize_apply(annotated, scheme=keep)
+            return (
+                qk.quantize_apply(annotated)
+                if keep is None
+                else qk.quantize_apply(annotated, scheme=keep)
+            )
     except re.error as e:
         raise ModelError(f"--qat-skip {skip!r} is not a valid regex ({e})") from None
     except (RuntimeError, ValueError) as e:
         if "not supported" in str(e) or "Layer" in str(e):
             raise _unsupported(e) from None
-        raise ModelError(f"TF-MOT could not quantize the student: {str(e).splitlines()[0]}") from None
+        raise ModelError(
+            f"TF-MOT could not quantize the student: {str(e).splitlines()[0]}"
+        ) from None
 
 
 def _float_layers(model: keras.Model, pattern: re.Pattern) -> set[str]:
@@ -85,7 +95,9 @@ def _float_layers(model: keras.Model, pattern: re.Pattern) -> set[str]:
     kept = set()
     for layer in model.layers:  # topological order
         inbound = [n.inbound_layers for n in layer._inbound_nodes]  # noqa: SLF001 - Keras has no public walk
-        parents = {p.name for group in inbound for p in (group if isinstance(group, list) else [group])}
+        parents = {
+            p.name for group in inbound for p in (group if isinstance(group, list) else [group])
+        }
         follows_float = bool(parents) and parents <= kept and not layer.weights
         if pattern.search(layer.name) or follows_float:
             kept.add(layer.name)
@@ -117,8 +129,12 @@ def shrink_kernels(model: keras.Model, delta: float) -> dict:
             zeros_before += int(np.sum(v == 0))
             zeros_after += int(np.sum(new == 0))
             w.assign(new)
-    return {"delta": delta, "kernel_params": total,
-            "sparsity_before": zeros_before / max(total, 1), "sparsity_after": zeros_after / max(total, 1)}
+    return {
+        "delta": delta,
+        "kernel_params": total,
+        "sparsity_before": zeros_before / max(total, 1),
+        "sparsity_after": zeros_after / max(total, 1),
+    }
 
 
 def shrink_delta_for(model: keras.Model, sparsity: float) -> float:
@@ -126,7 +142,9 @@ def shrink_delta_for(model: keras.Model, sparsity: float) -> float:
     quantile of |w| over all of them), to compare --shrink with pruning at equal sparsity."""
     if not 0.0 < sparsity < 1.0:
         raise ModelError(f"sparsity must be strictly between 0 and 1, got {sparsity!r}")
-    mags = [np.abs(w.numpy()).ravel() for layer in model.layers for w in layer.weights if _is_kernel(w)]
+    mags = [
+        np.abs(w.numpy()).ravel() for layer in model.layers for w in layer.weights if _is_kernel(w)
+    ]
     if not mags:
         raise ModelError("the model has no conv/dense kernels to shrink")
     return float(np.quantile(np.concatenate(mags), sparsity))
@@ -136,8 +154,14 @@ def _is_kernel(w) -> bool:
     return any(k in w.name for k in ("kernel", "depthwise_kernel"))
 
 
-def layer_sensitivity(student: keras.Model, x_calib: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
-                      calib_batches: int = 8, batch_size: int = 64) -> list[dict]:
+def layer_sensitivity(
+    student: keras.Model,
+    x_calib: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    calib_batches: int = 8,
+    batch_size: int = 64,
+) -> list[dict]:
     """Per-layer QAT sensitivity: test accuracy with only that layer quantized, versus float.
 
     Each conv/dense layer is fake-quantized alone (everything else kept float via
@@ -147,6 +171,7 @@ def layer_sensitivity(student: keras.Model, x_calib: np.ndarray, x_test: np.ndar
     Returns:
         One dict per layer: name, type, float_accuracy, quantized_accuracy, drop.
     """
+
     def acc(m) -> float:
         logits = m.predict(x_test, batch_size=256, verbose=0)
         return float((logits.argmax(-1) == y_test).mean())
@@ -166,8 +191,17 @@ def layer_sensitivity(student: keras.Model, x_calib: np.ndarray, x_test: np.ndar
             continue
         q = quantize_student(frozen, skip=f"^(?!{re.escape(layer.name)}$)")
         for i in range(min(calib_batches, int(np.ceil(len(x_calib) / batch_size)))):
-            q(x_calib[i * batch_size:(i + 1) * batch_size], training=True)  # moving min/max of activations
+            q(
+                x_calib[i * batch_size : (i + 1) * batch_size], training=True
+            )  # moving min/max of activations
         qa = acc(q)
-        rows.append({"layer": layer.name, "type": type(layer).__name__, "float_accuracy": float_acc,
-                     "quantized_accuracy": qa, "drop": float_acc - qa})
+        rows.append(
+            {
+                "layer": layer.name,
+                "type": type(layer).__name__,
+                "float_accuracy": float_acc,
+                "quantized_accuracy": qa,
+                "drop": float_acc - qa,
+            }
+        )
     return rows

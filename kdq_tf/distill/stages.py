@@ -25,8 +25,10 @@ def checked_student(cfg: Config, info):
     """
     d = cfg.distill
     if d.epochs == 0 and d.student in STUDENTS:
-        raise ConfigError(f"--epochs 0 with --student {d.student} would export an untrained student;"
-                          " give a trained one (--student PATH.keras) or --epochs >= 1")
+        raise ConfigError(
+            f"--epochs 0 with --student {d.student} would export an untrained student;"
+            " give a trained one (--student PATH.keras) or --epochs >= 1"
+        )
     student = build_student(d.student, info.input_shape, info.num_classes, cfg.teacher.unsafe_load)
     if cfg.qat.enabled:
         quantize_student(student, cfg.qat.skip)  # dry run: TF-MOT errors surface before training
@@ -42,9 +44,16 @@ def distill_stage(cfg: Config, run: RunDir, data, student, teacher, guidance):
     d = cfg.distill
     timing = train_student(cfg, run, data, "distill", student, teacher, guidance, d.epochs, d.lr)
     files.save_keras(student, path)
-    run.update_metrics("student", {**evaluate(student, data),
-                                   "val_accuracy": val_accuracy(student, data), **timing,
-                                   "guidance": guidance.mode, "name": d.student})
+    run.update_metrics(
+        "student",
+        {
+            **evaluate(student, data),
+            "val_accuracy": val_accuracy(student, data),
+            **timing,
+            "guidance": guidance.mode,
+            "name": d.student,
+        },
+    )
     return student
 
 
@@ -58,8 +67,11 @@ def baseline_stage(cfg: Config, run: RunDir, data, aug) -> dict:
     t0 = time.perf_counter()
     fit_hard(cfg, run, data, model, "baseline", cfg.distill.epochs, cfg.distill.lr, aug)
     files.save_keras(model, run.path / "baseline.keras")
-    return {**evaluate(model, data), "val_accuracy": val_accuracy(model, data),
-            "train_time_s": round(time.perf_counter() - t0, 2)}
+    return {
+        **evaluate(model, data),
+        "val_accuracy": val_accuracy(model, data),
+        "train_time_s": round(time.perf_counter() - t0, 2),
+    }
 
 
 def baseline_qat_stage(cfg: Config, run: RunDir, data, aug) -> dict:
@@ -68,8 +80,11 @@ def baseline_qat_stage(cfg: Config, run: RunDir, data, aug) -> dict:
     t0 = time.perf_counter()
     fit_hard(cfg, run, data, model, "baseline_qat", cfg.qat.epochs, cfg.qat.lr, aug)
     reloaded = load_qat_model(files.save_keras(model, run.path / "baseline_qat.h5"))
-    return {**evaluate(reloaded, data), "val_accuracy": val_accuracy(reloaded, data),
-            "train_time_s": round(time.perf_counter() - t0, 2)}
+    return {
+        **evaluate(reloaded, data),
+        "val_accuracy": val_accuracy(reloaded, data),
+        "train_time_s": round(time.perf_counter() - t0, 2),
+    }
 
 
 def qat_stage(cfg: Config, run: RunDir, data, student, teacher, guidance) -> dict:
@@ -78,13 +93,21 @@ def qat_stage(cfg: Config, run: RunDir, data, student, teacher, guidance) -> dic
     Returns the metrics "student_qat", measured on the reloaded file.
     """
     qat_student = quantize_student(student, cfg.qat.skip, preserve_of(cfg))
-    timing = train_student(cfg, run, data, "qat", qat_student, teacher, guidance, cfg.qat.epochs,
-                           cfg.qat.lr)
+    timing = train_student(
+        cfg, run, data, "qat", qat_student, teacher, guidance, cfg.qat.epochs, cfg.qat.lr
+    )
     # H5, not .keras: TF-MOT 0.8's QuantizeLayer does not reload from the .keras format
     # ("expected 5 variables, but received 3"); H5 round-trips exactly.
     qat_path = files.save_keras(qat_student, run.path / "student_qat.h5")
     # prove the artifact loads before reporting it
-    reloaded = (load_structured_qat(run.path, cfg) if preserve_of(cfg) != "none"
-                else load_qat_model(qat_path))
-    return {**evaluate(reloaded, data), "val_accuracy": val_accuracy(reloaded, data), **timing,
-            "skip": cfg.qat.skip}
+    reloaded = (
+        load_structured_qat(run.path, cfg)
+        if preserve_of(cfg) != "none"
+        else load_qat_model(qat_path)
+    )
+    return {
+        **evaluate(reloaded, data),
+        "val_accuracy": val_accuracy(reloaded, data),
+        **timing,
+        "skip": cfg.qat.skip,
+    }

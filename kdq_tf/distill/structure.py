@@ -47,21 +47,46 @@ def structure_stage(cfg: Config, run, data, student, teacher, guidance):
         steps = epochs * steps_per_epoch(cfg, data)
         # Reach the final sparsity after two thirds of the steps; the rest recovers accuracy.
         wrapped = CP.prune(student, d.prune, end_step=max(2, 2 * steps // 3))
-        timing["prune"] = train_student(cfg, run, data, "prune", wrapped, teacher, guidance, epochs, d.lr / 10,
-                                         callbacks=CP.pruning_callbacks())
+        timing["prune"] = train_student(
+            cfg,
+            run,
+            data,
+            "prune",
+            wrapped,
+            teacher,
+            guidance,
+            epochs,
+            d.lr / 10,
+            callbacks=CP.pruning_callbacks(),
+        )
         student = CP.strip(wrapped)
     if d.cluster:
         wrapped = CP.cluster(student, d.cluster, preserve_sparsity=bool(d.prune))
-        timing["cluster"] = train_student(cfg, run, data, "cluster", wrapped, teacher, guidance, epochs, d.lr / 10)
+        timing["cluster"] = train_student(
+            cfg, run, data, "cluster", wrapped, teacher, guidance, epochs, d.lr / 10
+        )
         student = CP.strip(wrapped)
     files.save_keras(student, path)
     kernels = CP.kernel_stats(student)
-    run.update_metrics("student_structured", {
-        **evaluate(student, data), "val_accuracy": val_accuracy(student, data), "cluster": d.cluster,
-        "prune": d.prune, "kernels": kernels, "timing": timing,
-        "max_unique": max(k["unique"] for k in kernels), "min_zeros": min(k["zeros"] for k in kernels)})
-    log.info("structured student: %s", ", ".join(f"{k['layer']} {k['unique']} values, {100 * k['zeros']:.0f}% "
-                                                  "zeros" for k in kernels))
+    run.update_metrics(
+        "student_structured",
+        {
+            **evaluate(student, data),
+            "val_accuracy": val_accuracy(student, data),
+            "cluster": d.cluster,
+            "prune": d.prune,
+            "kernels": kernels,
+            "timing": timing,
+            "max_unique": max(k["unique"] for k in kernels),
+            "min_zeros": min(k["zeros"] for k in kernels),
+        },
+    )
+    log.info(
+        "structured student: %s",
+        ", ".join(
+            f"{k['layer']} {k['unique']} values, {100 * k['zeros']:.0f}% zeros" for k in kernels
+        ),
+    )
     return student
 
 
@@ -74,9 +99,20 @@ def shrink_stage(cfg: Config, run, data, student):
     before = evaluate(student, data)["accuracy"]
     stats = shrink_kernels(student, cfg.distill.shrink)
     files.save_keras(student, path)
-    run.update_metrics("shrink", {**stats, "accuracy_before": before, "accuracy_after": evaluate(student, data)[
-        "accuracy"], "kernels": CP.kernel_stats(student)})
-    log.info("shrink %.4g: %.1f%% of the kernel weights are zero", stats["delta"], 100 * stats["sparsity_after"])
+    run.update_metrics(
+        "shrink",
+        {
+            **stats,
+            "accuracy_before": before,
+            "accuracy_after": evaluate(student, data)["accuracy"],
+            "kernels": CP.kernel_stats(student),
+        },
+    )
+    log.info(
+        "shrink %.4g: %.1f%% of the kernel weights are zero",
+        stats["delta"],
+        100 * stats["sparsity_after"],
+    )
     return student
 
 

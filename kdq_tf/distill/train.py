@@ -19,8 +19,13 @@ def _distill_phase(cfg: Config, epochs: int, lr: float, steps: int) -> list[Phas
     weights = LossWeights.from_config(d.lam, d.alpha)
 
     def prepare(m):
-        m.compile(optimizer=cosine_adam(lr, epochs, steps), temperature=d.temperature,
-                  loss_weights=weights, soft_loss=d.soft_loss, hard_loss=d.hard_loss)
+        m.compile(
+            optimizer=cosine_adam(lr, epochs, steps),
+            temperature=d.temperature,
+            loss_weights=weights,
+            soft_loss=d.soft_loss,
+            hard_loss=d.hard_loss,
+        )
 
     return [Phase("train", epochs, prepare)]
 
@@ -33,20 +38,26 @@ def _distill_inputs(cfg: Config, data, guidance):
     """
     seed = cfg.run.seed
     if guidance.train_logits is None:
-        return (data.pipeline("train", training=True, seed=seed),
-                data.pipeline("val") if data.info.n_val else None, None)
+        return (
+            data.pipeline("train", training=True, seed=seed),
+            data.pipeline("val") if data.info.n_val else None,
+            None,
+        )
     val = data.pipeline("val", extra=guidance.val_logits) if data.info.n_val else None
     if guidance.views:
-        train = data.views_training_pipeline(guidance.view_aug, guidance.view_logits,
-                                             guidance.view_seed, seed=seed)
+        train = data.views_training_pipeline(
+            guidance.view_aug, guidance.view_logits, guidance.view_seed, seed=seed
+        )
         return train, val, steps_per_epoch(cfg, data)
-    train = data.pipeline("train", training=True, extra=guidance.train_logits, augment=False,
-                          seed=seed)
+    train = data.pipeline(
+        "train", training=True, extra=guidance.train_logits, augment=False, seed=seed
+    )
     return train, val, None
 
 
-def train_student(cfg, run, data, stage, student, teacher, guidance, epochs, lr,
-                  callbacks=None) -> dict:
+def train_student(
+    cfg, run, data, stage, student, teacher, guidance, epochs, lr, callbacks=None
+) -> dict:
     """Fits a student under the Distiller; returns timings and epochs.
 
     Args:
@@ -56,19 +67,37 @@ def train_student(cfg, run, data, stage, student, teacher, guidance, epochs, lr,
     train, val, steps = _distill_inputs(cfg, data, guidance)
     t0 = time.perf_counter()
     phases = _distill_phase(cfg, epochs, lr, steps_per_epoch(cfg, data))
-    result = fit_phases(distiller, phases, train, val, run_dir=run.path, stage=stage,
-                        resume=cfg.run.resume, steps_per_epoch=steps, callbacks=callbacks)
+    result = fit_phases(
+        distiller,
+        phases,
+        train,
+        val,
+        run_dir=run.path,
+        stage=stage,
+        resume=cfg.run.resume,
+        steps_per_epoch=steps,
+        callbacks=callbacks,
+    )
     return {"train_time_s": round(time.perf_counter() - t0, 2), "epochs_run": result["epochs"]}
 
 
 def fit_hard(cfg, run, data, model, stage: str, epochs: int, lr: float, aug) -> None:
     """Fits `model` on hard labels only (the scratch twin), same schedule as the student."""
+
     def prepare(m):
-        m.compile(optimizer=cosine_adam(lr, epochs, steps_per_epoch(cfg, data)),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+        m.compile(
+            optimizer=cosine_adam(lr, epochs, steps_per_epoch(cfg, data)),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        )
 
     val = data.pipeline("val") if data.info.n_val else None
-    fit_phases(model, [Phase("train", epochs, prepare)],
-               data.pipeline("train", training=True, augment=aug, seed=cfg.run.seed), val,
-               run_dir=run.path, stage=stage, resume=cfg.run.resume)
+    fit_phases(
+        model,
+        [Phase("train", epochs, prepare)],
+        data.pipeline("train", training=True, augment=aug, seed=cfg.run.seed),
+        val,
+        run_dir=run.path,
+        stage=stage,
+        resume=cfg.run.resume,
+    )

@@ -21,7 +21,9 @@ def _bn(name: str):
 
 
 def _cbr(x, filters: int, kernel: int = 3, stride: int = 1, name: str = "", relu6: bool = False):
-    x = L.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = L.Conv2D(
+        filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_conv"
+    )(x)
     x = _bn(name=f"{name}_bn")(x)
     return L.ReLU(max_value=6.0 if relu6 else None, name=f"{name}_relu")(x)
 
@@ -87,6 +89,7 @@ def resnet8(input_shape, num_classes: int) -> keras.Model:
 
 def mobilenetv2(input_shape, num_classes: int, alpha: float = 0.35) -> keras.Model:
     """A small-input MobileNetV2: inverted residuals with ReLU6, width multiplier `alpha`."""
+
     def ch(c):
         return max(8, int(c * alpha + 4) // 8 * 8)  # round to multiples of 8, as MobileNetV2 does
 
@@ -107,7 +110,11 @@ def mobilenetv2(input_shape, num_classes: int, alpha: float = 0.35) -> keras.Mod
 
 
 STUDENTS: dict[str, Callable[..., keras.Model]] = {
-    "tiny_cnn": tiny_cnn, "small_cnn": small_cnn, "ds_cnn": ds_cnn, "resnet8": resnet8, "mobilenetv2": mobilenetv2,
+    "tiny_cnn": tiny_cnn,
+    "small_cnn": small_cnn,
+    "ds_cnn": ds_cnn,
+    "resnet8": resnet8,
+    "mobilenetv2": mobilenetv2,
 }
 
 
@@ -120,15 +127,23 @@ def build_student(name: str, input_shape, num_classes: int, unsafe: bool = False
     if name in STUDENTS:
         return STUDENTS[name](tuple(input_shape), num_classes)
     if not name.endswith(".keras") and not Path(name).exists():
-        raise ModelError(f"unknown student {name!r}; use one of {', '.join(STUDENTS)} or a PATH.keras")
+        raise ModelError(
+            f"unknown student {name!r}; use one of {', '.join(STUDENTS)} or a PATH.keras"
+        )
     from kdq_tf.models.teacher import check_io, load_teacher
 
     model = load_teacher(name, input_shape, num_classes, unsafe)  # same safe loading and checks
     check_io(model, input_shape, num_classes, what=f"student {name}")
     nested = [layer.name for layer in model.layers if isinstance(layer, keras.Model)]
-    if nested or not isinstance(model, keras.Model) or model.__class__.__name__ not in ("Functional", "Model"):
-        raise ModelError(f"student {name} must be a flat Functional model for QAT; nested models: "
-                         f"{', '.join(nested) or model.__class__.__name__}")
+    if (
+        nested
+        or not isinstance(model, keras.Model)
+        or model.__class__.__name__ not in ("Functional", "Model")
+    ):
+        raise ModelError(
+            f"student {name} must be a flat Functional model for QAT; nested models: "
+            f"{', '.join(nested) or model.__class__.__name__}"
+        )
     return model
 
 
@@ -141,7 +156,15 @@ def count_macs(model: keras.Model) -> int:
             macs += h * w * c * layer.kernel_size[0] * layer.kernel_size[1]
         elif isinstance(layer, L.Conv2D):
             _, h, w, c = layer.output_shape
-            macs += h * w * c * layer.kernel_size[0] * layer.kernel_size[1] * layer.input_shape[-1] // layer.groups
+            macs += (
+                h
+                * w
+                * c
+                * layer.kernel_size[0]
+                * layer.kernel_size[1]
+                * layer.input_shape[-1]
+                // layer.groups
+            )
         elif isinstance(layer, L.Dense):
             macs += int(layer.input_shape[-1]) * layer.units
     return int(macs)
@@ -152,6 +175,12 @@ def describe_students(input_shape, num_classes: int = 10) -> list[dict]:
     rows = []
     for name, fn in STUDENTS.items():
         m = fn(tuple(input_shape), num_classes)
-        rows.append({"name": name, "params": int(m.count_params()), "macs": count_macs(m),
-                     "description": (fn.__doc__ or "").strip().splitlines()[0]})
+        rows.append(
+            {
+                "name": name,
+                "params": int(m.count_params()),
+                "macs": count_macs(m),
+                "description": (fn.__doc__ or "").strip().splitlines()[0],
+            }
+        )
     return rows

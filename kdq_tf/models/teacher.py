@@ -33,7 +33,9 @@ def imagenet_weights() -> str:
     return str(cached) if cached.is_file() else "imagenet"
 
 
-def _preprocess_kernel(channels: int, pre: Preprocess, raw_max: float) -> tuple[np.ndarray, np.ndarray]:
+def _preprocess_kernel(
+    channels: int, pre: Preprocess, raw_max: float
+) -> tuple[np.ndarray, np.ndarray]:
     # Undo the pipeline's normalisation, map to 0..255 pixels, RGB->BGR, subtract the ImageNet mean:
     # out[o] = k * (std[i] * x[i] + mean[i]) - mean_bgr[o], k = 255 / (scale * raw_max).
     k = 255.0 / (pre.scale * raw_max)
@@ -46,9 +48,14 @@ def _preprocess_kernel(channels: int, pre: Preprocess, raw_max: float) -> tuple[
     return kernel, bias
 
 
-def build_teacher(input_shape: tuple[int, int, int], num_classes: int, cfg: TeacherConfig = TeacherConfig(),
-                  preprocess: Preprocess | None = None, raw_max: float = 255.0,
-                  logits_dtype: str | None = None) -> keras.Model:
+def build_teacher(
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    cfg: TeacherConfig = TeacherConfig(),
+    preprocess: Preprocess | None = None,
+    raw_max: float = 255.0,
+    logits_dtype: str | None = None,
+) -> keras.Model:
     """ResNet50 (no top) behind an adapter that pads/resizes and maps channels to 3,
     or, with `cfg.arch == "cnn"`, the plain CNN of `build_cnn_teacher`.
 
@@ -78,7 +85,9 @@ def build_teacher(input_shape: tuple[int, int, int], num_classes: int, cfg: Teac
     if cfg.adapter == "pad" and h <= s and w <= s:
         if (h, w) != (s, s):
             top, left = (s - h) // 2, (s - w) // 2
-            x = keras.layers.ZeroPadding2D(((top, s - h - top), (left, s - w - left)), name="adapter_pad")(x)
+            x = keras.layers.ZeroPadding2D(
+                ((top, s - h - top), (left, s - w - left)), name="adapter_pad"
+            )(x)
     else:
         x = keras.layers.Resizing(s, s, name="adapter_resize")(x)
     kernel, bias = _preprocess_kernel(c, preprocess, raw_max)
@@ -89,12 +98,14 @@ def build_teacher(input_shape: tuple[int, int, int], num_classes: int, cfg: Teac
     if cfg.weights == "imagenet":
         weights = imagenet_weights()
     try:
-        backbone = keras.applications.ResNet50(include_top=False, weights=weights, input_shape=(s, s, 3),
-                                               pooling="avg")
+        backbone = keras.applications.ResNet50(
+            include_top=False, weights=weights, input_shape=(s, s, 3), pooling="avg"
+        )
     except Exception as e:  # download or file errors surface as many exception types
         raise ModelError(
             f"could not load ImageNet weights for ResNet50 ({type(e).__name__}: {e}); put {IMAGENET_NOTOP} "
-            f"in {keras_models_dir()} or use --weights none") from None
+            f"in {keras_models_dir()} or use --weights none"
+        ) from None
     # Keras's BN momentum 0.99 needs ~500 steps before the moving statistics match the
     # data; short CPU runs stop long before that and evaluate badly. 0.9 (PyTorch's
     # default) settles in ~50 steps.
@@ -106,8 +117,12 @@ def build_teacher(input_shape: tuple[int, int, int], num_classes: int, cfg: Teac
     return keras.Model(inputs, outputs, name="resnet50_teacher")
 
 
-def build_cnn_teacher(input_shape: tuple[int, int, int], num_classes: int, width: int = 48,
-                      logits_dtype: str | None = None) -> keras.Model:
+def build_cnn_teacher(
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    width: int = 48,
+    logits_dtype: str | None = None,
+) -> keras.Model:
     """A VGG-style teacher: three stages of two 3x3 conv-BN-ReLU (width, 2x, 4x), GAP, dense.
 
     ResNet50's stem divides the input by 4 at once, so a 28x28 image becomes 8x8 before
@@ -120,7 +135,9 @@ def build_cnn_teacher(input_shape: tuple[int, int, int], num_classes: int, width
     inputs = keras.Input(input_shape, name="image")
     x = inputs
     for i, (filters, stride) in enumerate([(1, 1), (1, 1), (2, 2), (2, 1), (4, 2), (4, 1)]):
-        x = L.Conv2D(width * filters, 3, strides=stride, padding="same", use_bias=False, name=f"c{i}_conv")(x)
+        x = L.Conv2D(
+            width * filters, 3, strides=stride, padding="same", use_bias=False, name=f"c{i}_conv"
+        )(x)
         x = L.BatchNormalization(momentum=0.9, name=f"c{i}_bn")(x)  # 0.9: see build_teacher
         x = L.ReLU(name=f"c{i}_relu")(x)
     x = L.GlobalAveragePooling2D(name="gap")(x)
@@ -136,8 +153,9 @@ def backbone_of(model: keras.Model) -> keras.Model | None:
     return None
 
 
-def load_teacher(path: str | Path, input_shape: tuple[int, ...], num_classes: int,
-                 unsafe: bool = False) -> keras.Model:
+def load_teacher(
+    path: str | Path, input_shape: tuple[int, ...], num_classes: int, unsafe: bool = False
+) -> keras.Model:
     """Loads a user's `.keras` teacher with Keras safe mode on (unless `unsafe`).
 
     Raises:
@@ -151,8 +169,10 @@ def load_teacher(path: str | Path, input_shape: tuple[int, ...], num_classes: in
         model = keras.models.load_model(p, safe_mode=not unsafe, compile=False)
     except ValueError as e:
         if "safe_mode" in str(e) or "Lambda" in str(e):
-            raise ModelError(f"{p} contains a Lambda layer (arbitrary code); Keras safe mode refuses it. "
-                             "Pass --unsafe-load only if you trust the file") from None
+            raise ModelError(
+                f"{p} contains a Lambda layer (arbitrary code); Keras safe mode refuses it. "
+                "Pass --unsafe-load only if you trust the file"
+            ) from None
         raise ModelError(f"{p} is not a loadable Keras model ({str(e).splitlines()[0]})") from None
     except Exception as e:
         raise ModelError(f"{p} is not a loadable Keras model ({type(e).__name__})") from None
@@ -163,9 +183,16 @@ def load_teacher(path: str | Path, input_shape: tuple[int, ...], num_classes: in
 def check_io(model: keras.Model, input_shape: tuple[int, ...], num_classes: int, what: str) -> None:
     """Raises ModelError unless the model takes `input_shape` images and gives `num_classes` outputs."""
     if not isinstance(model.output_shape, tuple) or model.output_shape[-1] != num_classes:
-        raise ModelError(f"{what} outputs {model.output_shape}, but the data has {num_classes} classes; "
-                         "train or pick a model with one output per class")
+        raise ModelError(
+            f"{what} outputs {model.output_shape}, but the data has {num_classes} classes; "
+            "train or pick a model with one output per class"
+        )
     expected = tuple(model.input_shape[1:]) if isinstance(model.input_shape, tuple) else None
-    if expected is None or any(e is not None and e != d for e, d in zip(expected, input_shape)) \
-            or len(expected) != len(input_shape):
-        raise ModelError(f"{what} expects inputs {model.input_shape}, but the data is {tuple(input_shape)}")
+    if (
+        expected is None
+        or any(e is not None and e != d for e, d in zip(expected, input_shape))
+        or len(expected) != len(input_shape)
+    ):
+        raise ModelError(
+            f"{what} expects inputs {model.input_shape}, but the data is {tuple(input_shape)}"
+        )

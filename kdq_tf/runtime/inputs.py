@@ -28,19 +28,29 @@ class ModelIO:
     def from_model(cls, meta: dict | None, input_details: dict, num_outputs: int) -> "ModelIO":
         h, w, c = (int(d) for d in input_details["shape"][1:4])
         if not meta:
-            log.warning("the model has no kdq_tf metadata; assuming inputs scaled by 1/255 and numbered classes")
-            return cls((h, w, c), tuple(str(i) for i in range(num_outputs)), Preprocess(1 / 255, (0.0,) * c,
-                                                                                          (1.0,) * c))
+            log.warning(
+                "the model has no kdq_tf metadata; assuming inputs scaled by 1/255 and numbered classes"
+            )
+            return cls(
+                (h, w, c),
+                tuple(str(i) for i in range(num_outputs)),
+                Preprocess(1 / 255, (0.0,) * c, (1.0,) * c),
+            )
         p = meta["preprocess"]
-        return cls((h, w, c), tuple(meta["class_names"]), Preprocess(float(p["scale"]), tuple(p["mean"]),
-                                                                     tuple(p["std"])))
+        return cls(
+            (h, w, c),
+            tuple(meta["class_names"]),
+            Preprocess(float(p["scale"]), tuple(p["mean"]), tuple(p["std"])),
+        )
 
 
 def _resize(img, size: tuple[int, int], what: str):
     from PIL import Image
 
     if img.size != size:
-        log.warning("%s is %dx%d; resizing to the model's %dx%d", what, img.size[0], img.size[1], *size)
+        log.warning(
+            "%s is %dx%d; resizing to the model's %dx%d", what, img.size[0], img.size[1], *size
+        )
         img = img.resize(size, Image.BILINEAR)
     return img
 
@@ -63,7 +73,9 @@ def fit_array(a: np.ndarray, shape: tuple[int, int, int], what: str) -> np.ndarr
     """(H, W), (H, W, C), (N, H, W) or (N, H, W, C) -> (N, H, W, C) with the model's size."""
     h, w, c = shape
     if not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
-        raise DataError(f"{what} holds {a.dtype} values, not numbers; give raw pixels (uint8 or float)")
+        raise DataError(
+            f"{what} holds {a.dtype} values, not numbers; give raw pixels (uint8 or float)"
+        )
     if a.ndim == 2:  # one grey image
         a = a[None, ..., None]
     elif a.ndim == 3:  # one image with channels last, or a batch of grey images
@@ -73,9 +85,17 @@ def fit_array(a: np.ndarray, shape: tuple[int, int, int], what: str) -> np.ndarr
     if a.shape[1:3] != (h, w):
         from PIL import Image
 
-        log.warning("%s is %dx%d; resizing to the model's %dx%d", what, a.shape[2], a.shape[1], w, h)
-        a = np.stack([np.asarray(Image.fromarray(np.squeeze(x).astype(np.float32)).resize((w, h), Image.BILINEAR))
-                      for x in a]).reshape(len(a), h, w, c)
+        log.warning(
+            "%s is %dx%d; resizing to the model's %dx%d", what, a.shape[2], a.shape[1], w, h
+        )
+        a = np.stack(
+            [
+                np.asarray(
+                    Image.fromarray(np.squeeze(x).astype(np.float32)).resize((w, h), Image.BILINEAR)
+                )
+                for x in a
+            ]
+        ).reshape(len(a), h, w, c)
     return a
 
 
@@ -97,8 +117,10 @@ def load_inputs(paths: list[str], shape: tuple[int, int, int]) -> tuple[np.ndarr
             try:
                 with np.load(p, allow_pickle=False) as f:
                     if "x" not in f.files:
-                        raise DataError(f"{p} has no array named x (it has {', '.join(f.files) or 'none'}); "
-                                        "save inputs with np.savez(path, x=batch)")
+                        raise DataError(
+                            f"{p} has no array named x (it has {', '.join(f.files) or 'none'}); "
+                            "save inputs with np.savez(path, x=batch)"
+                        )
                     a = fit_array(f["x"], shape, f"{p}[x]")
             except (OSError, ValueError) as e:
                 raise DataError(f"{p} is not a readable .npz file ({e})") from None

@@ -18,20 +18,25 @@ log = logging.getLogger(__name__)
 def _interpreter_module():
     try:
         from ai_edge_litert import interpreter
+
         return interpreter
     except ImportError:
         pass
     try:
         from tflite_runtime import interpreter
+
         return interpreter
     except ImportError:
         pass
     try:
         from tensorflow.lite.python import interpreter
+
         return interpreter
     except ImportError:
-        raise ModelError("no TFLite interpreter found; pip install ai-edge-litert "
-                         "(or tflite-runtime, or tensorflow)") from None
+        raise ModelError(
+            "no TFLite interpreter found; pip install ai-edge-litert "
+            "(or tflite-runtime, or tensorflow)"
+        ) from None
 
 
 def load_interpreter(model_content: bytes, threads: int | None = None, reference: bool = False):
@@ -66,11 +71,15 @@ class Runner:
         self._batch = int(self.input_details["shape"][0])
 
     @classmethod
-    def from_bytes(cls, data: bytes, threads: int | None = None, reference: bool = False) -> "Runner":
+    def from_bytes(
+        cls, data: bytes, threads: int | None = None, reference: bool = False
+    ) -> "Runner":
         return cls(data, threads, reference)
 
     @classmethod
-    def from_file(cls, path: str | Path, threads: int | None = None, reference: bool = False) -> "Runner":
+    def from_file(
+        cls, path: str | Path, threads: int | None = None, reference: bool = False
+    ) -> "Runner":
         p = Path(path)
         if not p.is_file():
             raise ModelError(f"model file {p} does not exist")
@@ -119,9 +128,15 @@ class Runner:
 
     def predict_logits(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Float inputs (N, H, W, C) -> dequantized outputs (N, classes)."""
-        outs = [self.dequantize(self.predict_raw(self.quantize(x[i : i + batch_size])))
-                for i in range(0, len(x), batch_size)]
-        return np.concatenate(outs) if outs else np.zeros((0,) + tuple(self.output_details["shape"][1:]))
+        outs = [
+            self.dequantize(self.predict_raw(self.quantize(x[i : i + batch_size])))
+            for i in range(0, len(x), batch_size)
+        ]
+        return (
+            np.concatenate(outs)
+            if outs
+            else np.zeros((0,) + tuple(self.output_details["shape"][1:]))
+        )
 
     def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Class probabilities: softmax of the dequantized logits."""
@@ -131,7 +146,9 @@ class Runner:
         return e / e.sum(-1, keepdims=True)
 
 
-def benchmark(runner: "Runner", runs: int = 200, warmup: int = 20, other: "Runner | None" = None) -> dict:
+def benchmark(
+    runner: "Runner", runs: int = 200, warmup: int = 20, other: "Runner | None" = None
+) -> dict:
     """Batch-1 latency in milliseconds: min, median, p90 over `runs` timed invokes after warm-up.
 
     With `other`, the two models run alternately in this process (same machine state
@@ -161,10 +178,16 @@ def benchmark(runner: "Runner", runs: int = 200, warmup: int = 20, other: "Runne
 
     def stats(t, r):
         a = np.asarray(t)
-        return {"runs": runs, "min_ms": float(a.min()), "median_ms": float(np.median(a)),
-                "p90_ms": float(np.percentile(a, 90)), "input_dtype": np.dtype(r.input_details["dtype"]).name,
-                "output_dtype": np.dtype(r.output_details["dtype"]).name, "threads": r.threads if r.threads else "default",
-                "samples_ms": [round(float(v), 4) for v in a]}
+        return {
+            "runs": runs,
+            "min_ms": float(a.min()),
+            "median_ms": float(np.median(a)),
+            "p90_ms": float(np.percentile(a, 90)),
+            "input_dtype": np.dtype(r.input_details["dtype"]).name,
+            "output_dtype": np.dtype(r.output_details["dtype"]).name,
+            "threads": r.threads if r.threads else "default",
+            "samples_ms": [round(float(v), 4) for v in a],
+        }
 
     out = {"model": stats(times[0], runner)}
     if other:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kdq_tf._keras import keras, tf
 from kdq_tf import files
+from kdq_tf._keras import keras, tf
 from kdq_tf.config import config_from_dict
 from kdq_tf.data.dataset import load_dataset
 from kdq_tf.errors import ModelError
@@ -52,8 +52,12 @@ class FuseLogits(keras.layers.Layer):
         self.member_weights = [float(v) for v in member_weights]
         self.mode = mode
         # A weight, not a constant: the teacher fingerprint then changes with the fusion weights.
-        self.w = self.add_weight("member_weights", shape=(len(self.member_weights),), trainable=False,
-                                 initializer=keras.initializers.Constant(self.member_weights))
+        self.w = self.add_weight(
+            "member_weights",
+            shape=(len(self.member_weights),),
+            trainable=False,
+            initializer=keras.initializers.Constant(self.member_weights),
+        )
 
     def call(self, inputs):
         z = tf.stack([tf.cast(t, tf.float32) for t in inputs])  # (M, batch, C)
@@ -80,7 +84,7 @@ class Member:
 
 
 def parse_weights(text: str | None, n: int) -> list[float] | None:
-    """"0.6,0.4" -> [0.6, 0.4] normalised to sum 1; None passes through.
+    """ "0.6,0.4" -> [0.6, 0.4] normalised to sum 1; None passes through.
 
     Raises:
         ModelError: not n non-negative numbers with a positive sum.
@@ -92,8 +96,10 @@ def parse_weights(text: str | None, n: int) -> list[float] | None:
     except ValueError:
         raise ModelError(f"teacher weights must be comma-separated numbers, got {text!r}") from None
     if len(w) != n or any(v < 0 or not np.isfinite(v) for v in w) or sum(w) <= 0:
-        raise ModelError(f"teacher weights {text!r}: need {n} non-negative numbers (one per --teacher) "
-                         "with a positive sum")
+        raise ModelError(
+            f"teacher weights {text!r}: need {n} non-negative numbers (one per --teacher) "
+            "with a positive sum"
+        )
     return [v / sum(w) for v in w]
 
 
@@ -103,7 +109,9 @@ def weights_from_accuracy(accuracies: list[float]) -> list[float]:
     return [float(v) for v in a / a.sum()]
 
 
-def fused_model(members: list[Member], weights: list[float], mode: str = "logits", flip: bool = False) -> keras.Model:
+def fused_model(
+    members: list[Member], weights: list[float], mode: str = "logits", flip: bool = False
+) -> keras.Model:
     """One Keras model: image -> every member -> `FuseLogits` -> (batch, C) logits.
 
     `flip`: every member also sees the mirrored image, and each member's weight is split
@@ -119,7 +127,9 @@ def fused_model(members: list[Member], weights: list[float], mode: str = "logits
         for v in views:
             outs.append(m.model(v, training=False))
             view_weights.append(weights[i] / len(views))
-    return keras.Model(inputs, FuseLogits(view_weights, mode, name="fuse")(outs), name="fused_teacher")
+    return keras.Model(
+        inputs, FuseLogits(view_weights, mode, name="fuse")(outs), name="fused_teacher"
+    )
 
 
 def member_paths(spec: str) -> list[str]:
@@ -139,7 +149,9 @@ def load_member(spec: str, input_shape, num_classes: int, unsafe: bool = False) 
     p = Path(spec)
     if p.is_dir():
         if not (p / "teacher.keras").is_file():
-            raise ModelError(f"teacher folder {p} holds no teacher.keras; give a finished run or a .keras file")
+            raise ModelError(
+                f"teacher folder {p} holds no teacher.keras; give a finished run or a .keras file"
+            )
         p = p / "teacher.keras"
     if p.name.endswith(".weights.h5"):
         model = _snapshot(p, input_shape, num_classes)
@@ -159,11 +171,15 @@ def _snapshot(path: Path, input_shape, num_classes: int) -> keras.Model:
     # The adapter folds the run's normalisation into the network: rebuild it from the run's data.
     data = load_dataset(cfg.data, seed=cfg.run.seed)
     raw_max = 255.0 if data.x_train.dtype == np.uint8 else 1.0
-    model, _ = build_teacher_for_training(input_shape, num_classes, cfg.teacher, data.info.preprocess, raw_max)
+    model, _ = build_teacher_for_training(
+        input_shape, num_classes, cfg.teacher, data.info.preprocess, raw_max
+    )
     try:
         model.load_weights(str(path))
     except Exception as e:  # h5py and Keras raise many types for a wrong or truncated file
-        raise ModelError(f"cannot load snapshot {path} into the run's ResNet50 ({type(e).__name__})") from None
+        raise ModelError(
+            f"cannot load snapshot {path} into the run's ResNet50 ({type(e).__name__})"
+        ) from None
     return model
 
 
@@ -180,8 +196,10 @@ def warm_start(model, spec: str, input_shape, num_classes: int) -> None:
     source = load_member(spec, input_shape, num_classes).model
     theirs, ours = source.get_weights(), model.get_weights()
     if [w.shape for w in theirs] != [w.shape for w in ours]:
-        raise ModelError(f"teacher.init {spec}: its weights do not fit the teacher being trained "
-                         f"({len(theirs)} tensors against {len(ours)}); give a teacher built with the same "
-                         "input size, adapter and classes")
+        raise ModelError(
+            f"teacher.init {spec}: its weights do not fit the teacher being trained "
+            f"({len(theirs)} tensors against {len(ours)}); give a teacher built with the same "
+            "input size, adapter and classes"
+        )
     model.set_weights(theirs)
     log.info("teacher warm-started from %s", spec)

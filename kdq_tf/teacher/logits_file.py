@@ -68,10 +68,14 @@ def to_bytes(t: TeacherLogits, int8: bool = True, int8_views: bool = True) -> tu
     Returns:
         `(bytes, max_abs_error)`: the largest int8 reconstruction error (0 for float).
     """
-    arrays: dict[str, np.ndarray] = {"format": np.asarray(FORMAT), "data_fp": np.asarray(t.data_fp),
-                                     "teacher_fp": np.asarray(t.teacher_fp), "meta": np.asarray(json.dumps(t.meta)),
-                                     "views_seed": np.asarray(t.views_seed, np.int64),
-                                     "views_aug": np.asarray(json.dumps(t.views_aug))}
+    arrays: dict[str, np.ndarray] = {
+        "format": np.asarray(FORMAT),
+        "data_fp": np.asarray(t.data_fp),
+        "teacher_fp": np.asarray(t.teacher_fp),
+        "meta": np.asarray(json.dumps(t.meta)),
+        "views_seed": np.asarray(t.views_seed, np.int64),
+        "views_aug": np.asarray(json.dumps(t.views_aug)),
+    }
     err = 0.0
     for name in SPLITS:
         a = getattr(t, name)
@@ -100,47 +104,72 @@ def from_bytes(blob: bytes, source: str) -> TeacherLogits:
         with np.load(io.BytesIO(blob), allow_pickle=False) as f:
             a = {k: f[k] for k in f.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise DataError(f"{source} is not a readable .npz of teacher logits ({type(e).__name__})") from None
+        raise DataError(
+            f"{source} is not a readable .npz of teacher logits ({type(e).__name__})"
+        ) from None
     splits = {name: _split(a, name, source) for name in SPLITS}
     if splits["train"] is None:
-        raise DataError(f"{source} has no 'train' (or 'train_q' + 'train_scale') logits; keys: {', '.join(sorted(a))}")
+        raise DataError(
+            f"{source} has no 'train' (or 'train_q' + 'train_scale') logits; keys: {', '.join(sorted(a))}"
+        )
     k = splits["train"].shape[-1]
     for name, arr in splits.items():
         if arr is None:
             continue
         if arr.ndim != (3 if name == "views" else 2):
-            raise DataError(f"{source}: {name} logits must be {'(K, N, C)' if name == 'views' else '(N, C)'}, "
-                            f"got shape {arr.shape}")
+            raise DataError(
+                f"{source}: {name} logits must be {'(K, N, C)' if name == 'views' else '(N, C)'}, "
+                f"got shape {arr.shape}"
+            )
         if arr.shape[-1] != k:
-            raise DataError(f"{source}: {name} logits have {arr.shape[-1]} classes but train has {k}")
+            raise DataError(
+                f"{source}: {name} logits have {arr.shape[-1]} classes but train has {k}"
+            )
         if not np.all(np.isfinite(arr)):
             raise DataError(f"{source}: {name} logits contain NaN or Inf")
     if splits["views"] is not None and splits["views"].shape[1] != len(splits["train"]):
-        raise DataError(f"{source}: views cover {splits['views'].shape[1]} samples but train has "
-                        f"{len(splits['train'])}")
-    text = {key: str(a[key]) if key in a else "" for key in ("data_fp", "teacher_fp", "meta", "views_aug")}
+        raise DataError(
+            f"{source}: views cover {splits['views'].shape[1]} samples but train has "
+            f"{len(splits['train'])}"
+        )
+    text = {
+        key: str(a[key]) if key in a else ""
+        for key in ("data_fp", "teacher_fp", "meta", "views_aug")
+    }
     try:
         meta = json.loads(text["meta"]) if text["meta"] else {}
         aug = json.loads(text["views_aug"]) if text["views_aug"] else None
     except json.JSONDecodeError:
         raise DataError(f"{source}: 'meta' or 'views_aug' is not JSON") from None
-    return TeacherLogits(splits["train"], splits["val"], splits["test"], splits["views"],
-                         int(a["views_seed"]) if "views_seed" in a else 0, aug, text["data_fp"],
-                         text["teacher_fp"], meta)
+    return TeacherLogits(
+        splits["train"],
+        splits["val"],
+        splits["test"],
+        splits["views"],
+        int(a["views_seed"]) if "views_seed" in a else 0,
+        aug,
+        text["data_fp"],
+        text["teacher_fp"],
+        meta,
+    )
 
 
 def _split(a: dict, name: str, source: str) -> np.ndarray | None:
     for key in (name, f"{name}_q", f"{name}_scale"):
         if key in a and not _is_number(a[key]):
-            raise DataError(f"{source}: {key} holds {a[key].dtype} values, not numbers; teacher logits "
-                            "are float (or int8 with a float scale)")
+            raise DataError(
+                f"{source}: {key} holds {a[key].dtype} values, not numbers; teacher logits "
+                "are float (or int8 with a float scale)"
+            )
     if name in a:
         return np.asarray(a[name], np.float32)
     if f"{name}_q" not in a:
         return None
     q, s = a[f"{name}_q"], a.get(f"{name}_scale")
     if q.dtype != np.int8 or s is None or s.shape != q.shape[:-1]:
-        raise DataError(f"{source}: {name}_q must be int8 with a {name}_scale of shape {q.shape[:-1]}")
+        raise DataError(
+            f"{source}: {name}_q must be int8 with a {name}_scale of shape {q.shape[:-1]}"
+        )
     return dequantize_logits(q, s)
 
 
@@ -155,29 +184,45 @@ def for_split(t: TeacherLogits, data, source: str) -> TeacherLogits:
     """
     info = data.info
     if t.num_classes != info.num_classes:
-        raise DataError(f"{source} has logits for {t.num_classes} classes but {info.name} has {info.num_classes}; "
-                        "make the logits with a teacher for this data set")
+        raise DataError(
+            f"{source} has logits for {t.num_classes} classes but {info.name} has {info.num_classes}; "
+            "make the logits with a teacher for this data set"
+        )
     if t.data_fp and data.raw_fingerprint and t.data_fp != data.raw_fingerprint:
-        raise DataError(f"{source} was made for other training data (fingerprint {t.data_fp}, this data "
-                        f"{data.raw_fingerprint}); make the logits on the same data set")
+        raise DataError(
+            f"{source} was made for other training data (fingerprint {t.data_fp}, this data "
+            f"{data.raw_fingerprint}); make the logits on the same data set"
+        )
     n, n_rows = len(t.train), info.n_train + info.n_val
     if t.val is None and n > n_rows and data.config.limit and t.data_fp == data.raw_fingerprint:
         # --limit keeps the first rows of the very data the file was made on: keep the same rows.
-        t = replace(t, train=t.train[:n_rows], views=None if t.views is None else t.views[:, :n_rows])
+        t = replace(
+            t, train=t.train[:n_rows], views=None if t.views is None else t.views[:, :n_rows]
+        )
         n = n_rows
     if t.val is None:
         if n != n_rows:
-            raise DataError(f"{source} has {n} train logits but {info.name} has {n_rows} training "
-                            "samples; give one row per training sample, in the data set's order")
+            raise DataError(
+                f"{source} has {n} train logits but {info.name} has {n_rows} training "
+                "samples; give one row per training sample, in the data set's order"
+            )
         rows_tr, rows_val = data.train_index, data.val_index
-        t = replace(t, train=t.train[rows_tr], val=t.train[rows_val],
-                    views=None if t.views is None else t.views[:, rows_tr])
+        t = replace(
+            t,
+            train=t.train[rows_tr],
+            val=t.train[rows_val],
+            views=None if t.views is None else t.views[:, rows_tr],
+        )
     elif (n, len(t.val)) != (info.n_train, info.n_val):
-        raise DataError(f"{source} has {n} train and {len(t.val)} val logits but the split has {info.n_train} "
-                        f"and {info.n_val}; give train logits for all {n_rows} training samples instead")
+        raise DataError(
+            f"{source} has {n} train and {len(t.val)} val logits but the split has {info.n_train} "
+            f"and {info.n_val}; give train logits for all {n_rows} training samples instead"
+        )
     if t.test is not None:
         if len(t.test) < info.n_test:
-            raise DataError(f"{source} has {len(t.test)} test logits but the test split has {info.n_test} samples")
+            raise DataError(
+                f"{source} has {len(t.test)} test logits but the test split has {info.n_test} samples"
+            )
         t = replace(t, test=t.test[: info.n_test])
     return t
 

@@ -11,8 +11,8 @@ import os
 from pathlib import Path
 
 from kdq_tf._keras import keras, tf
-from kdq_tf.data.augment import Augment
 from kdq_tf.config import DataConfig, TeacherConfig
+from kdq_tf.data.augment import Augment
 
 log = logging.getLogger(__name__)
 
@@ -20,21 +20,24 @@ log = logging.getLogger(__name__)
 def cpu_has_bf16() -> bool:
     """True where the CPU has native bf16 arithmetic (AVX512-BF16 or AMX), from /proc/cpuinfo."""
     try:
-        flags = next((line for line in open("/proc/cpuinfo") if line.startswith("flags")), "").split()
+        flags = next(
+            (line for line in open("/proc/cpuinfo") if line.startswith("flags")), ""
+        ).split()
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def resolve_precision(precision: str) -> str:
-    """"auto" -> mixed_bfloat16 on CPUs with bf16 arithmetic, else float32."""
+    """ "auto" -> mixed_bfloat16 on CPUs with bf16 arithmetic, else float32."""
     if precision == "auto":
         return "mixed_bfloat16" if cpu_has_bf16() else "float32"
     return precision
 
 
-def build_teacher_for_training(input_shape, num_classes: int, cfg: TeacherConfig, preprocess=None,
-                               raw_max: float = 255.0):
+def build_teacher_for_training(
+    input_shape, num_classes: int, cfg: TeacherConfig, preprocess=None, raw_max: float = 255.0
+):
     """Builds the ResNet50 teacher under the recipe's precision.
 
     The Keras dtype policy is global, so it is set only while the teacher's layers are
@@ -51,7 +54,9 @@ def build_teacher_for_training(input_shape, num_classes: int, cfg: TeacherConfig
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(precision)
     try:
-        model = build_teacher(input_shape, num_classes, cfg, preprocess, raw_max, logits_dtype="float32")
+        model = build_teacher(
+            input_shape, num_classes, cfg, preprocess, raw_max, logits_dtype="float32"
+        )
     finally:
         keras.mixed_precision.set_global_policy(previous)
     log.info("teacher precision: %s%s", precision, " (CPU has bf16)" if cpu_has_bf16() else "")
@@ -74,12 +79,17 @@ def teacher_phases(model, cfg: TeacherConfig, steps_per_epoch: int):
 
     def loss(y, logits):  # sparse labels, optional label smoothing
         onehot = tf.one_hot(tf.cast(tf.reshape(y, [-1]), tf.int32), k)
-        return keras.losses.categorical_crossentropy(onehot, logits, from_logits=True,
-                                                     label_smoothing=cfg.label_smoothing)
+        return keras.losses.categorical_crossentropy(
+            onehot, logits, from_logits=True, label_smoothing=cfg.label_smoothing
+        )
 
     def compile_with(lr: float, epochs: int):
-        model.compile(optimizer=cosine_adam(lr, epochs, steps_per_epoch, cfg.weight_decay), loss=loss, jit_compile=cfg.jit,
-                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+        model.compile(
+            optimizer=cosine_adam(lr, epochs, steps_per_epoch, cfg.weight_decay),
+            loss=loss,
+            jit_compile=cfg.jit,
+            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        )
 
     backbone = backbone_of(model)
 
@@ -94,8 +104,10 @@ def teacher_phases(model, cfg: TeacherConfig, steps_per_epoch: int):
         compile_with(lr, cfg.epochs)
 
     if cfg.weights == "imagenet" and backbone is not None:
-        return [Phase("head", cfg.head_epochs, head),
-                Phase("finetune", cfg.epochs, lambda m: whole(m, cfg.lr * cfg.finetune_lr_factor))]
+        return [
+            Phase("head", cfg.head_epochs, head),
+            Phase("finetune", cfg.epochs, lambda m: whole(m, cfg.lr * cfg.finetune_lr_factor)),
+        ]
     return [Phase("train", cfg.epochs, lambda m: whole(m, cfg.lr))]
 
 

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT, separable_npz
 
 _MIRRORED_STEP = r"""
@@ -46,8 +45,14 @@ print(json.dumps({"replicas": mirrored.num_replicas_in_sync, "loss_default": los
 
 
 def test_mirrored_matches_default_for_one_step():
-    proc = subprocess.run([sys.executable, "-c", _MIRRORED_STEP], capture_output=True, text=True, cwd=ROOT,
-                          timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    proc = subprocess.run(
+        [sys.executable, "-c", _MIRRORED_STEP],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     assert r["replicas"] == 2
@@ -72,22 +77,54 @@ def test_two_local_workers(tmp_path):
 
     npz = separable_npz(tmp_path / "d.npz", n_train=256, n_test=64, size=12, classes=3)
     inp = keras.Input((12, 12, 1))
-    keras.Model(inp, keras.layers.Dense(3)(keras.layers.Flatten()(inp))).save(tmp_path / "teacher.keras")
+    keras.Model(inp, keras.layers.Dense(3)(keras.layers.Flatten()(inp))).save(
+        tmp_path / "teacher.keras"
+    )
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     out = tmp_path / "run"
     procs = []
     for i in range(2):
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
-               "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})}
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "kdq_tf", "distill", "--strategy", "multiworker", "--dataset", f"npz:{npz}",
-             "--teacher", str(tmp_path / "teacher.keras"), "--epochs", "1", "--batch-size", "32",
-             "--out", str(out)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        env = {
+            **os.environ,
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}),
+        }
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "kdq_tf",
+                    "distill",
+                    "--strategy",
+                    "multiworker",
+                    "--dataset",
+                    f"npz:{npz}",
+                    "--teacher",
+                    str(tmp_path / "teacher.keras"),
+                    "--epochs",
+                    "1",
+                    "--batch-size",
+                    "32",
+                    "--out",
+                    str(out),
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     results = [p.communicate(timeout=600) for p in procs]
     for p, (_, err) in zip(procs, results):
         assert p.returncode == 0, err[-3000:]
-    assert sorted(f.name for f in tmp_path.rglob("student.keras")) == ["student.keras"]  # exactly one model
+    assert sorted(f.name for f in tmp_path.rglob("student.keras")) == [
+        "student.keras"
+    ]  # exactly one model
     assert (out / "student.keras").is_file()
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["student"]["accuracy"] >= 0.0 and metrics["student"]["epochs_run"] == {"train": 1}
+    assert metrics["student"]["accuracy"] >= 0.0 and metrics["student"]["epochs_run"] == {
+        "train": 1
+    }

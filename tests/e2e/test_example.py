@@ -10,9 +10,23 @@ from conftest import ROOT
 
 def test_example_runs_every_step(tmp_path):
     out = tmp_path / "c"
-    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "distill_fashion_mnist.py"), "--limit", "600",
-                           "--epochs", "1", "--out", str(out)], capture_output=True, text=True, cwd=tmp_path,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "distill_fashion_mnist.py"),
+            "--limit",
+            "600",
+            "--epochs",
+            "1",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     steps = [int(m) for m in re.findall(r"^(\d)\. ", proc.stdout, re.M)]
     assert steps == [1, 2, 3, 4, 5, 6, 7], proc.stdout

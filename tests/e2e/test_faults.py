@@ -10,7 +10,6 @@ import time
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, run_cli, separable_npz
 
 pytestmark = pytest.mark.slow
@@ -25,8 +24,14 @@ def _rows(path):
 
 def _kill_after_first_epoch(args, history):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.Popen([sys.executable, "-m", "kdq_tf", *map(str, args)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kdq_tf", *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 600
     while not _rows(history) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
@@ -53,7 +58,9 @@ def _check_artifacts(run):
 
 @pytest.fixture(scope="module")
 def npz(tmp_path_factory):
-    return separable_npz(tmp_path_factory.mktemp("f") / "d.npz", n_train=3000, n_test=200, size=28, classes=4)
+    return separable_npz(
+        tmp_path_factory.mktemp("f") / "d.npz", n_train=3000, n_test=200, size=28, classes=4
+    )
 
 
 def test_distill_killed_then_resumed(npz, tmp_path):
@@ -62,8 +69,19 @@ def test_distill_killed_then_resumed(npz, tmp_path):
     inp = keras.Input((28, 28, 1))
     keras.Model(inp, keras.layers.Dense(4)(keras.layers.Flatten()(inp))).save(tmp_path / "t.keras")
     run = tmp_path / "run"
-    args = ["distill", "--dataset", f"npz:{npz}", "--teacher", tmp_path / "t.keras", "--student", "resnet8",
-            "--epochs", "4", "--out", run]
+    args = [
+        "distill",
+        "--dataset",
+        f"npz:{npz}",
+        "--teacher",
+        tmp_path / "t.keras",
+        "--student",
+        "resnet8",
+        "--epochs",
+        "4",
+        "--out",
+        run,
+    ]
     done = _kill_after_first_epoch(args, run / "distill_history.csv")
     assert done and not (run / "student.keras").exists()
     proc = run_cli(*args, "--resume")
@@ -85,7 +103,9 @@ def test_teacher_killed_then_resumed(tmp_path):
     proc = run_cli(*args, "--resume")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert _rows(run / "teacher_history.csv") == [0, 1, 2]
-    assert json.loads((run / "metrics.json").read_text())["teacher"]["epochs_run"]["train"] == 3 - len(done)
+    assert json.loads((run / "metrics.json").read_text())["teacher"]["epochs_run"][
+        "train"
+    ] == 3 - len(done)
     _check_artifacts(run)
 
 
@@ -98,10 +118,26 @@ def test_seeded_runs_repeat_exactly(tmp_path):
     results = []
     for i in range(2):
         out = tmp_path / f"r{i}"
-        proc = run_cli("distill", "--dataset", f"npz:{npz}", "--teacher", tmp_path / "t.keras", "--epochs", "2",
-                       "--seed", "7", "--augment", "--guidance", "online", "--out", out)
+        proc = run_cli(
+            "distill",
+            "--dataset",
+            f"npz:{npz}",
+            "--teacher",
+            tmp_path / "t.keras",
+            "--epochs",
+            "2",
+            "--seed",
+            "7",
+            "--augment",
+            "--guidance",
+            "online",
+            "--out",
+            out,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         m = json.loads((out / "metrics.json").read_text())
-        results.append({k: {kk: vv for kk, vv in v.items() if "time" not in kk} for k, v in m.items()})
+        results.append(
+            {k: {kk: vv for kk, vv in v.items() if "time" not in kk} for k, v in m.items()}
+        )
         results[-1]["history"] = (out / "distill_history.csv").read_text()
     assert results[0] == results[1]

@@ -9,31 +9,42 @@ import numpy as np
 import pytest
 
 from kdq_tf import cli
-from kdq_tf.deploy import flatbuf
 from kdq_tf._keras import keras
+from kdq_tf.deploy import flatbuf
 from kdq_tf.deploy.convert import to_tflite
 from kdq_tf.deploy.export import firmware_project
 from kdq_tf.device.build import BuildOptions, build
+from kdq_tf.device.micro import MicroRunner
 from kdq_tf.device.report import record
 from kdq_tf.device.run import run
-from kdq_tf.device.micro import MicroRunner
 
 # The tree comes from TFLM_DIR, as for a user (`make test` passes the project's test tree).
 TFLM = Path(os.environ.get("TFLM_DIR") or "/nonexistent")
-needs_tree = pytest.mark.skipif(not (TFLM / "tensorflow/lite/micro/micro_interpreter.cc").is_file(),
-                                reason="no TFLite-Micro tree: set TFLM_DIR (docs/firmware.md)")
-needs_host = pytest.mark.skipif(shutil.which("g++") is None or shutil.which("make") is None,
-                                reason="g++ and make not installed")
-needs_arm = pytest.mark.skipif(shutil.which("arm-none-eabi-g++") is None or shutil.which("qemu-system-arm") is None,
-                               reason="apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi "
-                               "libstdc++-arm-none-eabi-newlib qemu-system-arm")
+needs_tree = pytest.mark.skipif(
+    not (TFLM / "tensorflow/lite/micro/micro_interpreter.cc").is_file(),
+    reason="no TFLite-Micro tree: set TFLM_DIR (docs/firmware.md)",
+)
+needs_host = pytest.mark.skipif(
+    shutil.which("g++") is None or shutil.which("make") is None, reason="g++ and make not installed"
+)
+needs_arm = pytest.mark.skipif(
+    shutil.which("arm-none-eabi-g++") is None or shutil.which("qemu-system-arm") is None,
+    reason="apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi "
+    "libstdc++-arm-none-eabi-newlib qemu-system-arm",
+)
 
 
 def _tiny_model():
     """The student's op set (CONV_2D, MEAN): a small conv net on 12x12 images, 3 classes."""
     keras.utils.set_random_seed(0)
-    m = keras.Sequential([keras.layers.Input((12, 12, 1)), keras.layers.Conv2D(8, 3, strides=2, activation="relu"),
-                          keras.layers.Conv2D(3, 1), keras.layers.GlobalAveragePooling2D()])
+    m = keras.Sequential(
+        [
+            keras.layers.Input((12, 12, 1)),
+            keras.layers.Conv2D(8, 3, strides=2, activation="relu"),
+            keras.layers.Conv2D(3, 1),
+            keras.layers.GlobalAveragePooling2D(),
+        ]
+    )
     x = np.random.default_rng(0).normal(size=(64, 12, 12, 1)).astype(np.float32)
     return m, x
 
@@ -43,13 +54,17 @@ def int8_firmware(tmp_path_factory):
     m, x = _tiny_model()
     model = to_tflite(m, "int8", x[:32])
     out = tmp_path_factory.mktemp("fw") / "firmware"
-    info = firmware_project(model, out, "tiny", ["a", "b", "c"], x[32:], np.arange(32) % 3, samples=6)
+    info = firmware_project(
+        model, out, "tiny", ["a", "b", "c"], x[32:], np.arange(32) % 3, samples=6
+    )
     return out, info
 
 
 def _check_run(fw_dir: Path, r: dict):
     blob = np.load(fw_dir / "test_samples.npz")
-    want = MicroRunner((fw_dir / "model_device.tflite").read_bytes(), r["arena_chosen_bytes"]).run_raw(blob["x_q"])
+    want = MicroRunner(
+        (fw_dir / "model_device.tflite").read_bytes(), r["arena_chosen_bytes"]
+    ).run_raw(blob["x_q"])
     assert r["samples"] == len(want) == 6
     assert r["bit_exact"] == 6, r
     assert r["predicted"] == [int(v) for v in want.argmax(1)]
@@ -57,7 +72,9 @@ def _check_run(fw_dir: Path, r: dict):
     mem = r["memory"]
     assert mem["flash_model_bytes"] == len((fw_dir / "model_device.tflite").read_bytes())
     assert mem["ram_arena_bytes"] == r["arena_chosen_bytes"]
-    assert mem["flash_bytes"] > mem["flash_model_bytes"] and mem["ram_bytes"] >= mem["ram_arena_bytes"]
+    assert (
+        mem["flash_bytes"] > mem["flash_model_bytes"] and mem["ram_bytes"] >= mem["ram_arena_bytes"]
+    )
 
 
 @needs_tree
@@ -76,16 +93,40 @@ def test_host_build_is_bit_exact_with_python_tflm(int8_firmware):
 @needs_arm
 def test_cortex_m4_cmsis_nn_under_qemu_is_bit_exact(int8_firmware):
     fw_dir, _ = int8_firmware
-    assert cli.main(["firmware", "build", str(fw_dir), "--target", "cortex-m4", "--kernels", "cmsis-nn",
-                     "--tflm", str(TFLM)]) == 0
+    assert (
+        cli.main(
+            [
+                "firmware",
+                "build",
+                str(fw_dir),
+                "--target",
+                "cortex-m4",
+                "--kernels",
+                "cmsis-nn",
+                "--tflm",
+                str(TFLM),
+            ]
+        )
+        == 0
+    )
     r = run(fw_dir, "cortex-m4")  # the latest Cortex-M4 build: CMSIS-NN
     assert r["kernels"] == "cmsis-nn"
     _check_run(fw_dir, r)
     assert r["instructions_per_inference"] > 1000
-    m = r["memory"]  # the linker map's shares add up to the loaded flash sections, within 1%: the map
-    loaded = m["flash_bytes"] - m["sections"][".data"]  # lists string sections before the linker merges them
-    assert abs(m["flash_tflm_bytes"] + m["flash_runtime_bytes"] + m["flash_app_bytes"] - loaded) < 0.01 * loaded
-    assert m["flash_app_bytes"] >= m["flash_model_bytes"] + m["flash_test_images_bytes"] and m["flash_tflm_bytes"] > 0
+    m = r[
+        "memory"
+    ]  # the linker map's shares add up to the loaded flash sections, within 1%: the map
+    loaded = (
+        m["flash_bytes"] - m["sections"][".data"]
+    )  # lists string sections before the linker merges them
+    assert (
+        abs(m["flash_tflm_bytes"] + m["flash_runtime_bytes"] + m["flash_app_bytes"] - loaded)
+        < 0.01 * loaded
+    )
+    assert (
+        m["flash_app_bytes"] >= m["flash_model_bytes"] + m["flash_test_images_bytes"]
+        and m["flash_tflm_bytes"] > 0
+    )
 
 
 @needs_tree
@@ -93,8 +134,9 @@ def test_cortex_m4_cmsis_nn_under_qemu_is_bit_exact(int8_firmware):
 def test_int16x8_runs_bit_exact_on_tflm(tmp_path):
     m, x = _tiny_model()
     model = to_tflite(m, "int16x8", x[:32])
-    info = firmware_project(model, tmp_path / "fw", "tiny16", ["a", "b", "c"], x[32:], np.arange(32) % 3,
-                            samples=6)
+    info = firmware_project(
+        model, tmp_path / "fw", "tiny16", ["a", "b", "c"], x[32:], np.arange(32) % 3, samples=6
+    )
     assert info["mode"] == "int16x8"
     assert "using InputType = int16_t;" in (tmp_path / "fw" / "model_settings.h").read_text()
     build(tmp_path / "fw", BuildOptions("host", "reference", str(TFLM)))
@@ -109,14 +151,23 @@ def test_device_flatbuffer_drops_metadata_and_stays_bit_exact():
     assert flatbuf.read_metadata(full) is not None and flatbuf.read_metadata(dev) is None
     assert all(t["name"] == "" for t in flatbuf.describe(dev)["tensors"])
     # per-channel scales stay; the zero points (all 0 for weights and biases) become one value
-    tensors = [(a, b) for a, b in zip(flatbuf._model(full).subgraphs[0].tensors, flatbuf._model(dev).subgraphs[0].tensors)
-               if a.quantization is not None and a.quantization.scale is not None and len(a.quantization.scale) > 1]
+    tensors = [
+        (a, b)
+        for a, b in zip(
+            flatbuf._model(full).subgraphs[0].tensors, flatbuf._model(dev).subgraphs[0].tensors
+        )
+        if a.quantization is not None
+        and a.quantization.scale is not None
+        and len(a.quantization.scale) > 1
+    ]
     assert tensors
     for a, b in tensors:
         np.testing.assert_array_equal(a.quantization.scale, b.quantization.scale)
         assert set(a.quantization.zeroPoint) == {0} and list(b.quantization.zeroPoint) == [0]
     x_q = np.random.default_rng(1).integers(-128, 128, (20, 12, 12, 1), dtype=np.int8)
-    np.testing.assert_array_equal(MicroRunner(dev, 16384).run_raw(x_q), MicroRunner(full, 16384).run_raw(x_q))
+    np.testing.assert_array_equal(
+        MicroRunner(dev, 16384).run_raw(x_q), MicroRunner(full, 16384).run_raw(x_q)
+    )
 
 
 def _one_error(capsys) -> str:
@@ -140,20 +191,29 @@ def test_missing_tree_exits_2_with_one_line(int8_firmware, capsys, tmp_path, mon
 
 
 @needs_host
-def test_missing_toolchain_and_qemu_exit_2_with_the_packages(int8_firmware, capsys, tmp_path, monkeypatch):
+def test_missing_toolchain_and_qemu_exit_2_with_the_packages(
+    int8_firmware, capsys, tmp_path, monkeypatch
+):
     fw_dir = tmp_path / "fw"
-    shutil.copytree(int8_firmware[0], fw_dir, ignore=shutil.ignore_patterns("build", "device_report.*"))
+    shutil.copytree(
+        int8_firmware[0], fw_dir, ignore=shutil.ignore_patterns("build", "device_report.*")
+    )
     before = sorted(p.name for p in fw_dir.rglob("*"))
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin" / "make").symlink_to(shutil.which("make"))
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # make, but no Arm compiler and no QEMU
-    assert cli.main(["firmware", "build", str(fw_dir), "--target", "cortex-m4", "--tflm", str(TFLM)]) == 2
+    assert (
+        cli.main(["firmware", "build", str(fw_dir), "--target", "cortex-m4", "--tflm", str(TFLM)])
+        == 2
+    )
     line = _one_error(capsys)
     assert "arm-none-eabi-g++ not found" in line and "apt-get install gcc-arm-none-eabi" in line
     assert sorted(p.name for p in fw_dir.rglob("*")) == before  # nothing written
     assert cli.main(["firmware", "run", str(fw_dir), "--target", "cortex-m4"]) == 2
     assert "no cortex-m4 build" in _one_error(capsys)
-    elf = fw_dir / "build" / "cortex-m4-reference" / "tiny_fw.elf"  # a build, as far as run can tell
+    elf = (
+        fw_dir / "build" / "cortex-m4-reference" / "tiny_fw.elf"
+    )  # a build, as far as run can tell
     elf.parent.mkdir(parents=True, exist_ok=True)
     elf.touch()
     (fw_dir / "build" / "cortex-m4.last").write_text("reference")
@@ -169,9 +229,15 @@ def test_lut_compressed_firmware_is_bit_exact_with_the_uncompressed_model(tmp_pa
     from kdq_tf.deploy.compression import compress_lut
 
     keras.utils.set_random_seed(0)
-    m = keras.Sequential([keras.layers.Input((12, 12, 1)), keras.layers.Conv2D(8, 3, activation="relu"),
-                          keras.layers.Conv2D(32, 3, activation="relu"), keras.layers.Conv2D(3, 1),
-                          keras.layers.GlobalAveragePooling2D()])
+    m = keras.Sequential(
+        [
+            keras.layers.Input((12, 12, 1)),
+            keras.layers.Conv2D(8, 3, activation="relu"),
+            keras.layers.Conv2D(32, 3, activation="relu"),
+            keras.layers.Conv2D(3, 1),
+            keras.layers.GlobalAveragePooling2D(),
+        ]
+    )
     layer = m.layers[1]  # 8 -> 32 channels, 2,304 weights: 16 clusters by hand
     k, b = layer.get_weights()
     c = np.linspace(k.min(), k.max(), 16)
@@ -181,11 +247,15 @@ def test_lut_compressed_firmware_is_bit_exact_with_the_uncompressed_model(tmp_pa
     small, plan = compress_lut(flatbuf.strip_for_device(model))
     assert [p["bits"] for p in plan if p["compress"]] == [4]
     fw = tmp_path / "fw"
-    info = firmware_project(model, fw, "lut", ["a", "b", "c"], x[32:], np.arange(6) % 3, samples=6, device_bytes=small)
+    info = firmware_project(
+        model, fw, "lut", ["a", "b", "c"], x[32:], np.arange(6) % 3, samples=6, device_bytes=small
+    )
     assert "CUSTOM:TFLM_DECODE" in info["ops"]
     assert " decode_state_lut " in (fw / "tflm_sources.mk").read_text()
     assert "AddDecode()" in (fw / "model_ops.h").read_text()
-    opts = BuildOptions("host", "reference", str(TFLM))  # the objects the other host builds use, plus DECODE
+    opts = BuildOptions(
+        "host", "reference", str(TFLM)
+    )  # the objects the other host builds use, plus DECODE
     build(fw, opts)
     r = run(fw, "host")
     _check_run(fw, r)  # the firmware against the Python interpreter on the compressed model

@@ -4,8 +4,8 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import run_cli, separable_npz
+
 from kdq_tf.teacher import logits_file as LF
 
 
@@ -31,8 +31,23 @@ def setup(tmp_path_factory):
 def test_two_member_fusion_end_to_end(setup):
     d, npz = setup
     out = d / "run_fused"
-    proc = run_cli("distill", "--dataset", f"npz:{npz}", "--teacher", d / "t0.keras", "--teacher", d / "t1.keras",
-                   "--epochs", "1", "--qat", "--qat-epochs", "1", "--baseline", "--out", out)
+    proc = run_cli(
+        "distill",
+        "--dataset",
+        f"npz:{npz}",
+        "--teacher",
+        d / "t0.keras",
+        "--teacher",
+        d / "t1.keras",
+        "--epochs",
+        "1",
+        "--qat",
+        "--qat-epochs",
+        "1",
+        "--baseline",
+        "--out",
+        out,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads((out / "metrics.json").read_text())
     members = m["teacher"]["members"]
@@ -49,8 +64,21 @@ def test_two_member_fusion_end_to_end(setup):
 def test_saved_logits_train_a_student_with_views(setup):
     d, npz = setup
     logits = d / "teacher_logits.npz"
-    proc = run_cli("teacher", "--dataset", f"npz:{npz}", "--teacher", d / "t1.keras", "--views", "2",
-                   "--erase", "0.5", "--save-logits", logits, "--out", d / "run_t")
+    proc = run_cli(
+        "teacher",
+        "--dataset",
+        f"npz:{npz}",
+        "--teacher",
+        d / "t1.keras",
+        "--views",
+        "2",
+        "--erase",
+        "0.5",
+        "--save-logits",
+        logits,
+        "--out",
+        d / "run_t",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     t = LF.from_bytes(logits.read_bytes(), "f")
     assert t.train.shape == (200, 3) and t.test.shape == (60, 3) and t.views.shape == (2, 200, 3)
@@ -63,8 +91,21 @@ def test_saved_logits_train_a_student_with_views(setup):
     assert abs((t.test.argmax(-1) == y_test).mean() - teacher_m["accuracy"]) <= 1 / 60 + 1e-9
 
     out = d / "run_from_logits"
-    proc = run_cli("distill", "--dataset", f"npz:{npz}", "--teacher-logits", logits, "--views", "2",
-                   "--epochs", "2", "--seed", "3", "--out", out)
+    proc = run_cli(
+        "distill",
+        "--dataset",
+        f"npz:{npz}",
+        "--teacher-logits",
+        logits,
+        "--views",
+        "2",
+        "--epochs",
+        "2",
+        "--seed",
+        "3",
+        "--out",
+        out,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads((out / "metrics.json").read_text())
     assert m["guidance"]["views"] == 2 and m["guidance"]["source"] == str(logits)

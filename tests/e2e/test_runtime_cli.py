@@ -7,25 +7,33 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import ROOT, error_line, separable_npz
 from PIL import Image
 
-from conftest import ROOT, error_line, separable_npz
 from kdq_tf.deploy import flatbuf
 from kdq_tf.deploy.export import metadata_for
 
 # Importing any of these raises ImportError in the child: the device has no TensorFlow.
-_NO_TF = ("import sys\n"
-          "for m in ('tensorflow', 'tf_keras', 'keras', 'tensorflow_model_optimization', 'kdq_tf._keras'):\n"
-          "    sys.modules[m] = None\n"
-          "from kdq_tf.cli import main\n"
-          "code = main(sys.argv[1:])\n"
-          "assert not any(k.startswith(('tensorflow', 'tf_keras')) for k in sys.modules if sys.modules[k])\n"
-          "sys.exit(code)\n")
+_NO_TF = (
+    "import sys\n"
+    "for m in ('tensorflow', 'tf_keras', 'keras', 'tensorflow_model_optimization', 'kdq_tf._keras'):\n"
+    "    sys.modules[m] = None\n"
+    "from kdq_tf.cli import main\n"
+    "code = main(sys.argv[1:])\n"
+    "assert not any(k.startswith(('tensorflow', 'tf_keras')) for k in sys.modules if sys.modules[k])\n"
+    "sys.exit(code)\n"
+)
 
 
 def run_no_tf(*args):
-    return subprocess.run([sys.executable, "-c", _NO_TF, *map(str, args)], capture_output=True, text=True,
-                          cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", _NO_TF, *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -33,17 +41,25 @@ def exported(tmp_path_factory):
     """A small model trained and exported in this process (with TF), plus its data."""
     from kdq_tf._keras import keras
     from kdq_tf.config import DataConfig
-    from kdq_tf.deploy.convert import to_tflite
     from kdq_tf.data.dataset import load_dataset
+    from kdq_tf.deploy.convert import to_tflite
     from kdq_tf.models.students import build_student
 
     d = tmp_path_factory.mktemp("rt")
-    npz = separable_npz(d / "data.npz", n_train=400, n_test=120, size=16, classes=4,
-                        class_names=np.array(["north west", "north east", "south west", "south east"]))
+    npz = separable_npz(
+        d / "data.npz",
+        n_train=400,
+        n_test=120,
+        size=16,
+        classes=4,
+        class_names=np.array(["north west", "north east", "south west", "south east"]),
+    )
     data = load_dataset(DataConfig(dataset=f"npz:{npz}", val_split=0.0))
     keras.utils.set_random_seed(0)
     m = build_student("tiny_cnn", data.info.input_shape, 4)
-    m.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    m.compile(
+        keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     m.fit(data.pipeline("train", training=True), epochs=4, verbose=0)
     rep, _ = data.sample("train", 100)
     blob = flatbuf.embed_metadata(to_tflite(m, "int8", rep), metadata_for(data.info))
@@ -65,7 +81,9 @@ def test_infer_without_tensorflow(exported):
     np.savez(d / "batch.npz", x=x)
     np.save(d / "one.npy", x[0, ..., 0])
     Image.fromarray(x[1, ..., 0]).resize((24, 24), Image.NEAREST).save(d / "big.png")  # wrong size
-    proc = run_no_tf("infer", d / "m.tflite", d / "batch.npz", d / "one.npy", d / "big.png", "--json")
+    proc = run_no_tf(
+        "infer", d / "m.tflite", d / "batch.npz", d / "one.npy", d / "big.png", "--json"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(proc.stdout)
     probs = _expected(blob, data, x)
@@ -86,7 +104,9 @@ def test_eval_without_tensorflow(exported, tmp_path):
     expected = (_expected(blob, data, data.x_test).argmax(-1) == data.y_test).mean()
     assert res["accuracy"] == pytest.approx(expected) and res["accuracy"] > 0.9
     cm = np.asarray(res["confusion_matrix"])
-    assert cm.sum() == len(data.y_test) and np.trace(cm) / cm.sum() == pytest.approx(res["accuracy"])
+    assert cm.sum() == len(data.y_test) and np.trace(cm) / cm.sum() == pytest.approx(
+        res["accuracy"]
+    )
 
 
 def test_bench_compare(exported):
@@ -96,7 +116,9 @@ def test_bench_compare(exported):
     res = json.loads(proc.stdout)
     assert res["model"]["input_dtype"] == "int8" and res["other"]["input_dtype"] == "float32"
     assert res["model"]["runs"] == 30 and len(res["model"]["samples_ms"]) == 30
-    assert res["median_ratio"] == pytest.approx(res["model"]["median_ms"] / res["other"]["median_ms"])
+    assert res["median_ratio"] == pytest.approx(
+        res["model"]["median_ms"] / res["other"]["median_ms"]
+    )
     assert res["model"]["min_ms"] <= res["model"]["median_ms"] <= res["model"]["p90_ms"]
 
 
@@ -153,15 +175,30 @@ def test_fresh_runtime_venv(exported, tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", venv], check=True)
     py = venv / "bin" / "python"
-    pip = subprocess.run([py, "-m", "pip", "install", "-q", f"{ROOT}[runtime]"], capture_output=True, text=True,
-                         timeout=900)
+    pip = subprocess.run(
+        [py, "-m", "pip", "install", "-q", f"{ROOT}[runtime]"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert pip.returncode == 0, pip.stderr[-3000:]
     assert subprocess.run([py, "-c", "import tensorflow"], capture_output=True).returncode != 0
     kdq = venv / "bin" / "kdq_tf"
     np.savez(tmp_path / "b.npz", x=data.x_test[:3])
-    for args in (["infer", d / "m.tflite", tmp_path / "b.npz"],
-                 ["eval", d / "m.tflite", "--dataset", f"npz:{d / 'data.npz'}", "--out", tmp_path / "e.json"],
-                 ["bench", d / "m.tflite", "--runs", "20"]):
-        proc = subprocess.run([kdq, *map(str, args)], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    for args in (
+        ["infer", d / "m.tflite", tmp_path / "b.npz"],
+        [
+            "eval",
+            d / "m.tflite",
+            "--dataset",
+            f"npz:{d / 'data.npz'}",
+            "--out",
+            tmp_path / "e.json",
+        ],
+        ["bench", d / "m.tflite", "--runs", "20"],
+    ):
+        proc = subprocess.run(
+            [kdq, *map(str, args)], capture_output=True, text=True, cwd=tmp_path, timeout=300
+        )
         assert proc.returncode == 0, (args, proc.stderr[-3000:])
     assert json.loads((tmp_path / "e.json").read_text())["accuracy"] > 0.9

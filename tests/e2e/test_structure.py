@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import run_cli, separable_npz
 
 
@@ -29,8 +28,24 @@ def setup(tmp_path_factory):
 def test_cluster_under_distillation_then_cqat_then_lut_export(setup):
     d, npz = setup
     out = d / "run_cluster"
-    proc = run_cli("distill", "--dataset", f"npz:{npz}", "--teacher", d / "teacher.keras", "--epochs", "1",
-                   "--cluster", "8", "--structure-epochs", "1", "--qat", "--qat-epochs", "1", "--out", out)
+    proc = run_cli(
+        "distill",
+        "--dataset",
+        f"npz:{npz}",
+        "--teacher",
+        d / "teacher.keras",
+        "--epochs",
+        "1",
+        "--cluster",
+        "8",
+        "--structure-epochs",
+        "1",
+        "--qat",
+        "--qat-epochs",
+        "1",
+        "--out",
+        out,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads((out / "metrics.json").read_text())
     s = m["student_structured"]
@@ -39,11 +54,17 @@ def test_cluster_under_distillation_then_cqat_then_lut_export(setup):
     proc = run_cli("export", "--run", out, "--int8", "--compress", "lut", "--out", exp)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads((exp / "report.json").read_text())
-    assert all(w["unique_per_channel"] <= 8 for w in r["weights"]), r["weights"]  # CQAT kept them through int8
+    assert all(w["unique_per_channel"] <= 8 for w in r["weights"]), r[
+        "weights"
+    ]  # CQAT kept them through int8
     c = r["compressed"]
     assert c["tensors_compressed"] >= 1 and c["bit_exact_tflm"] == c["samples"] > 0
-    assert c["bytes"] < c["uncompressed_bytes"] == len((exp / "model_int8.tflite").read_bytes()) - (
-        r["verify"]["device_model"]["saved_bytes"])
+    assert (
+        c["bytes"]
+        < c["uncompressed_bytes"]
+        == len((exp / "model_int8.tflite").read_bytes())
+        - (r["verify"]["device_model"]["saved_bytes"])
+    )
     lut = (exp / "model_int8_lut.tflite").read_bytes()
     assert len(lut) == c["bytes"]  # the C array carries the compressed model
     assert f"g_model_model_data_size = {len(lut)};" in (exp / "model_data.h").read_text()
@@ -54,8 +75,24 @@ def test_cluster_under_distillation_then_cqat_then_lut_export(setup):
 def test_prune_under_distillation_keeps_zeros_through_pqat(setup):
     d, npz = setup
     out = d / "run_prune"
-    proc = run_cli("distill", "--dataset", f"npz:{npz}", "--teacher", d / "teacher.keras", "--epochs", "1",
-                   "--prune", "0.5", "--structure-epochs", "2", "--qat", "--qat-epochs", "1", "--out", out)
+    proc = run_cli(
+        "distill",
+        "--dataset",
+        f"npz:{npz}",
+        "--teacher",
+        d / "teacher.keras",
+        "--epochs",
+        "1",
+        "--prune",
+        "0.5",
+        "--structure-epochs",
+        "2",
+        "--qat",
+        "--qat-epochs",
+        "1",
+        "--out",
+        out,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     s = json.loads((out / "metrics.json").read_text())["student_structured"]
     big = [k["zeros"] for k in s["kernels"] if k["size"] >= 100]
@@ -76,11 +113,29 @@ def test_shrink_from_a_trained_student_keeps_its_zeros_through_pqat(setup):
 
     d, npz = setup
     out = d / "run_shrink"
-    proc = run_cli("distill", "--dataset", f"npz:{npz}", "--teacher", d / "teacher.keras", "--epochs", "0",
-                   "--student", d / "teacher.keras", "--shrink", "0.1", "--qat", "--qat-epochs", "1", "--out", out)
+    proc = run_cli(
+        "distill",
+        "--dataset",
+        f"npz:{npz}",
+        "--teacher",
+        d / "teacher.keras",
+        "--epochs",
+        "0",
+        "--student",
+        d / "teacher.keras",
+        "--shrink",
+        "0.1",
+        "--qat",
+        "--qat-epochs",
+        "1",
+        "--out",
+        out,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads((out / "metrics.json").read_text())
-    assert m["student"]["accuracy"] == m["teacher"]["accuracy"]  # the same weights, untrained by --epochs 0
+    assert (
+        m["student"]["accuracy"] == m["teacher"]["accuracy"]
+    )  # the same weights, untrained by --epochs 0
     start = keras.models.load_model(d / "teacher.keras", compile=False)
     kept = keras.models.load_model(out / "student.keras", compile=False)
     for a, b in zip(start.get_weights(), kept.get_weights()):

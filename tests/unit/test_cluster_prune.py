@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from kdq_tf.distill import cluster_prune as CP
 from kdq_tf._keras import keras
+from kdq_tf.distill import cluster_prune as CP
 from kdq_tf.errors import ModelError
 
 
@@ -23,7 +23,9 @@ def _student():
 
 
 def _fit(model, x, y, epochs=1, callbacks=()):
-    model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     model.fit(x, y, batch_size=32, epochs=epochs, verbose=0, callbacks=list(callbacks))
     return model
 
@@ -53,8 +55,15 @@ def test_pruning_reaches_the_sparsity_and_prune_preserving_qat_keeps_zeros():
 
     x, y = _data()
     steps = 2 * int(np.ceil(len(x) / 32))
-    pruned = CP.strip(_fit(CP.prune(_student(), 0.5, end_step=steps), x, y, epochs=2,
-                           callbacks=CP.pruning_callbacks()))
+    pruned = CP.strip(
+        _fit(
+            CP.prune(_student(), 0.5, end_step=steps),
+            x,
+            y,
+            epochs=2,
+            callbacks=CP.pruning_callbacks(),
+        )
+    )
     stats = CP.kernel_stats(pruned)
     assert all(r["zeros"] >= 0.45 for r in stats if r["size"] >= 100), stats  # the head is tiny
     qat = _fit(quantize_student(pruned, preserve="prune"), x, y)
@@ -63,13 +72,16 @@ def test_pruning_reaches_the_sparsity_and_prune_preserving_qat_keeps_zeros():
     assert big and min(big) >= 0.45, int8
 
 
-@pytest.mark.parametrize("call,msg", [
-    (lambda: CP.check_clusters(1), "2..256 clusters"),
-    (lambda: CP.check_clusters(300), "2..256 clusters"),
-    (lambda: CP.check_sparsity(1.0), "strictly between 0 and 1"),
-    (lambda: CP.check_sparsity(-0.1), "strictly between 0 and 1"),
-    (lambda: CP.scheme("sparse"), "preserve must be one of"),
-])
+@pytest.mark.parametrize(
+    "call,msg",
+    [
+        (lambda: CP.check_clusters(1), "2..256 clusters"),
+        (lambda: CP.check_clusters(300), "2..256 clusters"),
+        (lambda: CP.check_sparsity(1.0), "strictly between 0 and 1"),
+        (lambda: CP.check_sparsity(-0.1), "strictly between 0 and 1"),
+        (lambda: CP.scheme("sparse"), "preserve must be one of"),
+    ],
+)
 def test_bad_structure_settings(call, msg):
     with pytest.raises(ModelError, match=msg):
         call()
@@ -78,8 +90,15 @@ def test_bad_structure_settings(call, msg):
 def test_clustering_a_pruned_student_keeps_its_zeros_only_with_preserve_sparsity():
     x, y = _data()
     steps = 2 * int(np.ceil(len(x) / 32))
-    pruned = CP.strip(_fit(CP.prune(_student(), 0.5, end_step=steps), x, y, epochs=2,
-                           callbacks=CP.pruning_callbacks()))
+    pruned = CP.strip(
+        _fit(
+            CP.prune(_student(), 0.5, end_step=steps),
+            x,
+            y,
+            epochs=2,
+            callbacks=CP.pruning_callbacks(),
+        )
+    )
     big = [r["size"] >= 100 for r in CP.kernel_stats(pruned)]
     copy = keras.models.clone_model(pruned)  # TF-MOT's wrappers take over the layers they wrap
     copy.set_weights(pruned.get_weights())
@@ -89,7 +108,9 @@ def test_clustering_a_pruned_student_keeps_its_zeros_only_with_preserve_sparsity
     lost_zeros = [r["zeros"] for r, b in zip(CP.kernel_stats(lost), big) if b]
     assert min(kept_zeros) >= 0.45, kept_zeros
     assert all(r["unique"] <= 8 for r in CP.kernel_stats(kept))
-    assert max(lost_zeros) < 0.1, lost_zeros  # plain k-means moves the zeros to the nearest centroid
+    assert max(lost_zeros) < 0.1, (
+        lost_zeros
+    )  # plain k-means moves the zeros to the nearest centroid
 
 
 def test_shrink_delta_zeroes_the_asked_share_of_kernel_weights():
@@ -101,7 +122,9 @@ def test_shrink_delta_zeroes_the_asked_share_of_kernel_weights():
     assert delta == pytest.approx(np.quantile(np.abs(kernels), 0.75))
     stats = shrink_kernels(model, delta)
     assert stats["kernel_params"] == kernels.size
-    assert abs(stats["sparsity_after"] - 0.75) <= 1 / kernels.size  # |w| <= delta: the quantile itself too
+    assert (
+        abs(stats["sparsity_after"] - 0.75) <= 1 / kernels.size
+    )  # |w| <= delta: the quantile itself too
     with pytest.raises(ModelError, match="strictly between 0 and 1"):
         shrink_delta_for(model, 1.0)
 

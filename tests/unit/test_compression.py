@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from kdq_tf.deploy import compression as C
 from kdq_tf._keras import keras
+from kdq_tf.deploy import compression as C
 from kdq_tf.errors import ModelError
 
 
@@ -17,7 +17,9 @@ def _model(clusters: int | None, seed: int = 0, head: int = 0) -> bytes:
     x = keras.layers.Conv2D(64, 3, padding="same")(x)
     if head:  # a 1x1 conv of head x 64 weights
         x = keras.layers.Conv2D(head, 1)(keras.layers.ReLU()(x))
-    m = keras.Model(inp, keras.layers.Flatten()(keras.layers.GlobalAveragePooling2D(keepdims=True)(x)))
+    m = keras.Model(
+        inp, keras.layers.Flatten()(keras.layers.GlobalAveragePooling2D(keepdims=True)(x))
+    )
     if clusters:  # snap every kernel to `clusters` evenly spaced values: a clustered model, by hand
         for layer in m.layers:
             if isinstance(layer, keras.layers.Conv2D):
@@ -37,7 +39,9 @@ def test_clustered_weights_keep_at_most_n_values_per_channel(clustered):
     w = {t.shape: t for t in C.weight_tensors(clustered)}
     big = w[(64, 3, 3, 16)]
     assert big.axis == 0 and big.bytes == 64 * 9 * 16
-    assert big.unique_per_channel <= 16  # each channel's scale maps the 16 centroids to <= 16 int8 values
+    assert (
+        big.unique_per_channel <= 16
+    )  # each channel's scale maps the 16 centroids to <= 16 int8 values
     assert 0.0 <= big.zeros < 1.0
 
 
@@ -71,7 +75,9 @@ def test_compressed_model_is_bit_exact_on_tflm(clustered):
 
 
 def test_unclustered_model_has_nothing_to_compress():
-    with pytest.raises(ModelError, match="no weight tensor has few enough distinct values.*--cluster"):
+    with pytest.raises(
+        ModelError, match="no weight tensor has few enough distinct values.*--cluster"
+    ):
         C.compress_lut(_model(None))
 
 
@@ -89,7 +95,18 @@ def test_a_tensor_whose_decode_costs_more_than_it_saves_is_left_alone():
     assert "cost more" in head["reason"]
     big = next(p for p in plan if p["bytes"] == 9216)
     assert big["compress"] and big["saved_bytes"] > 0
-    assert len(small) == len(model) - big["saved_bytes"]  # only the big tensor, with the saving measured alone
-    both = compress(model, [spec.Tensor(0, p["index"], [spec.LookUpTableCompression(
-        index_bitwidth=4, mode=spec.PerChannel(axis=0))]) for p in (big, head)])
+    assert (
+        len(small) == len(model) - big["saved_bytes"]
+    )  # only the big tensor, with the saving measured alone
+    both = compress(
+        model,
+        [
+            spec.Tensor(
+                0,
+                p["index"],
+                [spec.LookUpTableCompression(index_bitwidth=4, mode=spec.PerChannel(axis=0))],
+            )
+            for p in (big, head)
+        ],
+    )
     assert len(small) <= len(both)

@@ -6,8 +6,14 @@ from kdq_tf.errors import ConfigError
 
 def test_defaults_and_layering(tmp_path):
     toml = tmp_path / "c.toml"
-    toml.write_text('[data]\nlimit = 100\nbatch_size = 16\n[distill]\ntemperature = 2\nlambda = 0.25\n')
-    cfg = load_config(toml, {"data.batch_size": 8, "run.out": None}, ["distill.temperature=3.5", "qat.enabled=true"])
+    toml.write_text(
+        "[data]\nlimit = 100\nbatch_size = 16\n[distill]\ntemperature = 2\nlambda = 0.25\n"
+    )
+    cfg = load_config(
+        toml,
+        {"data.batch_size": 8, "run.out": None},
+        ["distill.temperature=3.5", "qat.enabled=true"],
+    )
     assert cfg.data.limit == 100  # from TOML
     assert cfg.data.batch_size == 8  # flag beats TOML
     assert cfg.distill.temperature == 3.5  # --set beats both, parsed as float
@@ -23,15 +29,18 @@ def test_unknown_key_names_valid_keys():
         load_config(sets=["nope.x=1"])
 
 
-@pytest.mark.parametrize("item,msg", [
-    ("distill.temperature=0", "temperature must be > 0"),
-    ("distill.alpha=1.5", "alpha must be in"),
-    ("data.limit=abc", "expects int"),
-    ("qat.enabled=maybe", "expects bool"),
-    ("data.normalize=zscore", "must be one of"),
-    ("teacher.arch=vgg16", "teacher.arch must be one of"),
-    ("teacher.width=0", "teacher.width must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "item,msg",
+    [
+        ("distill.temperature=0", "temperature must be > 0"),
+        ("distill.alpha=1.5", "alpha must be in"),
+        ("data.limit=abc", "expects int"),
+        ("qat.enabled=maybe", "expects bool"),
+        ("data.normalize=zscore", "must be one of"),
+        ("teacher.arch=vgg16", "teacher.arch must be one of"),
+        ("teacher.width=0", "teacher.width must be >= 1"),
+    ],
+)
 def test_bad_values(item, msg):
     with pytest.raises(ConfigError, match=msg):
         load_config(sets=[item])

@@ -2,11 +2,11 @@ import gzip
 
 import numpy as np
 import pytest
+from conftest import idx_bytes, separable_npz, write_idx_set
 from PIL import Image
 
-from conftest import idx_bytes, separable_npz, write_idx_set
-from kdq_tf.data import readers as datasets
 from kdq_tf.config import DataConfig
+from kdq_tf.data import readers as datasets
 from kdq_tf.data.dataset import load_dataset
 from kdq_tf.errors import DataError
 
@@ -57,8 +57,13 @@ def test_npz_source_and_checks(tmp_path):
     np.savez(tmp_path / "bad.npz", x_train=np.zeros((3, 9, 9)), y_train=np.zeros(3))
     with pytest.raises(DataError, match="lacks x_test, y_test"):
         datasets.load_npz(str(tmp_path / "bad.npz"))
-    np.savez(tmp_path / "len.npz", x_train=np.zeros((3, 9, 9)), y_train=np.zeros(2), x_test=np.zeros((1, 9, 9)),
-             y_test=np.zeros(1))
+    np.savez(
+        tmp_path / "len.npz",
+        x_train=np.zeros((3, 9, 9)),
+        y_train=np.zeros(2),
+        x_test=np.zeros((1, 9, 9)),
+        y_test=np.zeros(1),
+    )
     with pytest.raises(DataError, match="x_train has 3 samples but y_train has 2"):
         datasets.load_npz(str(tmp_path / "len.npz"))
 
@@ -77,8 +82,12 @@ def test_image_dir(tmp_path):
     for cls in ("cat", "dog"):
         (tmp_path / "imgs" / cls).mkdir(parents=True)
         for i in range(5):
-            Image.fromarray(rng.integers(0, 255, (10, 10, 3), dtype=np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
-    Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(tmp_path / "imgs" / "dog" / "big.png")
+            Image.fromarray(rng.integers(0, 255, (10, 10, 3), dtype=np.uint8)).save(
+                tmp_path / "imgs" / cls / f"{i}.png"
+            )
+    Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(
+        tmp_path / "imgs" / "dog" / "big.png"
+    )
     raw = datasets.load_image_dir(str(tmp_path / "imgs"), test_fraction=0.25)
     assert raw.class_names == ("cat", "dog")
     assert raw.x_train.shape[1:] == (10, 10, 3)  # the odd 12x12 image was resized
@@ -100,12 +109,15 @@ def test_load_dataset_pipeline(tmp_path):
 
 def test_augmentation_keeps_shape_and_changes_pixels(tmp_path):
     p = separable_npz(tmp_path / "a.npz")
-    data = load_dataset(DataConfig(dataset=f"npz:{p}", augment=True, translate=3, batch_size=300, val_split=0))
+    data = load_dataset(
+        DataConfig(dataset=f"npz:{p}", augment=True, translate=3, batch_size=300, val_split=0)
+    )
     x_aug, _ = next(iter(data.pipeline("train", training=True)))
     x_plain, _ = next(iter(data.pipeline("train", training=True, augment=False)))
     assert x_aug.shape == x_plain.shape
-    assert not np.allclose(np.sort(x_aug.numpy().ravel()), np.sort(x_plain.numpy().ravel())) or \
-        not np.allclose(x_aug.numpy(), x_plain.numpy())
+    assert not np.allclose(
+        np.sort(x_aug.numpy().ravel()), np.sort(x_plain.numpy().ravel())
+    ) or not np.allclose(x_aug.numpy(), x_plain.numpy())
 
 
 def test_gz_and_plain_idx_both_read(tmp_path):

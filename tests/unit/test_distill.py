@@ -2,22 +2,24 @@
 
 import numpy as np
 import pytest
-
 from conftest import separable_npz
-from kdq_tf.distill import guidance as G
+
 from kdq_tf._keras import keras
 from kdq_tf.config import DataConfig
 from kdq_tf.data.dataset import load_dataset
+from kdq_tf.distill import guidance as G
 from kdq_tf.distill.distiller import Distiller
-from kdq_tf.errors import ModelError
 from kdq_tf.distill.losses import LossWeights
-from kdq_tf.models.students import STUDENTS, build_student, count_macs, describe_students
 from kdq_tf.distill.qat import load_qat_model, quantize_student, shrink_kernels
+from kdq_tf.errors import ModelError
+from kdq_tf.models.students import STUDENTS, build_student, count_macs, describe_students
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    p = separable_npz(tmp_path_factory.mktemp("d") / "d.npz", n_train=400, n_test=200, size=16, classes=4)
+    p = separable_npz(
+        tmp_path_factory.mktemp("d") / "d.npz", n_train=400, n_test=200, size=16, classes=4
+    )
     return load_dataset(DataConfig(dataset=f"npz:{p}", batch_size=32, val_split=0.25))
 
 
@@ -59,8 +61,11 @@ def test_teacher_frozen_and_student_trained(data, teacher):
     res = d.evaluate(data.pipeline("test"), return_dict=True, verbose=0)
     acc = (student.predict(data.pipeline("test"), verbose=0).argmax(-1) == data.y_test).mean()
     assert res["accuracy"] == pytest.approx(acc, abs=1e-6)
-    np.testing.assert_allclose(d.predict(data.pipeline("test"), verbose=0),
-                               student.predict(data.pipeline("test"), verbose=0), rtol=1e-5)
+    np.testing.assert_allclose(
+        d.predict(data.pipeline("test"), verbose=0),
+        student.predict(data.pipeline("test"), verbose=0),
+        rtol=1e-5,
+    )
 
 
 def test_cached_logits_equal_online(data, teacher, tmp_path):
@@ -88,8 +93,9 @@ def test_cache_from_other_teacher_is_rebuilt(data, teacher, tmp_path, caplog):
     other = small_cnn(data.info.input_shape, 4, width=16, name="other")
     g = G.build_guidance("cached", other, data, tmp_path)
     assert not g.reused and "another teacher" in caplog.text
-    np.testing.assert_allclose(g.train_logits, other.predict(data.pipeline("train"), verbose=0), rtol=1e-4,
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        g.train_logits, other.predict(data.pipeline("train"), verbose=0), rtol=1e-4, atol=1e-4
+    )
 
 
 def test_int8_teacher_agrees_with_float(data, teacher, tmp_path):
@@ -103,7 +109,12 @@ def test_cached_guidance_trains_without_teacher(data, teacher, tmp_path):
     student = small_cnn(data.info.input_shape, 4, name="student")
     d = _distiller(student, None)
     d.fit(data.pipeline("train", training=True, extra=g.train_logits), epochs=1, verbose=0)
-    assert d.evaluate(data.pipeline("val", extra=g.val_logits), verbose=0, return_dict=True)["soft_loss"] >= 0
+    assert (
+        d.evaluate(data.pipeline("val", extra=g.val_logits), verbose=0, return_dict=True)[
+            "soft_loss"
+        ]
+        >= 0
+    )
 
 
 def test_qat_student_trains_and_reloads(data, teacher, tmp_path):
@@ -151,7 +162,9 @@ def test_unquantizable_student_names_layer(data):
 def test_shrink_reports_sparsity(data):
     m = build_student("tiny_cnn", data.info.input_shape, 4)
     stats = shrink_kernels(m, 0.05)
-    kernels = np.concatenate([w.numpy().ravel() for layer in m.layers for w in layer.weights if "kernel" in w.name])
+    kernels = np.concatenate(
+        [w.numpy().ravel() for layer in m.layers for w in layer.weights if "kernel" in w.name]
+    )
     assert stats["sparsity_after"] == pytest.approx((kernels == 0).mean())
     assert stats["sparsity_after"] > stats["sparsity_before"]
 
@@ -185,7 +198,14 @@ def test_layer_sensitivity_rows(data):
     x_cal, _ = data.sample("train", 64)
     x, y = data.sample("test", 100)
     rows = layer_sensitivity(student, x_cal, x, y, calib_batches=1)
-    assert [r["layer"] for r in rows] == ["b1_conv", "b2_conv", "b3_conv", "b4_conv", "b5_conv", "logits"]
+    assert [r["layer"] for r in rows] == [
+        "b1_conv",
+        "b2_conv",
+        "b3_conv",
+        "b4_conv",
+        "b5_conv",
+        "logits",
+    ]
     float_acc = float((student.predict(x, verbose=0).argmax(-1) == y).mean())
     for r in rows:
         assert r["float_accuracy"] == pytest.approx(float_acc)

@@ -6,18 +6,18 @@ import subprocess
 
 import numpy as np
 import pytest
-
 from conftest import separable_npz
-from kdq_tf.device import carray
-from kdq_tf.deploy import flatbuf
+
 from kdq_tf._keras import keras
 from kdq_tf.config import DataConfig
-from kdq_tf.deploy.convert import to_tflite
 from kdq_tf.data.dataset import load_dataset
-from kdq_tf.errors import ModelError
+from kdq_tf.deploy import flatbuf
+from kdq_tf.deploy.convert import to_tflite
+from kdq_tf.device import carray
 from kdq_tf.device.micro import MicroRunner, arena_fits, find_arena_size
-from kdq_tf.models.students import build_student
 from kdq_tf.distill.qat import quantize_student
+from kdq_tf.errors import ModelError
+from kdq_tf.models.students import build_student
 from kdq_tf.runtime.runner import Runner
 
 needs_gcc = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not installed")
@@ -25,7 +25,9 @@ needs_gcc = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not inst
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    p = separable_npz(tmp_path_factory.mktemp("x") / "d.npz", n_train=256, n_test=128, size=16, classes=4)
+    p = separable_npz(
+        tmp_path_factory.mktemp("x") / "d.npz", n_train=256, n_test=128, size=16, classes=4
+    )
     return load_dataset(DataConfig(dataset=f"npz:{p}", val_split=0.0))
 
 
@@ -44,8 +46,12 @@ def _compile_run(tmp_path, files: dict, main: str) -> bytes:
         (tmp_path / name).write_text(text)
     (tmp_path / "t.cc").write_text(main)
     srcs = ["t.cc"] + [n for n in files if n.endswith(".cc")]
-    subprocess.run(["g++", "-std=c++17", "-Wall", "-Werror", "-o", "t", *srcs], cwd=tmp_path, check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["g++", "-std=c++17", "-Wall", "-Werror", "-o", "t", *srcs],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+    )
     return subprocess.run(["./t"], cwd=tmp_path, check=True, capture_output=True).stdout
 
 
@@ -53,7 +59,7 @@ def _compile_run(tmp_path, files: dict, main: str) -> bytes:
 def test_model_data_compiles_to_the_same_bytes(model_and_bytes, tmp_path):
     _, data = model_and_bytes
     h, cc = carray.model_data(data, "my-model v2")
-    main = r'''
+    main = r"""
 #include <cstdint>
 #include <cstdio>
 #include "model_data.h"
@@ -64,7 +70,7 @@ int main() {
   printf("%u %d\n", g_my_model_v2_model_data_size,
          static_cast<int>(reinterpret_cast<uintptr_t>(g_my_model_v2_model_data) % 16));
 }
-'''
+"""
     out = _compile_run(tmp_path, {"model_data.h": h, "model_data.cc": cc}, main).decode().split()
     assert int(out[0]) == len(data)  # size constant
     assert out[1] == "0"  # 16-byte aligned
@@ -73,11 +79,25 @@ int main() {
 
 @needs_gcc
 def test_adversarial_class_names_round_trip(tmp_path):
-    names = ['quote"d', "back\\slash", "*/ int injected = 1; /*", "new\nline", "tri??=graph", "ünïcode ✓",
-             "tab\there", "0\\x41", "end\\"]
-    settings = carray.model_settings("bad name!", carray.TensorSpec((1, 8, 8, 1), "int8", 0.5, -3),
-                                     carray.TensorSpec((1, 9), "int8", 0.25, 4), names, 1234)
-    main = r'''
+    names = [
+        'quote"d',
+        "back\\slash",
+        "*/ int injected = 1; /*",
+        "new\nline",
+        "tri??=graph",
+        "ünïcode ✓",
+        "tab\there",
+        "0\\x41",
+        "end\\",
+    ]
+    settings = carray.model_settings(
+        "bad name!",
+        carray.TensorSpec((1, 8, 8, 1), "int8", 0.5, -3),
+        carray.TensorSpec((1, 9), "int8", 0.25, 4),
+        names,
+        1234,
+    )
+    main = r"""
 #include <cstdio>
 #include "model_settings.h"
 int main() {
@@ -85,7 +105,7 @@ int main() {
   for (int i = 0; i < s::kNumClasses; ++i) { fputs(s::kClassNames[i], stdout); fputc(0, stdout); }
   printf("%d %g %d %d", s::kTensorArenaSize, s::kInputScale, s::kInputZeroPoint, s::kInputShape[1]);
 }
-'''
+"""
     out = _compile_run(tmp_path, {"model_settings.h": settings}, main)
     *got, tail = out.split(b"\0")
     assert [g.decode() for g in got] == names
@@ -101,12 +121,21 @@ def test_c_identifier():
 
 def test_model_ops_match_litert(model_and_bytes):
     _, data = model_and_bytes
-    it = Runner.from_bytes(data, reference=True).interpreter  # no XNNPACK: its DELEGATE op hides the real ones
+    it = Runner.from_bytes(
+        data, reference=True
+    ).interpreter  # no XNNPACK: its DELEGATE op hides the real ones
     litert_ops = {op["op_name"] for op in it._get_ops_details()}
     header = carray.model_ops("m", flatbuf.op_names(data))
-    added = {line.split("resolver.")[1].split("(")[0] for line in header.splitlines() if "resolver.Add" in line}
+    added = {
+        line.split("resolver.")[1].split("(")[0]
+        for line in header.splitlines()
+        if "resolver.Add" in line
+    }
     assert added == {carray.resolver_method(op) for op in litert_ops}
-    assert "MicroMutableOpResolver<k_m_num_ops>" in header and f"k_m_num_ops = {len(litert_ops)};" in header
+    assert (
+        "MicroMutableOpResolver<k_m_num_ops>" in header
+        and f"k_m_num_ops = {len(litert_ops)};" in header
+    )
     assert carray.resolver_method("DEPTHWISE_CONV_2D") == "AddDepthwiseConv2D"
     assert carray.resolver_method("FULLY_CONNECTED") == "AddFullyConnected"
 
@@ -132,7 +161,10 @@ def test_arena_search_is_tight(model_and_bytes, tmp_path):
 def test_int8_model_tracks_keras(model_and_bytes, data):
     m, blob = model_and_bytes
     r = Runner.from_bytes(blob)
-    assert np.dtype(r.input_details["dtype"]) == np.int8 and np.dtype(r.output_details["dtype"]) == np.int8
+    assert (
+        np.dtype(r.input_details["dtype"]) == np.int8
+        and np.dtype(r.output_details["dtype"]) == np.int8
+    )
     x, _ = data.sample("test", 128)
     agree = (r.predict_logits(x).argmax(-1) == m.predict(x, verbose=0).argmax(-1)).mean()
     assert agree >= 0.95
@@ -140,7 +172,7 @@ def test_int8_model_tracks_keras(model_and_bytes, data):
 
 def test_metadata_round_trip_keeps_outputs(model_and_bytes, data):
     _, blob = model_and_bytes
-    meta = {"class_names": ["a", "b\"", "c", "d"], "preprocess": {"scale": 1 / 255}}
+    meta = {"class_names": ["a", 'b"', "c", "d"], "preprocess": {"scale": 1 / 255}}
     with_meta = flatbuf.embed_metadata(blob, meta)
     assert flatbuf.read_metadata(with_meta) == meta and flatbuf.read_metadata(blob) is None
     x, _ = data.sample("test", 16)
@@ -165,5 +197,7 @@ def test_other_modes(model_and_bytes):
     m, int8 = model_and_bytes
     f32 = to_tflite(m, "float32")
     f16 = to_tflite(m, "float16")
-    assert len(f32) / len(int8) > 1.8 and len(f16) < len(f32)  # a 6k-param model: overhead dominates
+    assert len(f32) / len(int8) > 1.8 and len(f16) < len(
+        f32
+    )  # a 6k-param model: overhead dominates
     assert json.dumps(flatbuf.describe(int8))  # serialisable summary for `inspect --json`

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from kdq_tf.device import carray, tflm_tree
-from kdq_tf.errors import KdqError
 from kdq_tf.device.run import map_shares, parse_output
+from kdq_tf.errors import KdqError
 
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not installed")
@@ -19,7 +19,7 @@ def test_test_samples_header_compiles_to_the_numpy_bytes(tmp_path, dtype):
     x = np.random.default_rng(0).integers(info.min, info.max + 1, (3, 5, 7, 1)).astype(dtype)
     x[0, 0, 0, 0], x[1, 0, 0, 0] = info.min, info.max  # the extremes print as valid C literals
     (tmp_path / "test_samples.h").write_text(carray.test_samples("m", x, np.array([2, 0, 1])))
-    (tmp_path / "t.cc").write_text(r'''
+    (tmp_path / "t.cc").write_text(r"""
 #include <cstdio>
 #include "test_samples.h"
 int main() {
@@ -28,17 +28,26 @@ int main() {
   fclose(f);
   printf("%d %d %d %d", kNumTestSamples, g_m_test_labels[0], g_m_test_labels[1], g_m_test_labels[2]);
 }
-''')
-    subprocess.run(["g++", "-std=c++17", "-Wall", "-Werror", "-o", "t", "t.cc"], cwd=tmp_path, check=True,
-                   capture_output=True)
+""")
+    subprocess.run(
+        ["g++", "-std=c++17", "-Wall", "-Werror", "-o", "t", "t.cc"],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+    )
     out = subprocess.run(["./t"], cwd=tmp_path, check=True, capture_output=True, text=True).stdout
     assert out == "3 2 0 1"
     assert (tmp_path / "out.bin").read_bytes() == x.tobytes()  # host is little-endian, like the M4
 
 
 def test_model_settings_carries_the_tensor_types():
-    s = carray.model_settings("m", carray.TensorSpec((1, 4, 4, 1), "int16", 0.5, 0),
-                              carray.TensorSpec((1, 3), "int16", 0.25, 0), ["a", "b", "c"], 1000)
+    s = carray.model_settings(
+        "m",
+        carray.TensorSpec((1, 4, 4, 1), "int16", 0.5, 0),
+        carray.TensorSpec((1, 3), "int16", 0.25, 0),
+        ["a", "b", "c"],
+        1000,
+    )
     assert "using InputType = int16_t;" in s and "using OutputType = int16_t;" in s
     assert "constexpr int kOutputSize = 3;" in s
     with pytest.raises(KdqError, match="no C type"):
@@ -46,11 +55,13 @@ def test_model_settings_carries_the_tensor_types():
 
 
 def test_parse_output_reads_samples_and_facts():
-    text = ("board says hello\n"
-            "kdq: model m samples 2 arena 4096\n"
-            "kdq: sample 0 label 3 class 1 Ankle boot out -128 5 127\n"
-            "kdq: sample 1 label 1 class 1 Ankle boot out 0 -1 2\n"
-            "kdq: arena_used 3000\nkdq: ticks 12345\nkdq: correct 1/2\n")
+    text = (
+        "board says hello\n"
+        "kdq: model m samples 2 arena 4096\n"
+        "kdq: sample 0 label 3 class 1 Ankle boot out -128 5 127\n"
+        "kdq: sample 1 label 1 class 1 Ankle boot out 0 -1 2\n"
+        "kdq: arena_used 3000\nkdq: ticks 12345\nkdq: correct 1/2\n"
+    )
     got = parse_output(text)
     assert [s["out"] for s in got["samples"]] == [[-128, 5, 127], [0, -1, 2]]
     assert got["samples"][0]["class_name"] == "Ankle boot" and got["samples"][0]["label"] == 3
@@ -59,9 +70,18 @@ def test_parse_output_reads_samples_and_facts():
 
 
 def test_kernel_files_follow_tflm_names():
-    assert tflm_tree.kernel_files(["CONV_2D", "MEAN", "RESHAPE", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D",
-                                   "MAX_POOL_2D", "FULLY_CONNECTED", "SOFTMAX"]) == [
-        "conv", "reduce", "reshape", "depthwise_conv", "pooling", "fully_connected", "softmax"]
+    assert tflm_tree.kernel_files(
+        [
+            "CONV_2D",
+            "MEAN",
+            "RESHAPE",
+            "DEPTHWISE_CONV_2D",
+            "AVERAGE_POOL_2D",
+            "MAX_POOL_2D",
+            "FULLY_CONNECTED",
+            "SOFTMAX",
+        ]
+    ) == ["conv", "reduce", "reshape", "depthwise_conv", "pooling", "fully_connected", "softmax"]
     assert "KDQ_KERNELS := conv reduce" in tflm_tree.sources_mk(["CONV_2D", "MEAN"])
     with pytest.raises(KdqError, match="CUSTOM:MyOp"):
         tflm_tree.kernel_files(["CUSTOM:MyOp"])

@@ -27,9 +27,13 @@ def imports_of(path: Path, known: set[str]) -> tuple[set[str], set[str]]:
     imports under `if TYPE_CHECKING:` do not run and are left out.
     """
     tree = ast.parse(path.read_text())
-    skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
-            and getattr(node.test, "id", getattr(node.test, "attr", None)) == "TYPE_CHECKING"
-            for n in ast.walk(node)}
+    skip = {
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If)
+        and getattr(node.test, "id", getattr(node.test, "attr", None)) == "TYPE_CHECKING"
+        for n in ast.walk(node)
+    }
     me = module_name(path)
     pkg = me if path.name == "__init__.py" else me.rpartition(".")[0]
     ours, theirs = set(), set()
@@ -43,7 +47,9 @@ def imports_of(path: Path, known: set[str]) -> tuple[set[str], set[str]]:
             if node.level:
                 anchor = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
                 base = ".".join(anchor + ([base] if base else []))
-            names = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
+            names = [
+                f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names
+            ]
         else:
             continue
         for n in names:
@@ -80,7 +86,7 @@ def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
             if n == "kdq_tf":  # the lazy public API imports nothing at module level
                 continue
             if state.get(n) == "open":
-                return stack[stack.index(n):] + [n]
+                return stack[stack.index(n) :] + [n]
             if n not in state and (c := visit(n)):
                 return c
         stack.pop()
@@ -130,7 +136,8 @@ def test_runtime_reaches_no_tensorflow_side_module(module):
     via = reach(edges, module)
     bad = sorted(set(via) & tf_side - {module})
     assert not bad, f"{module} reaches TensorFlow-side {bad[0]} via " + " <- ".join(
-        _chain(via, bad[0]))
+        _chain(via, bad[0])
+    )
 
 
 def _chain(via: dict[str, str], m: str) -> list[str]:

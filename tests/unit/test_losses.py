@@ -3,7 +3,13 @@
 import numpy as np
 import pytest
 
-from kdq_tf.distill.losses import LossWeights, distillation_loss, hard_loss, soft_loss, soft_threshold
+from kdq_tf.distill.losses import (
+    LossWeights,
+    distillation_loss,
+    hard_loss,
+    soft_loss,
+    soft_threshold,
+)
 
 
 def np_softmax(z):
@@ -23,8 +29,12 @@ def test_soft_loss_kl_and_ce_scaled_by_t2(temperature):
     p_s = np_softmax(S_LOGITS / temperature)
     kl = (p_t * (np.log(p_t) - np.log(p_s))).sum(-1) * temperature**2
     ce = -(p_t * np.log(p_s)).sum(-1) * temperature**2
-    np.testing.assert_allclose(soft_loss(T_LOGITS, S_LOGITS, temperature, "kl").numpy(), kl, rtol=1e-5)
-    np.testing.assert_allclose(soft_loss(T_LOGITS, S_LOGITS, temperature, "ce").numpy(), ce, rtol=1e-5)
+    np.testing.assert_allclose(
+        soft_loss(T_LOGITS, S_LOGITS, temperature, "kl").numpy(), kl, rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        soft_loss(T_LOGITS, S_LOGITS, temperature, "ce").numpy(), ce, rtol=1e-5
+    )
 
 
 def test_soft_loss_zero_when_equal():
@@ -34,8 +44,12 @@ def test_soft_loss_zero_when_equal():
 def test_hard_losses():
     p = np_softmax(S_LOGITS)
     onehot = np.eye(4)[Y]
-    np.testing.assert_allclose(hard_loss(Y, S_LOGITS, "ce").numpy(), -np.log(p[np.arange(5), Y]), rtol=1e-5)
-    np.testing.assert_allclose(hard_loss(Y, S_LOGITS, "mse").numpy(), ((p - onehot) ** 2).mean(-1), rtol=1e-5)
+    np.testing.assert_allclose(
+        hard_loss(Y, S_LOGITS, "ce").numpy(), -np.log(p[np.arange(5), Y]), rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        hard_loss(Y, S_LOGITS, "mse").numpy(), ((p - onehot) ** 2).mean(-1), rtol=1e-5
+    )
 
 
 def test_both_parametrisations():

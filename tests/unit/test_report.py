@@ -4,9 +4,16 @@ from kdq_tf.report import classification_metrics, results_table
 
 
 def test_results_table_prints_seconds_as_seconds_and_accuracies_as_percentages():
-    metrics = {"teacher": {"val_accuracy": 0.9262, "accuracy": 0.9265, "train_time_s": 0.0},
-               "student": {"val_accuracy": 0.9233, "accuracy": 0.9193, "f1": 0.919, "params": 97474,
-                           "train_time_s": 707.74}}
+    metrics = {
+        "teacher": {"val_accuracy": 0.9262, "accuracy": 0.9265, "train_time_s": 0.0},
+        "student": {
+            "val_accuracy": 0.9233,
+            "accuracy": 0.9193,
+            "f1": 0.919,
+            "params": 97474,
+            "train_time_s": 707.74,
+        },
+    }
     rows = results_table(metrics).splitlines()[2:]
     assert rows[0] == "| teacher | 92.62% | 92.65% |  |  | 0.0 |"  # not "0.00%": 0 s is not a ratio
     assert rows[1] == "| student | 92.33% | 91.93% | 91.90% | 97,474 | 707.7 |"
@@ -22,9 +29,19 @@ def test_macro_metrics_by_hand():
 
 
 def test_results_table_ends_with_the_kd_gain_of_each_stage_that_has_a_twin():
-    metrics = {"student": {"accuracy": 0.9300}, "baseline": {"accuracy": 0.9225},
-               "student_qat": {"accuracy": 0.9312}, "baseline_qat": {"accuracy": 0.9314}}
+    metrics = {
+        "student": {"accuracy": 0.9300},
+        "baseline": {"accuracy": 0.9225},
+        "student_qat": {"accuracy": 0.9312},
+        "baseline_qat": {"accuracy": 0.9314},
+    }
     lines = results_table(metrics).splitlines()
-    assert lines[-2] == "- KD gain (float): +0.75 pts test accuracy, distilled 93.00% against the scratch twin's 92.25%"
-    assert lines[-1] == "- KD gain (QAT): -0.02 pts test accuracy, distilled 93.12% against the scratch twin's 93.14%"
+    assert (
+        lines[-2]
+        == "- KD gain (float): +0.75 pts test accuracy, distilled 93.00% against the scratch twin's 92.25%"
+    )
+    assert (
+        lines[-1]
+        == "- KD gain (QAT): -0.02 pts test accuracy, distilled 93.12% against the scratch twin's 93.14%"
+    )
     assert "KD gain" not in results_table({"student": {"accuracy": 0.9}})

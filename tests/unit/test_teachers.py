@@ -4,21 +4,23 @@ import dataclasses
 
 import numpy as np
 import pytest
-
 from conftest import separable_npz
-from kdq_tf.distill import guidance as G
-from kdq_tf.teacher import logits_file as LF
-from kdq_tf.teacher import fusion as TS
+
 from kdq_tf._keras import keras, tf
-from kdq_tf.data.augment import Augment, augment_image
 from kdq_tf.config import DataConfig
+from kdq_tf.data.augment import Augment, augment_image
 from kdq_tf.data.dataset import load_dataset
+from kdq_tf.distill import guidance as G
 from kdq_tf.errors import DataError, ModelError
+from kdq_tf.teacher import fusion as TS
+from kdq_tf.teacher import logits_file as LF
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    p = separable_npz(tmp_path_factory.mktemp("d") / "d.npz", n_train=120, n_test=40, size=12, classes=3)
+    p = separable_npz(
+        tmp_path_factory.mktemp("d") / "d.npz", n_train=120, n_test=40, size=12, classes=3
+    )
     return load_dataset(DataConfig(dataset=f"npz:{p}", batch_size=16, val_split=0.25, erase=0.5))
 
 
@@ -33,11 +35,14 @@ def linear_teacher(shape, kernel, bias, name):
 
 # 1. Augmentation: every op checked against numpy.
 
+
 def test_flip_only_gives_image_or_mirror():
     x = np.arange(2 * 5 * 1, dtype=np.float32).reshape(2, 5, 1)
     seen = set()
     for s in range(20):
-        y = augment_image(tf.constant(x), tf.constant([s, 7]), Augment(flip=True, translate=0)).numpy()
+        y = augment_image(
+            tf.constant(x), tf.constant([s, 7]), Augment(flip=True, translate=0)
+        ).numpy()
         if np.array_equal(y, x):
             seen.add("same")
         else:
@@ -49,10 +54,17 @@ def test_flip_only_gives_image_or_mirror():
 def test_translate_is_a_shift_with_zero_fill():
     x = np.random.default_rng(0).random((6, 6, 1)).astype(np.float32) + 1  # no zeros inside
     for s in range(10):
-        y = augment_image(tf.constant(x), tf.constant([s, 1]), Augment(flip=False, translate=2)).numpy()
+        y = augment_image(
+            tf.constant(x), tf.constant([s, 1]), Augment(flip=False, translate=2)
+        ).numpy()
         padded = np.pad(x, ((2, 2), (2, 2), (0, 0)))
         # The crop is a 6x6 window of the padded image: find its offset and compare exactly.
-        hits = [(i, j) for i in range(5) for j in range(5) if np.array_equal(padded[i:i + 6, j:j + 6], y)]
+        hits = [
+            (i, j)
+            for i in range(5)
+            for j in range(5)
+            if np.array_equal(padded[i : i + 6, j : j + 6], y)
+        ]
         assert len(hits) == 1
 
 
@@ -60,7 +72,9 @@ def test_erase_zeroes_one_rectangle_of_bounded_area():
     x = np.ones((20, 20, 1), np.float32)
     erased = 0
     for s in range(30):
-        y = augment_image(tf.constant(x), tf.constant([s, 3]), Augment(flip=False, translate=0, erase=1.0)).numpy()
+        y = augment_image(
+            tf.constant(x), tf.constant([s, 3]), Augment(flip=False, translate=0, erase=1.0)
+        ).numpy()
         zero = y[:, :, 0] == 0
         rows, cols = np.where(zero.any(1))[0], np.where(zero.any(0))[0]
         assert zero.sum() == len(rows) * len(cols)  # one solid rectangle
@@ -68,20 +82,31 @@ def test_erase_zeroes_one_rectangle_of_bounded_area():
         # Zhong et al.'s area range 2-40% of 400 pixels, plus rounding of each side.
         assert 0.02 * 400 * 0.5 <= zero.sum() <= 0.4 * 400 * 1.6
         erased += 1
-    never = augment_image(tf.constant(x), tf.constant([1, 3]), Augment(flip=False, translate=0, erase=0.0))
+    never = augment_image(
+        tf.constant(x), tf.constant([1, 3]), Augment(flip=False, translate=0, erase=0.0)
+    )
     np.testing.assert_array_equal(never.numpy(), x)
     assert erased == 30
 
 
 # 2. K-view cache.
 
+
 def test_view_cache_rebuilds_the_same_bytes(data, tmp_path):
-    teacher = linear_teacher(data.info.input_shape, np.random.default_rng(1).normal(size=(144, 3)).astype(np.float32),
-                             np.zeros(3, np.float32), "t")
+    teacher = linear_teacher(
+        data.info.input_shape,
+        np.random.default_rng(1).normal(size=(144, 3)).astype(np.float32),
+        np.zeros(3, np.float32),
+        "t",
+    )
     aug = data.augmentation()
     assert aug.erase == 0.5
-    views = [np.concatenate([b[0].numpy() for b in data.view_pipeline(aug, v, 5)]) for v in range(3)]
-    again = [np.concatenate([b[0].numpy() for b in data.view_pipeline(aug, v, 5)]) for v in range(3)]
+    views = [
+        np.concatenate([b[0].numpy() for b in data.view_pipeline(aug, v, 5)]) for v in range(3)
+    ]
+    again = [
+        np.concatenate([b[0].numpy() for b in data.view_pipeline(aug, v, 5)]) for v in range(3)
+    ]
     for a, b in zip(views, again):
         assert a.tobytes() == b.tobytes()
     assert not np.array_equal(views[0], views[1])  # the views differ from each other
@@ -111,20 +136,29 @@ def test_view_cache_rebuilds_the_same_bytes(data, tmp_path):
 
 # 3. Fusion.
 
+
 def test_fused_logits_of_two_teachers_by_hand():
     shape = (2, 1, 1)  # two pixels
-    a = linear_teacher(shape, np.array([[1, 0], [0, 1]], np.float32), np.array([0, 0], np.float32), "a")
-    b = linear_teacher(shape, np.array([[2, 0], [0, 0]], np.float32), np.array([0, 1], np.float32), "b")
+    a = linear_teacher(
+        shape, np.array([[1, 0], [0, 1]], np.float32), np.array([0, 0], np.float32), "a"
+    )
+    b = linear_teacher(
+        shape, np.array([[2, 0], [0, 0]], np.float32), np.array([0, 1], np.float32), "b"
+    )
     x = np.array([[[[1.0]], [[2.0]]]], np.float32)  # pixels (1, 2)
     # a: (1, 2); b: (2, 1). Weights 0.75 / 0.25.
     fused = TS.fused_model([TS.Member("a", a), TS.Member("b", b)], [0.75, 0.25], "logits")
-    np.testing.assert_allclose(fused(x).numpy(), [[0.75 * 1 + 0.25 * 2, 0.75 * 2 + 0.25 * 1]], rtol=1e-6)
+    np.testing.assert_allclose(
+        fused(x).numpy(), [[0.75 * 1 + 0.25 * 2, 0.75 * 2 + 0.25 * 1]], rtol=1e-6
+    )
     # probs: log(0.75 softmax(1, 2) + 0.25 softmax(2, 1)); softmax(1, 2) = (1, e) / (1 + e).
     e = np.e
     p = 0.75 * np.array([1, e]) / (1 + e) + 0.25 * np.array([e, 1]) / (1 + e)
     fp = TS.fused_model([TS.Member("a", a), TS.Member("b", b)], [0.75, 0.25], "probs")
     np.testing.assert_allclose(fp(x).numpy(), [np.log(p)], rtol=1e-6)
-    np.testing.assert_allclose(TS.fuse_numpy([[[1, 2]], [[2, 1]]], [0.75, 0.25], "probs"), [np.log(p)])
+    np.testing.assert_allclose(
+        TS.fuse_numpy([[[1, 2]], [[2, 1]]], [0.75, 0.25], "probs"), [np.log(p)]
+    )
     # Different fusion weights, different teacher fingerprint (caches are rebuilt).
     other = TS.fused_model([TS.Member("a", a), TS.Member("b", b)], [0.5, 0.5], "logits")
     assert G.teacher_fingerprint(other) != G.teacher_fingerprint(fused)
@@ -141,12 +175,17 @@ def test_member_weights():
 
 # 4. Logits files.
 
+
 def test_logits_file_round_trip_and_split(data):
     rng = np.random.default_rng(0)
     n = data.info.n_train + data.info.n_val
     rows = rng.normal(size=(n, 3)).astype(np.float32) * 4
-    t = LF.TeacherLogits(rows, None, rng.normal(size=(data.info.n_test, 3)).astype(np.float32),
-                         data_fp=data.raw_fingerprint)
+    t = LF.TeacherLogits(
+        rows,
+        None,
+        rng.normal(size=(data.info.n_test, 3)).astype(np.float32),
+        data_fp=data.raw_fingerprint,
+    )
     blob, err = LF.to_bytes(t, int8=True)
     back = LF.from_bytes(blob, "f.npz")
     assert err <= np.abs(rows).max() / 254 + 1e-6
@@ -165,8 +204,14 @@ def test_warm_start_copies_the_weights_and_refuses_another_shape(tmp_path):
     from kdq_tf.teacher.fusion import warm_start
 
     def net(width):
-        return keras.Sequential([keras.layers.Input((12, 12, 1)), keras.layers.Conv2D(width, 3),
-                                 keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)])
+        return keras.Sequential(
+            [
+                keras.layers.Input((12, 12, 1)),
+                keras.layers.Conv2D(width, 3),
+                keras.layers.GlobalAveragePooling2D(),
+                keras.layers.Dense(3),
+            ]
+        )
 
     keras.utils.set_random_seed(1)
     trained = net(4)
@@ -184,6 +229,7 @@ def test_artifact_follows_warm_started_stages(tmp_path):
     import sys
 
     from conftest import ROOT
+
     from kdq_tf import files
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -191,8 +237,12 @@ def test_artifact_follows_warm_started_stages(tmp_path):
 
     def stage(name, epochs, init=None, seconds=3600.0):
         run = tmp_path / name
-        files.write_json(run / "config.json", {"teacher": {"epochs": epochs, "lr": 0.001, "init": init}})
-        files.write_json(run / "metrics.json", {"teacher": {"train_time_s": seconds, "accuracy": 0.9}})
+        files.write_json(
+            run / "config.json", {"teacher": {"epochs": epochs, "lr": 0.001, "init": init}}
+        )
+        files.write_json(
+            run / "metrics.json", {"teacher": {"train_time_s": seconds, "accuracy": 0.9}}
+        )
         return run
 
     stage("s1", 15)
@@ -203,13 +253,24 @@ def test_artifact_follows_warm_started_stages(tmp_path):
     assert "teacher.init=" in TA._command(chain[1]) and "teacher.init" not in TA._command(chain[0])
     # A stage stopped after epoch 6 and continued from its epoch-4 snapshot: 4 epochs, hours from its log.
     (tmp_path / "s2" / "metrics.json").unlink()
-    s3 = stage("s3", 12, init=str(tmp_path / "s2" / "teacher_snapshots" / "train_epoch_004.weights.h5"))
+    s3 = stage(
+        "s3", 12, init=str(tmp_path / "s2" / "teacher_snapshots" / "train_epoch_004.weights.h5")
+    )
     with pytest.raises(SystemExit, match="console log"):
         TA.stages(s3)
     log2 = tmp_path / "s2.log"
-    log2.write_text("".join(f"Epoch {i}/16\n422/422 - {s}s - loss: 0.3\n" for i, s in enumerate([10, 20, 30, 40, 50, 60])))
+    log2.write_text(
+        "".join(
+            f"Epoch {i}/16\n422/422 - {s}s - loss: 0.3\n"
+            for i, s in enumerate([10, 20, 30, 40, 50, 60])
+        )
+    )
     chain = TA.stages(s3, [tmp_path / "none.log", log2])
-    assert [c["epochs"] for c in chain] == [15, 4, 12] and [c["epochs_before"] for c in chain] == [0, 15, 19]
+    assert [c["epochs"] for c in chain] == [15, 4, 12] and [c["epochs_before"] for c in chain] == [
+        0,
+        15,
+        19,
+    ]
     assert chain[1]["metrics"]["train_time_s"] == 100  # 10 + 20 + 30 + 40: the epochs it passed on
     assert chain[0]["metrics"]["train_time_s"] == 3600.0
 
@@ -225,7 +286,10 @@ def test_fusion_study_selects_on_val_and_keeps_the_final_teacher_as_a_candidate(
     y = np.array([0, 1, 2, 0])
     hot = np.eye(3)[y] * 4.0  # right on every row
     wrong = np.roll(hot, 1, axis=1)  # wrong on every row
-    ms = [{"name": "final", "val": hot, "test": hot}, {"name": "epoch 3", "val": wrong, "test": hot}]
+    ms = [
+        {"name": "final", "val": hot, "test": hot},
+        {"name": "epoch 3", "val": wrong, "test": hot},
+    ]
     res = TF.study(ms, y, y)
     assert [r["val"] for r in res["single"]] == [1.0, 0.0]
     assert len(res["fused"]) == 2  # one pair, two modes
@@ -238,7 +302,9 @@ def test_flip_fusion_averages_each_member_over_both_views():
     members = []
     for i in range(2):
         inp = keras.Input((4, 6, 1))
-        members.append(TS.Member(f"m{i}", keras.Model(inp, keras.layers.Dense(3)(keras.layers.Flatten()(inp)))))
+        members.append(
+            TS.Member(f"m{i}", keras.Model(inp, keras.layers.Dense(3)(keras.layers.Flatten()(inp))))
+        )
     x = np.random.default_rng(0).random((5, 4, 6, 1)).astype(np.float32)
     z = [m.model.predict(x, verbose=0) for m in members]
     z_flip = [m.model.predict(x[:, :, ::-1], verbose=0) for m in members]

@@ -28,7 +28,9 @@ def _setup(seed=0):
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
 
     def prepare(m):
-        m.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        m.compile(
+            optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        )
 
     return model, ds, [Phase("train", 4, prepare)]
 
@@ -36,7 +38,16 @@ def _setup(seed=0):
 def test_resume_continues_from_last_finished_epoch(tmp_path):
     model, ds, phases = _setup()
     with pytest.raises(KeyboardInterrupt):
-        fit_phases(model, phases, ds, None, run_dir=tmp_path, stage="s", resume=False, callbacks=[Interrupt()])
+        fit_phases(
+            model,
+            phases,
+            ds,
+            None,
+            run_dir=tmp_path,
+            stage="s",
+            resume=False,
+            callbacks=[Interrupt()],
+        )
     model2, ds, phases = _setup(seed=1)  # a fresh process builds a differently initialised model
     out = fit_phases(model2, phases, ds, None, run_dir=tmp_path, stage="s", resume=True)
     assert out["epochs"] == {"train": 2}  # epochs 3 and 4 only
@@ -46,7 +57,9 @@ def test_resume_continues_from_last_finished_epoch(tmp_path):
     assert (tmp_path / "ckpt" / "s_train.weights.h5").is_file()
     # A finished phase is skipped on a further resume, and its weights are loaded.
     model3, ds, phases = _setup(seed=2)
-    assert fit_phases(model3, phases, ds, None, run_dir=tmp_path, stage="s", resume=True)["epochs"] == {"train": 0}
+    assert fit_phases(model3, phases, ds, None, run_dir=tmp_path, stage="s", resume=True)[
+        "epochs"
+    ] == {"train": 0}
     for a, b in zip(model3.get_weights(), model2.get_weights()):
         np.testing.assert_array_equal(a, b)
 
@@ -59,8 +72,19 @@ class PoisonAtEpoch2(keras.callbacks.Callback):
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     model, ds, phases = _setup()
-    with pytest.raises(KdqError, match="s/train: loss became NaN/Inf in epoch 2, batch 1.*--resume"):
-        fit_phases(model, phases, ds, None, run_dir=tmp_path, stage="s", resume=False, callbacks=[PoisonAtEpoch2()])
+    with pytest.raises(
+        KdqError, match="s/train: loss became NaN/Inf in epoch 2, batch 1.*--resume"
+    ):
+        fit_phases(
+            model,
+            phases,
+            ds,
+            None,
+            run_dir=tmp_path,
+            stage="s",
+            resume=False,
+            callbacks=[PoisonAtEpoch2()],
+        )
     # The checkpoint holds epoch 1, not the NaN weights: a resumed run finishes with finite weights.
     model2, ds, phases = _setup(seed=1)
     out = fit_phases(model2, phases, ds, None, run_dir=tmp_path, stage="s", resume=True)

@@ -1,0 +1,161 @@
+"""A user's install: the wheel, installed non-editable into fresh venvs, used from a folder
+outside the checkout.
+
+1. Build the wheel and check it carries the firmware template (package data).
+2. Train side: a fresh venv with the wheel. Its dependencies (TensorFlow, TF-MOT, ...) come
+   from the test's own environment through a .pth line, so the test does not download 1 GB;
+   kdq_tf itself must come from the wheel, not from the checkout. A tiny run, export with
+   --firmware, then build and run the host firmware.
+3. Runtime side: a fresh venv with the wheel and only its base dependencies (numpy, LiteRT,
+   Pillow, installed by pip): it classifies with the exported model, and TensorFlow is absent.
+"""
+
+import json
+import os
+import shutil
+import site
+import subprocess
+import sys
+import venv
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT, separable_npz
+
+pytestmark = pytest.mark.slow
+TFLM = os.environ.get("TFLM_DIR")
+
+
+def _sh(*args, cwd, env=None, timeout=900) -> subprocess.CompletedProcess:
+    e = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    proc = subprocess.run(
+        [str(a) for a in args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**e, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
+    )
+    assert proc.returncode == 0, f"{args}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    # A copy of the sources without build/ or *.egg-info of an editable install.
+    src = out / "src"
+    shutil.copytree(
+        ROOT,
+        src,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "runs", "build", "*.egg-info", "__pycache__", "benchmarks", "tests"
+        ),
+    )
+    _sh(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", out, src, cwd=out)
+    (whl,) = out.glob("kdq_tf-*.whl")
+    return whl
+
+
+def _venv(path: Path) -> Path:
+    venv.EnvBuilder(with_pip=True).create(path)
+    return path / "bin"
+
+
+def test_wheel_carries_the_firmware_template(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for f in (
+        "main.cc",
+        "timer.h",
+        "Makefile",
+        "CMakeLists.txt",
+        "README.md",
+        "cortex_m/mps2_an386.ld",
+        "cortex_m/startup_mps2_an386.c",
+    ):
+        assert f"kdq_tf/device/template/{f}" in names
+
+
+def test_train_export_and_host_firmware_from_the_wheel(wheel, tmp_path):
+    from kdq_tf._keras import keras
+
+    # 1. A fresh venv: kdq_tf from the wheel, its dependencies from this environment.
+    bin_ = _venv(tmp_path / "venv")
+    _sh(bin_ / "pip", "install", "-q", "--no-deps", wheel, cwd=tmp_path)
+    purelib = _sh(
+        bin_ / "python",
+        "-c",
+        "import sysconfig; print(sysconfig.get_path('purelib'))",
+        cwd=tmp_path,
+    ).stdout.strip()
+    Path(purelib, "deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    where = _sh(bin_ / "python", "-c", "import kdq_tf; print(kdq_tf.__file__)", cwd=tmp_path).stdout
+    assert where.startswith(purelib), where  # the wheel's copy, not the checkout
+
+    # 2. Outside the checkout: a tiny teacher, distill + QAT, export with firmware.
+    work = tmp_path / "work"
+    work.mkdir()
+    npz = separable_npz(work / "tiny.npz")
+    keras.utils.set_random_seed(0)
+    keras.Sequential(
+        [keras.layers.Input((12, 12, 1)), keras.layers.Flatten(), keras.layers.Dense(3)]
+    ).save(work / "teacher.keras")
+    kdq = bin_ / "kdq_tf"
+    _sh(
+        kdq,
+        "distill",
+        "--dataset",
+        f"npz:{npz}",
+        "--teacher",
+        "teacher.keras",
+        "--epochs",
+        "1",
+        "--qat",
+        "--qat-epochs",
+        "1",
+        "--out",
+        "run",
+        cwd=work,
+    )
+    _sh(kdq, "export", "--run", "run", "--int8", "--c-array", "--firmware", "fw", cwd=work)
+    assert (work / "fw" / "main.cc").is_file() and (work / "fw" / "model_data.cc").is_file()
+
+    # 3. The host firmware, compared byte for byte with the TFLM Python interpreter by `run`.
+    if not (TFLM and shutil.which("g++") and shutil.which("make")):
+        pytest.skip("host firmware: set TFLM_DIR and install g++ and make")
+    res = json.loads(
+        _sh(kdq, "firmware", "run", "fw", "--build", "--target", "host", "--json", cwd=work).stdout
+    )
+    assert res["bit_exact"] == res["samples"] > 0
+
+
+def test_runtime_install_classifies_without_tensorflow(wheel, tmp_path):
+    # 1. The exported model and inputs, made here with the full environment.
+    from kdq_tf.deploy.convert import to_tflite
+    from kdq_tf.deploy.flatbuf import read_metadata
+    from kdq_tf.distill.qat import quantize_student
+    from kdq_tf.models.students import build_student
+    from kdq_tf.runtime.inputs import ModelIO
+    from kdq_tf.runtime.runner import Runner
+
+    model = to_tflite(quantize_student(build_student("tiny_cnn", (12, 12, 1), 3)), "int8")
+    (tmp_path / "m.tflite").write_bytes(model)
+    x = np.random.default_rng(0).integers(0, 255, (4, 12, 12)).astype(np.uint8)
+    np.savez(tmp_path / "x.npz", x=x)
+    # 2. A fresh venv with the wheel and its base dependencies only.
+    bin_ = _venv(tmp_path / "venv")
+    _sh(bin_ / "pip", "install", "-q", wheel, cwd=tmp_path)
+    absent = subprocess.run(
+        [bin_ / "python", "-c", "import tensorflow"], capture_output=True, cwd=tmp_path
+    )
+    assert absent.returncode != 0  # TensorFlow is not there
+    # 3. It classifies, and the classes are those of LiteRT in this environment.
+    out = json.loads(
+        _sh(bin_ / "kdq_tf", "infer", "m.tflite", "x.npz", "--json", cwd=tmp_path).stdout
+    )
+    runner = Runner.from_bytes(model)
+    io = ModelIO.from_model(read_metadata(model), runner.input_details, 3)
+    want = runner.predict(io.preprocess.apply(x[..., None])).argmax(-1)
+    assert [r["index"] for r in out] == want.tolist()
