@@ -46,9 +46,7 @@ def cmd_firmware_run(args) -> int:
         build(args.dir, _options(args))
     r = run(args.dir, args.target, args.kernels)
     md = record(args.dir, r)
-    print(md)
-    if args.json:
-        print(json.dumps(r, indent=2))
+    print(json.dumps(r, indent=2) if args.json else md)  # --json: stdout is one JSON document
     return 0 if r["bit_exact"] == r["samples"] else 1
 
 
