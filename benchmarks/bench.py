@@ -1,8 +1,11 @@
 """The kdq_tf benchmark: does distillation pay, and what it costs, in one run.
 
-    python benchmarks/bench.py                    # full: the stored teacher's logits, full training set, 3 seeds
-    python benchmarks/bench.py --retrain-teacher  # train the ResNet50 teacher again first (hours on 2 cores)
-    python benchmarks/bench.py --quick            # a slice, a short teacher, 1 seed
+    # full: the stored teacher's logits, full training set, 3 seeds
+    python benchmarks/bench.py
+    # train the ResNet50 teacher again first (hours on 2 cores)
+    python benchmarks/bench.py --retrain-teacher
+    # a slice, a short teacher, 1 seed
+    python benchmarks/bench.py --quick
 
 Order: teacher logits (benchmarks/teachers/, fingerprints checked) -> T/lambda sweep on
 the validation split -> the winners over seeds (distilled + QAT int8 against its scratch +
@@ -50,7 +53,8 @@ def machine() -> dict:
 
 
 def teacher_source(a, work: Path) -> dict:
-    """Where the students' soft targets come from: the stored artifact, a retrained teacher, or --quick's."""
+    """Where the students' soft targets come from: the stored artifact, a retrained teacher, or
+    --quick's."""
     import teacher_artifact as TA
 
     from kdq_tf import files
@@ -146,7 +150,8 @@ def _arch(teacher_config: dict) -> str:
 
 
 def other_teachers(a) -> list[tuple[str, float, Path]]:
-    """--gain-also: more stored teacher artifacts as KD-gain points (label, test accuracy, logits)."""
+    """--gain-also: more stored teacher artifacts as KD-gain points (label, test accuracy,
+    logits)."""
     import teacher_artifact as TA
 
     from kdq_tf.config import DataConfig
@@ -173,7 +178,8 @@ def latency(work: Path, runs: int) -> dict:
 
 
 def memory(a, work: Path, logits: Path) -> dict:
-    """Peak RSS of a separate `kdq_tf distill` process (1 epoch, cached guidance from the logits file)."""
+    """Peak RSS of a separate `kdq_tf distill` process (1 epoch, cached guidance from the logits
+    file)."""
     out = work / "memory_run"
     cmd = [
         sys.executable,
@@ -205,7 +211,8 @@ def memory(a, work: Path, logits: Path) -> dict:
 
 
 def device_rows(a, work: Path) -> dict | None:
-    """The seed-0 int8 student on TFLite-Micro: host and Cortex-M4 (emulated), benchmarks/device.py."""
+    """The seed-0 int8 student on TFLite-Micro: host and Cortex-M4 (emulated),
+    benchmarks/device.py."""
     import device
 
     from kdq_tf.errors import KdqError
@@ -348,7 +355,8 @@ def markdown(res: dict) -> str:
     lines = [
         f"# kdq_tf benchmark: {res['name']}",
         "",
-        f"{res['date']}, {res['machine']['cpu']}, {res['machine']['cores']} cores, {res['machine']['gpu']}; "
+        f"{res['date']}, {res['machine']['cpu']}, {res['machine']['cores']} cores, "
+        f"{res['machine']['gpu']}; "
         f"total {res['wall_time_s'] / 60:.1f} min. Settings: `{json.dumps(st, sort_keys=True)}`",
         "",
         f"Teacher: {t['source']}; recipe `{json.dumps(t['recipe'], sort_keys=True, default=str)}`"
@@ -356,14 +364,16 @@ def markdown(res: dict) -> str:
         + ".",
         "",
         *fusion_lines(t),
-        f"Students: T={res['chosen']['temperature']:g}, lambda={res['chosen']['lam']:g} (chosen on the "
+        f"Students: T={res['chosen']['temperature']:g}, lambda={res['chosen']['lam']:g} "
+        "(chosen on the "
         f"validation split), {st['epochs']} epochs + {st['qat_epochs']} QAT, "
         + (
             f"{res['chosen']['views']} cached augmented views"
             if res["chosen"]["views"]
             else "cached logits without augmentation"
         )
-        + f" (chosen on the validation split); batch {st['batch_size']}, Adam {st['lr']:g} with cosine decay; "
+        + f" (chosen on the validation split); batch {st['batch_size']}, "
+        f"Adam {st['lr']:g} with cosine decay; "
         "the scratch twin has the same architecture, augmentation, epochs, schedule and QAT.",
         "",
         "## Quality (test set; students: mean ± std over seeds)",
@@ -404,7 +414,8 @@ def markdown(res: dict) -> str:
         "|---|---|---|---|---|",
     ]
     lines += [
-        f"| {r['mode']} | {100 * r['accuracy']:.2f} | {100 * r['val_accuracy']:.2f} | {r['epoch_s']:.2f} | "
+        f"| {r['mode']} | {100 * r['accuracy']:.2f} | {100 * r['val_accuracy']:.2f} | "
+        f"{r['epoch_s']:.2f} | "
         f"{num(r['cache_bytes'])} |"
         for r in g["rows"]
     ]
@@ -414,20 +425,23 @@ def markdown(res: dict) -> str:
     elif (t.get("fusion") or {}).get("flip") and len(g["rows"]) > 2:
         lines += [
             "",
-            "_The online row fuses the same members with the same mode and weights, without the flip "
+            "_The online row fuses the same members with the same mode and weights, "
+            "without the flip "
             "test-time augmentation: its teacher sees the student's augmented image once._",
         ]
     k = res["kd_gain"]
     lines += [
         "",
-        f"## KD gain against teacher accuracy (seed 0, {k['epochs']} epochs, cached, no augmentation; "
+        "## KD gain against teacher accuracy "
+        f"(seed 0, {k['epochs']} epochs, cached, no augmentation; "
         f"scratch twin {100 * (k['scratch_accuracy'] or 0):.2f}%)",
         "",
         "| teacher | teacher test accuracy % | distilled student % | gain pts |",
         "|---|---|---|---|",
     ]
     lines += [
-        f"| {r['teacher']} | {100 * r['teacher_accuracy']:.2f} | {100 * r['student_accuracy']:.2f} | "
+        f"| {r['teacher']} | {100 * r['teacher_accuracy']:.2f} | "
+        f"{100 * r['student_accuracy']:.2f} | "
         f"{r['gain_pts']:+.2f} |"
         for r in k["rows"]
     ]
@@ -490,7 +504,8 @@ def fusion_lines(t: dict) -> list[str]:
 
 
 def pyplot():
-    """matplotlib.pyplot on the file-only backend, or None (with a warning) where it is not installed."""
+    """matplotlib.pyplot on the file-only backend, or None (with a warning) where it is not
+    installed."""
     try:
         import matplotlib
 
@@ -579,7 +594,8 @@ def parse(argv):
     p.add_argument(
         "--gain-also",
         action="append",
-        help="another teacher artifact folder to add to the KD-gain table (repeatable; full default: "
+        help="another teacher artifact folder to add to the KD-gain table "
+        "(repeatable; full default: "
         "the ResNet50 member alone, benchmarks/teachers/fashion_mnist_resnet50_31ep)",
     )
     p.add_argument(
@@ -632,7 +648,8 @@ def parse(argv):
         "cost_limit": 2000,
     }
     # Sized so that the whole run fits in about 65 minutes on 2 cores once the teacher logits exist;
-    # 12 epochs because distillation needs patience (a 6-epoch student barely separates from its twin).
+    # 12 epochs because distillation needs patience (a 6-epoch student barely separates from its
+    # twin).
     full = {
         "gain_also": [str(ROOT / "benchmarks" / "teachers" / "fashion_mnist_resnet50_31ep")],
         "student": "small_cnn",

@@ -134,7 +134,8 @@ def markdown(res: dict) -> str:
         f"# Device benchmark ({res['date']})",
         "",
         f"Model: `{res['model']}` ({res['model_bytes']:,} B; "
-        f"{res['device_model_bytes']:,} B as the stripped device flatbuffer). {res['samples']} test images "
+        f"{res['device_model_bytes']:,} B as the stripped device flatbuffer). "
+        f"{res['samples']} test images "
         "embedded in the image.",
         "",
         table(res),
@@ -143,13 +144,16 @@ def markdown(res: dict) -> str:
     if res.get("instruction_ratio_reference_over_cmsis_nn"):
         lines.append(
             f"- Cortex-M4 (emulated): reference kernels execute "
-            f"{res['instruction_ratio_reference_over_cmsis_nn']}x the instructions of CMSIS-NN per inference."
+            f"{res['instruction_ratio_reference_over_cmsis_nn']}x the instructions of CMSIS-NN "
+            "per inference."
         )
     lines += [
-        "- Instructions: QEMU `-icount shift=0` SysTick ticks x 40 (QEMU clocks the MPS2 at 25 MHz, one "
-        "instruction per ns). QEMU models no pipeline or memory wait states, so these are instruction "
+        "- Instructions: QEMU `-icount shift=0` SysTick ticks x 40 "
+        "(QEMU clocks the MPS2 at 25 MHz, one instruction per ns). "
+        "QEMU models no pipeline or memory wait states, so these are instruction "
         "counts, not cycles; compare them as ratios.",
-        "- Flash: text + rodata + the initial values of .data; TFLM: its objects' share (CMSIS-NN included), "
+        "- Flash: text + rodata + the initial values of .data; "
+        "TFLM: its objects' share (CMSIS-NN included), "
         "from the linker map; RAM: data + bss (the arena is in bss). "
         "Cold build: empty object cache; warm: the application again with the TFLM objects cached.",
         f"- Machine: {res['machine']}",

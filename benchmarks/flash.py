@@ -1,8 +1,10 @@
 """Flash below int8: the distilled student pruned, clustered or soft-thresholded, QAT that keeps
 the structure, int8, and TFLite-Micro LUT compression, against its plain int8 model.
 
-    python benchmarks/flash.py --from runs/bench_fused   # start from bench.py's distilled students (3 seeds)
-    python benchmarks/flash.py --quick                   # a slice: distils its own tiny student first
+    # start from bench.py's distilled students (3 seeds)
+    python benchmarks/flash.py --from runs/bench_fused
+    # a slice: distils its own tiny student first
+    python benchmarks/flash.py --quick
 
 Every variant starts from the same distilled float student of a seed and keeps the teacher
 guiding (cached logits, the T and lambda the student was distilled with):
@@ -19,8 +21,9 @@ Each is exported (`run_export`) and measured: test accuracy of the int8 .tflite 
 the whole test split (a LUT-compressed model is checked bit-exact against it on the TFLM
 interpreter, so it has the same accuracy; TFLM's Python interpreter takes 12 ms an image here,
 too slow for 21 models x 10,000 images), .tflite / device / gzip / compressed bytes, the TFLM
-arena, the share of zeros and the distinct values per channel in the int8 kernels. Writes benchmarks/results/<name>.json, .md and a
-plot; `python benchmarks/readme_table.py` copies the table into the README.
+arena, the share of zeros and the distinct values per channel in the int8 kernels. Writes
+benchmarks/results/<name>.json, .md and a plot; `python benchmarks/readme_table.py` copies the
+table into the README.
 """
 
 import argparse
@@ -72,7 +75,8 @@ INHERITED = (
 
 
 def portable(value):
-    """A path in or next to the repository as a relative one, so results read the same on every clone."""
+    """A path in or next to the repository as a relative one, so results read the same on every
+    clone."""
     if not isinstance(value, (str, Path)) or "/" not in str(value):
         return value
     path, root = Path(value).resolve(), ROOT.resolve()
@@ -83,7 +87,8 @@ def portable(value):
 
 
 def provenance(argv) -> dict:
-    """The command and the commit that produced a results file (and whether the tree had changes)."""
+    """The command and the commit that produced a results file (and whether the tree had
+    changes)."""
     import subprocess
 
     def git(*args):
@@ -333,7 +338,8 @@ def parse(argv):
     unknown = [v for v in a.variants if v not in VARIANTS]
     if unknown or "dense" not in a.variants:
         p.error(
-            f"--variants needs dense and names from {', '.join(VARIANTS)}; got {', '.join(a.variants)}"
+            f"--variants needs dense and names from {', '.join(VARIANTS)}; "
+            f"got {', '.join(a.variants)}"
         )
     a.work = a.work or str(ROOT / "runs" / a.name)
     return a

@@ -1,6 +1,6 @@
 """The tables, targets and plot of benchmarks/flash.py, from its results.
 
-    python benchmarks/flash_report.py benchmarks/results/flash.json   # rewrite flash.md and the plot
+    python benchmarks/flash_report.py benchmarks/results/flash.json  # rewrite flash.md and the plot
 
 Kept apart from the runs so that a report can be written again without training anything.
 """
@@ -55,7 +55,10 @@ def summarize(rows: dict) -> list[dict]:
                 "max_unique_per_channel": max(r["max_unique_per_channel"] for r in per_seed),
                 "bit_exact": None
                 if per_seed[0]["bit_exact"] is None
-                else f"{sum(r['bit_exact'] for r in per_seed)}/{sum(r['bit_exact_of'] for r in per_seed)}",
+                else (
+                    f"{sum(r['bit_exact'] for r in per_seed)}/"
+                    f"{sum(r['bit_exact_of'] for r in per_seed)}"
+                ),
             }
         )
     return table
@@ -69,7 +72,9 @@ def checks(table: list[dict]) -> list[dict]:
         c = by["cluster16"]
         out += [
             {
-                "target": "16 clusters + LUT: flash <= 0.6x of the plain int8 device model (worst seed)",
+                "target": (
+                    "16 clusters + LUT: flash <= 0.6x of the plain int8 device model (worst seed)"
+                ),
                 "measured": round(c["flash_ratio"], 4),
                 "holds": c["flash_ratio"] <= 0.6,
             },
@@ -79,7 +84,9 @@ def checks(table: list[dict]) -> list[dict]:
                 "holds": c["loss_pts"] <= 0.5,
             },
             {
-                "target": "16 clusters + LUT: bit-exact with the uncompressed clustered int8 on TFLM",
+                "target": (
+                    "16 clusters + LUT: bit-exact with the uncompressed clustered int8 on TFLM"
+                ),
                 "measured": c["bit_exact"],
                 "holds": c["bit_exact"].split("/")[0] == c["bit_exact"].split("/")[1],
             },
@@ -88,7 +95,10 @@ def checks(table: list[dict]) -> list[dict]:
         if f"prune{s}" in by:
             out.append(
                 {
-                    "target": f"{s}% sparsity survives PQAT and int8 conversion (zeros in the int8 kernels)",
+                    "target": (
+                        f"{s}% sparsity survives PQAT and int8 conversion "
+                        "(zeros in the int8 kernels)"
+                    ),
                     "measured": round(by[f"prune{s}"]["int8_zeros"]["mean"], 4),
                     "holds": by[f"prune{s}"]["int8_zeros"]["mean"] >= int(s) / 100 - 0.02,
                 }
@@ -101,13 +111,16 @@ def markdown(res: dict) -> str:
     lines = [
         f"# Flash below int8 ({res['name']})",
         "",
-        f"{res['date']}, {res['machine']['cores']} cores, {res['wall_time_s'] / 60:.1f} min. Students: "
-        f"{s['from'] or 'distilled here'}; {s['seeds']} seed(s); structure fine-tuning {s['structure_epochs']} "
+        f"{res['date']}, {res['machine']['cores']} cores, {res['wall_time_s'] / 60:.1f} min. "
+        f"Students: {s['from'] or 'distilled here'}; {s['seeds']} seed(s); "
+        f"structure fine-tuning {s['structure_epochs']} "
         f"epochs, QAT {s['qat_epochs']} epochs, teacher guiding throughout.",
         "",
-        "Accuracy: the int8 .tflite on LiteRT, whole test split, mean ± std of seeds; a LUT-compressed "
-        "model is bit-exact with it on the TFLM interpreter (last column, verify samples of every seed). "
-        "Flash: the device flatbuffer (names and metadata stripped; LUT-compressed where it says so). "
+        "Accuracy: the int8 .tflite on LiteRT, whole test split, mean ± std of seeds; "
+        "a LUT-compressed model is bit-exact with it on the TFLM interpreter "
+        "(last column, verify samples of every seed). "
+        "Flash: the device flatbuffer "
+        "(names and metadata stripped; LUT-compressed where it says so). "
         "Loss and ratios against the same seed's dense int8 model (flash: the worst seed).",
         "",
         "| variant | test accuracy | vs dense | flash bytes | x dense | gzip of .tflite | x dense "
@@ -117,9 +130,12 @@ def markdown(res: dict) -> str:
     for r in res["table"]:
         a = r["accuracy"]
         lines.append(
-            f"| {r['label']} | {100 * a['mean']:.2f} ± {100 * a['std']:.2f}% | {-r['loss_pts']:+.2f} pts | "
-            f"{r['flash_bytes']['mean']:,.0f} | {r['flash_ratio']:.3f} | {r['gzip_bytes']['mean']:,.0f} | "
-            f"{r['gzip_ratio']:.3f} | {100 * r['int8_zeros']['mean']:.1f}% | {r['max_unique_per_channel']} | "
+            f"| {r['label']} | {100 * a['mean']:.2f} ± {100 * a['std']:.2f}% | "
+            f"{-r['loss_pts']:+.2f} pts | "
+            f"{r['flash_bytes']['mean']:,.0f} | {r['flash_ratio']:.3f} | "
+            f"{r['gzip_bytes']['mean']:,.0f} | "
+            f"{r['gzip_ratio']:.3f} | {100 * r['int8_zeros']['mean']:.1f}% | "
+            f"{r['max_unique_per_channel']} | "
             f"{r['arena_bytes']:,} | {r['bit_exact'] or '-'} |"
         )
     lines += ["", 'Targets (issue "Flash below int8"):', ""]
@@ -144,7 +160,8 @@ def markdown(res: dict) -> str:
             fs, delta = r["float_accuracy_structured"], r["shrink_delta"]
             lines.append(
                 f"| {name} | {seed} | {100 * r['accuracy']:.2f}% | "
-                f"{100 * r['float_accuracy_before']:.2f}% -> {'-' if fs is None else f'{100 * fs:.2f}%'} | "
+                f"{100 * r['float_accuracy_before']:.2f}% -> "
+                f"{'-' if fs is None else f'{100 * fs:.2f}%'} | "
                 f"{r['flash_bytes']:,} | {r['gzip_bytes']:,} | {100 * r['int8_zeros']:.1f}% | "
                 f"{'-' if delta is None else format(delta, '.4g')} |"
             )
@@ -152,7 +169,8 @@ def markdown(res: dict) -> str:
     if fw:
         lines += [
             "",
-            "Seed 0 as Cortex-M4 firmware (MPS2-AN386 under QEMU, CMSIS-NN kernels; flash and RAM of the "
+            "Seed 0 as Cortex-M4 firmware "
+            "(MPS2-AN386 under QEMU, CMSIS-NN kernels; flash and RAM of the "
             "whole image from `size`):",
             "",
             "| variant | bit-exact vs Python TFLM | flash B | model B | RAM B "

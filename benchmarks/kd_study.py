@@ -32,7 +32,8 @@ def student_sets(a, *, epochs=None, temperature=None, lam=None, limit=None) -> l
 
 
 def quick_teacher(a, work: Path) -> tuple[Path, Path]:
-    """--quick: trains a short ResNet50 on the slice and writes its logits file. Returns (logits, teacher.keras)."""
+    """--quick: trains a short ResNet50 on the slice and writes its logits file. Returns
+    (logits, teacher.keras)."""
     from kdq_tf import load_config, run_teacher
 
     out = work / "teacher"
@@ -232,7 +233,8 @@ def guidance_modes(
     lam: float,
     teacher_sets: tuple[str, ...] = (),
 ) -> dict:
-    """Accuracy and s/epoch on a slice: no augmentation + cached, K views cached, online (keras-io style).
+    """Accuracy and s/epoch on a slice: no augmentation + cached, K views cached, online
+    (keras-io style).
 
     `teacher_model`: the teacher(s) for the online row (`teacher.path`), None to leave it out;
     `teacher_sets`: more teacher settings for it (a fused teacher's mode and weights).
@@ -327,7 +329,8 @@ def kd_gain(a, work: Path, files: list[tuple[str, float, Path]], t: float, lam: 
 
 
 def scaling(a, work: Path, logits: Path) -> dict:
-    """One epoch of cached distillation at 25/50/100% of a slice: seconds per epoch against data size."""
+    """One epoch of cached distillation at 25/50/100% of a slice: seconds per epoch against data
+    size."""
     from kdq_tf._keras import keras, tf
     from kdq_tf.config import DataConfig
     from kdq_tf.data.dataset import load_dataset

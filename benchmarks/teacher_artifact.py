@@ -1,4 +1,5 @@
-"""The benchmark's teacher as an artifact: its int8 logits, with provenance, under benchmarks/teachers/.
+"""The benchmark's teacher as an artifact: its int8 logits, with provenance, under
+benchmarks/teachers/.
 
 A strong ResNet50 takes hours on 2 cores, so the benchmark keeps what the teacher
 produced, never its weights:
@@ -187,7 +188,8 @@ def build(
     snapshots: tuple[int, ...] = (3, 9, 15, 19, 25),
     paused_s: float = 0.0,
 ) -> dict:
-    """Writes the artifact folder from one finished teacher run, or fuses several; returns the provenance.
+    """Writes the artifact folder from one finished teacher run, or fuses several; returns the
+    provenance.
 
     A run warm-started from another (`teacher.init`) is followed back to its first stage:
     the hours add up, the epochs count from the first stage, and every stage's command
@@ -357,7 +359,8 @@ def choose_fusion(
     test_flip: list | None = None,
     grid: int = 10,
 ) -> dict:
-    """The fusion mode, member weights and flip test-time augmentation with the best validation accuracy.
+    """The fusion mode, member weights and flip test-time augmentation with the best validation
+    accuracy.
 
     `val`/`test`: each member's logits on the two splits; `val_flip`/`test_flip`: the same on the
     mirrored images, or None when flips are not label-preserving. Tries both modes (mean of
@@ -485,7 +488,8 @@ def main(argv=None):
         "--log",
         action="append",
         default=[],
-        help="a run's console logs, comma-separated, oldest stage first (once per --run): train.log",
+        help="a run's console logs, comma-separated, oldest stage first (once per --run): "
+        "train.log",
     )
     p.add_argument("--views", type=int, default=4)
     p.add_argument("--command", default="", help="the exact command that trained the teacher")

@@ -1,11 +1,13 @@
-"""Does fusing snapshots of one teacher run make a stronger teacher? Chosen on val, reported on test.
+r"""Does fusing snapshots of one teacher run make a stronger teacher? Chosen on val, reported on
+test.
 
 Reads a teacher artifact (benchmarks/teacher_artifact.py): the final teacher's logits and its
 snapshots' logits, all int8, rows in the raw data order. Every set of members that includes
 the final teacher is fused (kdq_tf.teacher.fusion.fuse_numpy, weights from val accuracy, both fusion
 modes); the best on the validation split is reported with its test accuracy. No model is run.
 
-    python benchmarks/teacher_fusion.py --teacher-dir benchmarks/teachers/fashion_mnist_resnet50_31ep
+    python benchmarks/teacher_fusion.py \
+        --teacher-dir benchmarks/teachers/fashion_mnist_resnet50_31ep
 """
 
 import argparse
@@ -103,7 +105,7 @@ def markdown(res: dict) -> str:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument(
         "--teacher-dir",
         default=str(ROOT / "benchmarks" / "teachers" / "fashion_mnist_resnet50_31ep"),

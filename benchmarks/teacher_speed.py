@@ -1,11 +1,13 @@
-"""Teacher training throughput on this machine: architecture, batch size, precision, XLA and adapter size.
+"""Teacher training throughput on this machine: architecture, batch size, precision, XLA and
+adapter size.
 
     python benchmarks/teacher_speed.py            # every combination, ~10 s of timed steps each
     python benchmarks/teacher_speed.py --steps 5  # shorter
 
-Each configuration builds the teacher (ResNet50, or the full-resolution CNN of `teacher.arch=cnn`), runs warm-up steps outside the timing,
-then times `--steps` training steps on random Fashion-MNIST-shaped batches. The result is
-images per second; compare rows of one run only (ratios), never across machines.
+Each configuration builds the teacher (ResNet50, or the full-resolution CNN of
+`teacher.arch=cnn`), runs warm-up steps outside the timing, then times `--steps` training
+steps on random Fashion-MNIST-shaped batches. The result is images per second; compare rows
+of one run only (ratios), never across machines.
 Writes benchmarks/results/teacher_speed.{json,md}.
 """
 
@@ -112,7 +114,8 @@ def main(argv=None):
     lines = [
         "# Teacher training throughput",
         "",
-        f"{res['date']}; CPU bf16 support: {res['cpu_bf16']}; {a.steps} timed steps per row, after 3 warm-up "
+        f"{res['date']}; CPU bf16 support: {res['cpu_bf16']}; "
+        f"{a.steps} timed steps per row, after 3 warm-up "
         "steps; random inputs of 28x28x1.",
         "",
         "| teacher | batch | precision | XLA | input | images/s | vs first row |",

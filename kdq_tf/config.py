@@ -83,7 +83,8 @@ class TeacherConfig:
     path: str | None = (
         None  # a user's .keras teacher instead of ResNet50; several (comma-separated) are fused
     )
-    fusion: str = "logits"  # several teachers: weighted mean of logits | of probabilities (kdq_tf.teacher.fusion)
+    # several teachers: weighted mean of logits | of probabilities (kdq_tf.teacher.fusion)
+    fusion: str = "logits"
     fusion_weights: str | None = None  # "0.6,0.4"; None: proportional to each member's val accuracy
     logits: str | None = None  # a .npz of precomputed teacher logits instead of a teacher model
     input_size: int = 32  # adapter output side; ResNet50 needs >= 32
@@ -167,21 +168,23 @@ class DistillConfig:
     student: str = "tiny_cnn"  # a name from `kdq_tf students`, or a path to a .keras model
     epochs: int = 10
     lr: float = 1e-3
-    # T and lambda won the validation sweep in benchmarks/results/full.md (T in 1, 2, 4; lambda 0.5, 0.1)
-    # with the fused teacher, about 2 pts above the student.
+    # T and lambda won the validation sweep in benchmarks/results/full.md (T in 1, 2, 4;
+    # lambda 0.5, 0.1) with the fused teacher, about 2 pts above the student.
     temperature: float = 2.0  # >1 softens the teacher (Hinton et al. 2015)
     lam: float | None = None  # L = L_soft + lam * L_hard; 0.5 when neither lam nor alpha is set
     alpha: float | None = None  # keras-io form: L = alpha * L_hard + (1 - alpha) * L_soft
     soft_loss: str = "kl"  # kl | ce, both scaled by T^2
     hard_loss: str = "ce"  # ce | mse (MSE on one-hot labels)
     guidance: str = "auto"  # auto | online | cached | cached-int8 | teacher-int8
-    views: int = 0  # cached modes: teacher logits for K fixed augmented views; the student cycles through them
+    # cached modes: teacher logits for K fixed augmented views; the student cycles through them
+    views: int = 0
     baseline: bool = False  # also train the student on hard labels only, same epochs and seed
     shrink: float | None = (
         None  # soft-threshold delta applied to kernels before QAT (prune-preserving)
     )
-    # Flash below int8 (kdq_tf.distill.cluster_prune): the distilled student is fine-tuned clustered and/or
-    # pruned with the teacher still guiding, and QAT then keeps that structure (CQAT, PQAT, PCQAT).
+    # Flash below int8 (kdq_tf.distill.cluster_prune): the distilled student is fine-tuned
+    # clustered and/or pruned with the teacher still guiding, and QAT then keeps that structure
+    # (CQAT, PQAT, PCQAT).
     cluster: int = 0  # N shared values per kernel (16: 4-bit LUT indices); 0: off
     prune: float = 0.0  # final sparsity of magnitude pruning; 0: off
     structure_epochs: int = 2

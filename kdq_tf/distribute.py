@@ -85,7 +85,8 @@ def make_strategy(name: str = "default", cpu_devices: int | None = None):
 
 
 def output_dir_for(out: str, cluster: Cluster) -> str:
-    """The chief writes to `out`; every other worker to a private temp dir (TF multi-worker guide)."""
+    """The chief writes to `out`; every other worker to a private temp dir (TF multi-worker
+    guide)."""
     if cluster.is_chief:
         return out
     return tempfile.mkdtemp(prefix=f"kdq_tf_{cluster.task.replace(':', '_')}_")

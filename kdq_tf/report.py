@@ -68,7 +68,8 @@ def markdown_table(headers: list[str], rows: list[list]) -> str:
 
 
 def results_table(metrics: dict) -> str:
-    """The run summary: one row per model stage found in a run's metrics.json (and per fused teacher)."""
+    """The run summary: one row per model stage found in a run's metrics.json (and per fused
+    teacher)."""
     rows = []
     for m in metrics.get("teacher", {}).get("members", []):
         rows.append(
@@ -208,10 +209,12 @@ def export_markdown(report: dict, metrics: dict) -> str:
     lines = [f"# kdq_tf export ({report['mode']})", "", table, ""]
     if v:
         lines += [
-            f"- accuracies above are on the whole test split ({report.get('test_samples')} images); the "
+            "- accuracies above are on the whole test split "
+            f"({report.get('test_samples')} images); the "
             f"runtime checks below on {v['samples']} of them",
             f"- TFLM vs LiteRT top-1 agreement: {100 * v['top1_agreement_tflm_litert']:.2f}%; "
-            f"bit-exact outputs vs LiteRT reference kernels: {100 * v['exact_outputs_tflm_vs_litert_ref']:.2f}%",
+            "bit-exact outputs vs LiteRT reference kernels: "
+            f"{100 * v['exact_outputs_tflm_vs_litert_ref']:.2f}%",
         ]
         if "top1_agreement_keras_litert" in v:
             lines.append(
@@ -222,16 +225,20 @@ def export_markdown(report: dict, metrics: dict) -> str:
     if "device_model" in v:
         d = v["device_model"]
         lines.append(
-            f"- device flatbuffer (model_data.cc): {d['bytes']:,} B, {d['saved_bytes']:,} B less than the "
+            f"- device flatbuffer (model_data.cc): {d['bytes']:,} B, "
+            f"{d['saved_bytes']:,} B less than the "
             f".tflite (metadata, names, signatures stripped); bit-exact with it on TFLM on "
             f"{d['bit_exact_tflm']}/{d['samples']} samples"
         )
     if "compressed" in report:
         c = report["compressed"]
         lines.append(
-            f"- LUT-compressed device model: {c['bytes']:,} B ({c['ratio']}x of {c['uncompressed_bytes']:,} "
-            f"B; {c['tensors_compressed']} tensors), bit-exact with the uncompressed one on TFLM on "
-            f"{c['bit_exact_tflm']}/{c['samples']} samples, arena {c['arena_bytes']:,} B; the firmware "
+            f"- LUT-compressed device model: {c['bytes']:,} B "
+            f"({c['ratio']}x of {c['uncompressed_bytes']:,} "
+            f"B; {c['tensors_compressed']} tensors), "
+            "bit-exact with the uncompressed one on TFLM on "
+            f"{c['bit_exact_tflm']}/{c['samples']} samples, "
+            f"arena {c['arena_bytes']:,} B; the firmware "
             "registers TFLM's DECODE kernel (kernels/decode.cc)"
         )
     lines += [
@@ -256,7 +263,8 @@ def export_markdown(report: dict, metrics: dict) -> str:
 
 
 def instruction_ratio(runs: dict) -> float | None:
-    """Instructions per inference, reference kernels over CMSIS-NN, on the Cortex-M4; None until both ran."""
+    """Instructions per inference, reference kernels over CMSIS-NN, on the Cortex-M4; None until
+    both ran."""
     ref, nn = runs.get("cortex-m4/reference", {}), runs.get("cortex-m4/cmsis-nn", {})
     a, b = ref.get("instructions_per_inference"), nn.get("instructions_per_inference")
     return round(a / b, 2) if a and b else None
@@ -310,12 +318,14 @@ def device_table(runs: dict, heading: bool = True) -> str:
     r = instruction_ratio(runs)
     if r:
         lines.append(
-            f"- Cortex-M4 (emulated): reference kernels run {r}x the instructions of CMSIS-NN per inference"
+            f"- Cortex-M4 (emulated): reference kernels run {r}x the instructions of CMSIS-NN "
+            "per inference"
         )
     lines += [
-        "- flash and RAM from `size -A` on the image (`arm-none-eabi-size` for the Cortex-M4); the model and "
-        "arena shares from its symbol table, TFLM's (with CMSIS-NN) from the linker map; all code = flash minus "
-        "model and test images (TFLM, main, C/C++ runtime). Instructions: QEMU `-icount shift=0` SysTick ticks x 40; only "
+        "- flash and RAM from `size -A` on the image (`arm-none-eabi-size` for the Cortex-M4); "
+        "the model and arena shares from its symbol table, TFLM's (with CMSIS-NN) from the "
+        "linker map; all code = flash minus model and test images (TFLM, main, C/C++ runtime). "
+        "Instructions: QEMU `-icount shift=0` SysTick ticks x 40; only "
         "ratios mean anything (QEMU does not model a pipeline).",
         "",
     ]

@@ -82,7 +82,8 @@ def prepare_run_dir(cfg: Config) -> RunDir:
 
 
 def seed_everything(seed: int) -> None:
-    """Seeds Python, numpy and TF, and turns on TF op determinism: same seed, same metrics on CPU."""
+    """Seeds Python, numpy and TF, and turns on TF op determinism: same seed, same metrics on
+    CPU."""
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
 

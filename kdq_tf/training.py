@@ -152,7 +152,8 @@ def fit_phases(
             )
         except NonFiniteLoss as e:
             raise KdqError(
-                f"{stage}/{phase.name}: loss became NaN/Inf in {e}; the last good checkpoint is kept in "
+                f"{stage}/{phase.name}: loss became NaN/Inf in {e}; "
+                "the last good checkpoint is kept in "
                 f"{backup}. Lower the learning rate (or check the inputs), then rerun with --resume"
             ) from None
         for k, v in h.history.items():

@@ -85,7 +85,8 @@ def work(tmp_path_factory):
     (d / "garbage.tflite").write_bytes(b"\x00" * 64)
     (d / "notes.png").write_text("hello")
     np.savez(d / "nox.npz", images=np.zeros((2, 12, 12)))
-    # Teacher logits for good.npz (300 training samples, 3 classes): wrong count, NaN, wrong classes.
+    # Teacher logits for good.npz (300 training samples, 3 classes): wrong count, NaN, wrong
+    # classes.
     logits = np.random.default_rng(0).normal(size=(300, 3)).astype(np.float32)
     np.savez(d / "logits_count.npz", train=logits[:299])
     np.savez(d / "logits_nan.npz", train=np.where(np.arange(300)[:, None] == 7, np.nan, logits))

@@ -11,7 +11,6 @@ import os
 import sys
 import warnings
 
-from kdq_tf.cli.args import dataset_only
 from kdq_tf.cli.device import add_parsers as add_device_parsers
 from kdq_tf.cli.runtime import add_parsers as add_runtime_parsers
 from kdq_tf.errors import KdqError
@@ -336,7 +335,8 @@ def cmd_qat_sensitivity(args) -> int:
     run = Path(args.run)
     if not (run / "student.keras").is_file() or not (run / "config.json").is_file():
         raise KdqError(
-            f"{run} holds no distilled student (student.keras and config.json); run kdq_tf distill first"
+            f"{run} holds no distilled student (student.keras and config.json); "
+            "run kdq_tf distill first"
         )
     cfg = config_from_dict(read_json(run / "config.json"))
     data = load_dataset(cfg.data, seed=cfg.run.seed)

@@ -31,7 +31,8 @@ def cmd_firmware_build(args) -> int:
     r = build(args.dir, _options(args))
     print(
         f"built {r['binary']} ({r['target']}, {r['kernels']} kernels) in {r['build_time_s']} s: "
-        f"{r['tflm_objects_compiled']} TFLM objects compiled, {r['tflm_objects_in_cache']} in {r['object_cache']}"
+        f"{r['tflm_objects_compiled']} TFLM objects compiled, "
+        f"{r['tflm_objects_in_cache']} in {r['object_cache']}"
     )
     return 0
 

@@ -57,7 +57,8 @@ def cmd_inspect(args) -> int:
         print(json.dumps(d, indent=2))
         return 0
     print(
-        f"{args.model}: {d['bytes']:,} bytes ({d['weights_bytes']:,} weights, {d['overhead_bytes']:,} "
+        f"{args.model}: {d['bytes']:,} bytes ({d['weights_bytes']:,} weights, "
+        f"{d['overhead_bytes']:,} "
         f"flatbuffer overhead), {d['operators']} operators"
     )
     print(f"ops: {', '.join(d['ops'])}")
@@ -208,7 +209,8 @@ def cmd_bench(args) -> int:
         if key in res:
             r = res[key]
             print(
-                f"{label}: {path}  {r['input_dtype']}->{r['output_dtype']}, threads {r['threads']}, "
+                f"{label}: {path}  {r['input_dtype']}->{r['output_dtype']}, "
+                f"threads {r['threads']}, "
                 f"{r['runs']} runs: min {r['min_ms']:.3f} ms, median {r['median_ms']:.3f} ms, "
                 f"p90 {r['p90_ms']:.3f} ms per inference (batch 1)"
             )

@@ -1,1 +1,2 @@
-"""Data: readers without TensorFlow (`readers`, `images`), tf.data pipelines (`dataset`), augmentation."""
+"""Data: readers without TensorFlow (`readers`, `images`), tf.data pipelines (`dataset`),
+augmentation."""

@@ -251,7 +251,8 @@ def load_dataset(cfg: DataConfig, seed: int = 0) -> Dataset:
     val_idx, tr_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
     if len(tr_idx) < len(raw.class_names):
         raise DataError(
-            f"{len(tr_idx)} training samples for {len(raw.class_names)} classes (limit {cfg.limit}, "
+            f"{len(tr_idx)} training samples for {len(raw.class_names)} classes "
+            f"(limit {cfg.limit}, "
             f"val_split {cfg.val_split}); use at least one sample per class"
         )
     x_val, y_val, x_tr, y_tr = x_tr[val_idx], y_tr[val_idx], x_tr[tr_idx], y_tr[tr_idx]

@@ -193,7 +193,8 @@ def _load_named_folder(
 
 
 def keras_cache_dir() -> Path:
-    """The folder Keras downloads data sets into (`$KERAS_HOME/datasets`, else ~/.keras/datasets)."""
+    """The folder Keras downloads data sets into (`$KERAS_HOME/datasets`, else
+    ~/.keras/datasets)."""
     return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets"
 
 
@@ -259,8 +260,9 @@ def load_named(name: str, data_dir: str | None = None, download: bool = True) ->
         except Exception as e:  # any network or archive failure
             hint = "apt-get install dataset-fashion-mnist, or " if name == "fashion_mnist" else ""
             raise DataError(
-                f"data set {name!r} not found in {', '.join(map(str, searched))} and the Keras download "
-                f"failed ({type(e).__name__}); {hint}put the files in one of those folders or pass --data-dir"
+                f"data set {name!r} not found in {', '.join(map(str, searched))} "
+                f"and the Keras download failed ({type(e).__name__}); "
+                f"{hint}put the files in one of those folders or pass --data-dir"
             ) from None
         return _raw(
             x_tr,

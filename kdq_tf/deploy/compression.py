@@ -1,4 +1,5 @@
-"""TFLite-Micro LUT compression: which int8 weight tensors have few values, and the compressed model.
+"""TFLite-Micro LUT compression: which int8 weight tensors have few values, and the compressed
+model.
 
 A clustered tensor holds at most N distinct values, so each weight can be stored as a
 log2(N)-bit index into a small table; TFLite-Micro's `compress` tool rewrites such
@@ -41,7 +42,8 @@ class WeightTensor:
 
 
 def weight_tensors(data: bytes) -> list[WeightTensor]:
-    """The model's int8 weight tensors (filters of conv, depthwise, fully-connected), in tensor order."""
+    """The model's int8 weight tensors (filters of conv, depthwise, fully-connected), in tensor
+    order."""
     from kdq_tf.deploy import flatbuf
 
     model = flatbuf._model(data)  # noqa: SLF001 - the one parser of the package
@@ -92,7 +94,8 @@ def lut_plan(tensors: list[WeightTensor]) -> list[dict]:
             if w.axis is None
             else [("per_channel", _bits(w.unique_per_channel), w.shape[w.axis])]
         )
-        # indices packed at `bits` per value, and one table of 2^bits int8 values per channel (or one)
+        # indices packed at `bits` per value, and one table of 2^bits int8 values per channel
+        # (or one)
         sized = [
             (mode, bits, math.ceil(w.bytes * bits / 8) + tables * (1 << bits))
             for mode, bits, tables in options
@@ -164,7 +167,8 @@ def compress_lut(data: bytes) -> tuple[bytes, list[dict]]:
             if p["saved_bytes"] <= 0:
                 p["compress"] = False
                 p["reason"] = (
-                    f"the DECODE operator and its decoded tensor cost more than the {p['bits']}-bit "
+                    "the DECODE operator and its decoded tensor cost more than the "
+                    f"{p['bits']}-bit "
                     f"indices save ({-p['saved_bytes']} B more, measured)"
                 )
     chosen = [p for p in plan if p["compress"]]

@@ -1,4 +1,5 @@
-"""Export stage: a run's student -> .tflite bytes -> C arrays / firmware, checked on LiteRT and TFLM.
+"""Export stage: a run's student -> .tflite bytes -> C arrays / firmware, checked on LiteRT and
+TFLM.
 
 Everything is computed first and written last (each file atomically), so a failed
 or interrupted export leaves no half-written artifact.
@@ -184,7 +185,8 @@ def run_export(
         )
     if firmware_dir and e.mode not in ("int8", "int16x8"):
         raise KdqError(
-            f"--firmware needs an integer model (--int8 or --int16x8), got --{e.mode}: TFLite-Micro "
+            f"--firmware needs an integer model (--int8 or --int16x8), got --{e.mode}: "
+            "TFLite-Micro "
             "firmware here runs quantized models"
         )
     for target in (out, Path(firmware_dir) if firmware_dir else None):

@@ -96,7 +96,8 @@ def _code_names(model) -> list[str]:
 
 
 def embed_metadata(data: bytes, meta: dict) -> bytes:
-    """Returns the model with `meta` stored as JSON in a `kdq_tf` metadata buffer (replacing an old one)."""
+    """Returns the model with `meta` stored as JSON in a `kdq_tf` metadata buffer (replacing an
+    old one)."""
     import flatbuffers
 
     s = _schema()

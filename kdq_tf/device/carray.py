@@ -16,16 +16,18 @@ import numpy as np
 from kdq_tf.errors import KdqError
 
 _CPP_KEYWORDS = frozenset(
-    "alignas alignof and asm auto bool break case catch char class const constexpr continue decltype default "
-    "delete do double else enum explicit export extern false float for friend goto if inline int long mutable "
-    "namespace new noexcept not nullptr operator or private protected public register return short signed "
-    "sizeof static struct switch template this throw true try typedef typeid typename union unsigned using "
-    "virtual void volatile while".split()
+    "alignas alignof and asm auto bool break case catch char class const constexpr continue "
+    "decltype default delete do double else enum explicit export extern false float for friend "
+    "goto if inline int long mutable namespace new noexcept not nullptr operator or private "
+    "protected public register return short signed sizeof static struct switch template this "
+    "throw true try typedef typeid typename union unsigned using virtual void volatile "
+    "while".split()
 )
 
 
 def c_identifier(name: str) -> str:
-    """Sanitises `name` to a C identifier: [A-Za-z_][A-Za-z0-9_]*, not a keyword, no leading '__'."""
+    """Sanitises `name` to a C identifier: [A-Za-z_][A-Za-z0-9_]*, not a keyword, no leading
+    '__'."""
     s = re.sub(r"[^0-9A-Za-z_]", "_", name.strip()).strip("_") or "model"
     if s[0].isdigit():
         s = f"m_{s}"
@@ -112,7 +114,8 @@ def c_type(dtype: str) -> str:
 def model_settings(
     name: str, inp: TensorSpec, out: TensorSpec, class_names: list[str], arena_size: int
 ) -> str:
-    """`model_settings.h`: shapes, types, quantization parameters, classes and the tensor arena size."""
+    """`model_settings.h`: shapes, types, quantization parameters, classes and the tensor arena
+    size."""
     ident = c_identifier(name)
     g = _guard(ident, "model_settings.h")
     names = ",\n".join(f"    {c_string(n)}" for n in class_names)
@@ -152,7 +155,8 @@ def resolver_method(op: str) -> str:
 
 
 def model_ops(name: str, ops: list[str]) -> str:
-    """`model_ops.h`: a resolver type sized to the op count and a function that registers each op once."""
+    """`model_ops.h`: a resolver type sized to the op count and a function that registers each op
+    once."""
     ident = c_identifier(name)
     g = _guard(ident, "model_ops.h")
     unique = list(dict.fromkeys(ops))
@@ -185,7 +189,8 @@ def sample_input(name: str, x_q: np.ndarray, label: int, class_name: str) -> str
         f"{_HEADER}#ifndef {g}\n#define {g}\n\n#include <cstdint>\n\n"
         f"alignas(16) const {ctype} g_{ident}_sample_input[{len(flat)}] = {{\n{body}\n}};\n"
         f"constexpr int g_{ident}_sample_label = {int(label)};\n"
-        f"constexpr const char* g_{ident}_sample_class = {c_string(class_name)};\n\n#endif  // {g}\n"
+        f"constexpr const char* g_{ident}_sample_class = {c_string(class_name)};\n\n"
+        f"#endif  // {g}\n"
     )
 
 

@@ -98,7 +98,10 @@ def memory(binary: Path, target: str, info: dict) -> dict:
         if len(parts) == 4:
             symbols[parts[3]] = int(parts[1], 16)
     ident = info["name"]
-    sym = lambda key: next((v for k, v in symbols.items() if k.split("::")[-1] == key), 0)
+
+    def sym(key):
+        return next((v for k, v in symbols.items() if k.split("::")[-1] == key), 0)
+
     ram_sections = (".data", ".bss")
     flash_sections = [
         s
@@ -196,7 +199,8 @@ def run(
     binary = binary_path(fw_dir, info, target, kernels or "reference")
     if kernels is None or not binary.is_file():
         raise KdqError(
-            f"no {target} build in {fw_dir}; run `kdq_tf firmware build {fw_dir} --target {target}` first"
+            f"no {target} build in {fw_dir}; "
+            f"run `kdq_tf firmware build {fw_dir} --target {target}` first"
         )
     check_tools(target, run=True)
     cmd = command(binary, target)
@@ -214,7 +218,8 @@ def run(
             or (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
         )
         raise KdqError(
-            f"the {target} firmware failed: {why} (log: {build_dir(fw_dir, target, kernels) / 'run.log'})"
+            f"the {target} firmware failed: {why} "
+            f"(log: {build_dir(fw_dir, target, kernels) / 'run.log'})"
         )
     want, labels = expected_outputs(fw_dir, info)
     out = np.array([s["out"] for s in got["samples"]])

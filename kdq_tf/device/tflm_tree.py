@@ -85,7 +85,8 @@ def kernel_files(ops: list[str]) -> list[str]:
             continue
         if op.startswith(("CUSTOM:", "UNKNOWN_")):
             raise KdqError(
-                f"op {op} has no TFLite-Micro builtin kernel; firmware export supports builtin ops only"
+                f"op {op} has no TFLite-Micro builtin kernel; "
+                "firmware export supports builtin ops only"
             )
         stem = _KERNEL_FILE.get(op, op.lower())
         if stem not in stems:

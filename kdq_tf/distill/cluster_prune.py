@@ -31,7 +31,8 @@ def _tfmot():
 
 
 def check_clusters(clusters: int) -> None:
-    """Raises ModelError unless 2 <= clusters <= 256 (one cluster is a constant; int8 holds 256 values)."""
+    """Raises ModelError unless 2 <= clusters <= 256 (one cluster is a constant; int8 holds 256
+    values)."""
     if not isinstance(clusters, (int, np.integer)) or not 2 <= clusters <= 256:
         raise ModelError(f"--cluster needs 2..256 clusters per tensor, got {clusters!r}")
 
@@ -104,7 +105,8 @@ def strip(model: keras.Model) -> keras.Model:
 
 
 def scheme(preserve: str):
-    """The TF-MOT QAT scheme that keeps `preserve` (see PRESERVE); None for the default 8-bit scheme."""
+    """The TF-MOT QAT scheme that keeps `preserve` (see PRESERVE); None for the default 8-bit
+    scheme."""
     if preserve not in PRESERVE:
         raise ModelError(f"preserve must be one of {', '.join(PRESERVE)}, got {preserve!r}")
     combine = _tfmot().experimental.combine

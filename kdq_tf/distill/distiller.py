@@ -31,7 +31,8 @@ class Distiller(keras.Model):
         self.build(student.input_shape)
 
     def get_config(self):
-        """The student and teacher, serialized, so Keras can describe (and checkpoint) the wrapper."""
+        """The student and teacher, serialized, so Keras can describe (and checkpoint) the
+        wrapper."""
         return {
             "name": self.name,
             "student": keras.saving.serialize_keras_object(self.student),

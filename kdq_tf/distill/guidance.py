@@ -237,7 +237,8 @@ def save_logits(
     int8: bool = True,
     meta: dict | None = None,
 ) -> tuple[bytes, float]:
-    """`teacher --save-logits`: logits for every training row (raw order), the test split and K views.
+    """`teacher --save-logits`: logits for every training row (raw order), the test split and K
+    views.
 
     The train rows are in the data set's own order (train and val together), so the file
     serves any seed's split. Returns `(npz bytes, max int8 error)`.

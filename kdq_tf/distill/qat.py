@@ -38,7 +38,8 @@ def quantize_student(
         student: the trained float student.
         skip: regex; layers whose name matches stay float (annotate + apply).
         preserve: "cluster", "prune" or "prune+cluster": TF-MOT's collaborative scheme that
-            keeps a stripped clustered/pruned student's structure through QAT (kdq_tf.distill.cluster_prune).
+            keeps a stripped clustered/pruned student's structure through QAT
+            (kdq_tf.distill.cluster_prune).
 
     Returns:
         The quantization-aware model, with the float weights copied in.
@@ -111,7 +112,8 @@ def load_qat_model(path: str | Path) -> keras.Model:
 
 
 def shrink_kernels(model: keras.Model, delta: float) -> dict:
-    """Applies the soft threshold Q(w) = sign(w)·max(0, |w| − δ) to every conv/dense kernel in place.
+    """Applies the soft threshold Q(w) = sign(w)·max(0, |w| − δ) to every conv/dense kernel in
+    place.
 
     Returns:
         `{"delta", "sparsity_before", "sparsity_after", "kernel_params"}` over those kernels.

@@ -1,5 +1,6 @@
 """The structure stage of a run: the distilled student fine-tuned clustered and/or pruned, with
-the teacher still guiding it, before QAT (which then keeps the structure; kdq_tf.distill.cluster_prune).
+the teacher still guiding it, before QAT (which then keeps the structure;
+kdq_tf.distill.cluster_prune).
 
 `pipeline.py` calls it between distillation and QAT.
 """

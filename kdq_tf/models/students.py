@@ -53,12 +53,14 @@ def _five_blocks(input_shape, num_classes: int, widths: tuple[int, ...], name: s
 
 
 def tiny_cnn(input_shape, num_classes: int) -> keras.Model:
-    """Five 3x3 conv-BN-ReLU blocks (16-32-32-48-48, two stride-2), GAP, dense; just under 50k params at 10 classes."""
+    """Five 3x3 conv-BN-ReLU blocks (16-32-32-48-48, two stride-2), GAP, dense; just under 50k
+    params at 10 classes."""
     return _five_blocks(input_shape, num_classes, (16, 32, 32, 48, 48), "tiny_cnn")
 
 
 def small_cnn(input_shape, num_classes: int) -> keras.Model:
-    """tiny_cnn's five blocks at 24-48-48-64-64: just under 100k params, the budget of the published 92.5% CNN."""
+    """tiny_cnn's five blocks at 24-48-48-64-64: just under 100k params, the budget of the
+    published 92.5% CNN."""
     return _five_blocks(input_shape, num_classes, (24, 48, 48, 64, 64), "small_cnn")
 
 
@@ -180,7 +182,7 @@ def describe_students(input_shape, num_classes: int = 10) -> list[dict]:
                 "name": name,
                 "params": int(m.count_params()),
                 "macs": count_macs(m),
-                "description": (fn.__doc__ or "").strip().splitlines()[0],
+                "description": " ".join((fn.__doc__ or "").strip().split("\n\n")[0].split()),
             }
         )
     return rows

@@ -103,7 +103,8 @@ def build_teacher(
         )
     except Exception as e:  # download or file errors surface as many exception types
         raise ModelError(
-            f"could not load ImageNet weights for ResNet50 ({type(e).__name__}: {e}); put {IMAGENET_NOTOP} "
+            f"could not load ImageNet weights for ResNet50 ({type(e).__name__}: {e}); "
+            f"put {IMAGENET_NOTOP} "
             f"in {keras_models_dir()} or use --weights none"
         ) from None
     # Keras's BN momentum 0.99 needs ~500 steps before the moving statistics match the
@@ -181,7 +182,8 @@ def load_teacher(
 
 
 def check_io(model: keras.Model, input_shape: tuple[int, ...], num_classes: int, what: str) -> None:
-    """Raises ModelError unless the model takes `input_shape` images and gives `num_classes` outputs."""
+    """Raises ModelError unless the model takes `input_shape` images and gives `num_classes`
+    outputs."""
     if not isinstance(model.output_shape, tuple) or model.output_shape[-1] != num_classes:
         raise ModelError(
             f"{what} outputs {model.output_shape}, but the data has {num_classes} classes; "

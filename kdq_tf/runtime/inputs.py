@@ -1,4 +1,5 @@
-"""Inputs for on-device inference: image files, .npy and .npz -> raw (N, H, W, C) arrays. No TensorFlow.
+"""Inputs for on-device inference: image files, .npy and .npz -> raw (N, H, W, C) arrays. No
+TensorFlow.
 
 Raw means pixels as stored in the data set (0..255 for images); the model's
 preprocessing (from the metadata embedded at export) is applied afterwards.
@@ -29,7 +30,8 @@ class ModelIO:
         h, w, c = (int(d) for d in input_details["shape"][1:4])
         if not meta:
             log.warning(
-                "the model has no kdq_tf metadata; assuming inputs scaled by 1/255 and numbered classes"
+                "the model has no kdq_tf metadata; "
+                "assuming inputs scaled by 1/255 and numbered classes"
             )
             return cls(
                 (h, w, c),

@@ -1,1 +1,2 @@
-"""The teacher side: the training recipe, fusion of several teachers, logits files, the teacher stage."""
+"""The teacher side: the training recipe, fusion of several teachers, logits files, the teacher
+stage."""

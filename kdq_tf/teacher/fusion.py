@@ -43,7 +43,8 @@ def fuse_numpy(logits: list[np.ndarray], weights, mode: str = "logits") -> np.nd
 
 
 class FuseLogits(keras.layers.Layer):
-    """Fuses a list of (batch, C) member logits with fixed weights; see the module doc for the modes."""
+    """Fuses a list of (batch, C) member logits with fixed weights; see the module doc for the
+    modes."""
 
     def __init__(self, member_weights, mode: str = "logits", **kwargs):
         super().__init__(dtype="float32", **kwargs)
@@ -104,7 +105,8 @@ def parse_weights(text: str | None, n: int) -> list[float] | None:
 
 
 def weights_from_accuracy(accuracies: list[float]) -> list[float]:
-    """Member weights proportional to validation accuracy: better members count more, none is dropped."""
+    """Member weights proportional to validation accuracy: better members count more, none is
+    dropped."""
     a = np.maximum(np.asarray(accuracies, np.float64), 1e-6)
     return [float(v) for v in a / a.sum()]
 
@@ -133,12 +135,14 @@ def fused_model(
 
 
 def member_paths(spec: str) -> list[str]:
-    """Splits `teacher.path` ("a.keras,runs/t,runs/t/teacher_snapshots/train_epoch_006.weights.h5")."""
+    """Splits `teacher.path`
+    ("a.keras,runs/t,runs/t/teacher_snapshots/train_epoch_006.weights.h5")."""
     return [s.strip() for s in str(spec).split(",") if s.strip()]
 
 
 def load_member(spec: str, input_shape, num_classes: int, unsafe: bool = False) -> Member:
-    """A member from a `.keras` file, a run folder (its teacher.keras) or a snapshot of a teacher run.
+    """A member from a `.keras` file, a run folder (its teacher.keras) or a snapshot of a teacher
+    run.
 
     A snapshot (`RUN/teacher_snapshots/*.weights.h5`) is loaded into the ResNet50 that the
     run's `config.json` describes, so snapshots serve while their run is still training.

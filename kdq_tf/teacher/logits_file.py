@@ -8,7 +8,8 @@ machine, an earlier run) train a student here. Keys:
     views            optional (K, N, C), or views_q int8 + views_scale (K, N): logits of K fixed
                      augmented views of each training image (see kdq_tf.data.augment)
     views_seed       int: the views' base seed; views_aug: JSON of the `Augment` used
-    data_fp          fingerprint of the raw training images and labels (kdq_tf.data.dataset.fingerprint)
+    data_fp          fingerprint of the raw training images and labels
+                     (kdq_tf.data.dataset.fingerprint)
     teacher_fp       fingerprint of the teacher's weights; meta: JSON (command, accuracy, ...)
 
 `train` covers either the whole raw training set in its original order (N = all training
@@ -30,7 +31,8 @@ SPLITS = ("train", "val", "test", "views")
 
 
 def quantize_logits(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 per sample: q = round(l / s), s = max|l| / 127. Returns (q, s); s has the leading shape."""
+    """Symmetric int8 per sample: q = round(l / s), s = max|l| / 127. Returns (q, s); s has the
+    leading shape."""
     logits = np.asarray(logits, np.float32)
     scale = np.abs(logits).max(axis=-1) / 127.0
     scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
@@ -110,7 +112,8 @@ def from_bytes(blob: bytes, source: str) -> TeacherLogits:
     splits = {name: _split(a, name, source) for name in SPLITS}
     if splits["train"] is None:
         raise DataError(
-            f"{source} has no 'train' (or 'train_q' + 'train_scale') logits; keys: {', '.join(sorted(a))}"
+            f"{source} has no 'train' (or 'train_q' + 'train_scale') logits; "
+            f"keys: {', '.join(sorted(a))}"
         )
     k = splits["train"].shape[-1]
     for name, arr in splits.items():
@@ -174,7 +177,8 @@ def _split(a: dict, name: str, source: str) -> np.ndarray | None:
 
 
 def for_split(t: TeacherLogits, data, source: str) -> TeacherLogits:
-    """Cuts the file's logits to the data's train/val/test split, after checking they describe this data.
+    """Cuts the file's logits to the data's train/val/test split, after checking they describe
+    this data.
 
     Returns:
         A `TeacherLogits` whose rows line up with `data.x_train`, `x_val` and `x_test`.
@@ -185,7 +189,8 @@ def for_split(t: TeacherLogits, data, source: str) -> TeacherLogits:
     info = data.info
     if t.num_classes != info.num_classes:
         raise DataError(
-            f"{source} has logits for {t.num_classes} classes but {info.name} has {info.num_classes}; "
+            f"{source} has logits for {t.num_classes} classes "
+            f"but {info.name} has {info.num_classes}; "
             "make the logits with a teacher for this data set"
         )
     if t.data_fp and data.raw_fingerprint and t.data_fp != data.raw_fingerprint:
@@ -221,7 +226,8 @@ def for_split(t: TeacherLogits, data, source: str) -> TeacherLogits:
     if t.test is not None:
         if len(t.test) < info.n_test:
             raise DataError(
-                f"{source} has {len(t.test)} test logits but the test split has {info.n_test} samples"
+                f"{source} has {len(t.test)} test logits "
+                f"but the test split has {info.n_test} samples"
             )
         t = replace(t, test=t.test[: info.n_test])
     return t

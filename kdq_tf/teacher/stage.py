@@ -153,7 +153,8 @@ def load_user_teacher(cfg: Config, data):
 
 
 def logits_teacher_metrics(cfg: Config, data, guidance) -> dict:
-    """Teacher metrics from a --teacher-logits file: accuracy of its logits on val (and test if present)."""
+    """Teacher metrics from a --teacher-logits file: accuracy of its logits on val (and test if
+    present)."""
 
     k = data.info.num_classes
     m = {"source": f"logits file {cfg.teacher.logits}", "train_time_s": 0.0, "params": None}

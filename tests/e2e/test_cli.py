@@ -1,4 +1,5 @@
-"""The CLI as users meet it: help, data info, students, inspect. (Bad input: tests/test_bad_inputs.py.)"""
+"""The CLI as users meet it: help, data info, students, inspect. (Bad input:
+tests/test_bad_inputs.py.)"""
 
 import json
 import os

@@ -39,8 +39,10 @@ def step(strategy):
 loss_d, w_d = step(make_strategy("default"))
 mirrored = make_strategy("mirrored")
 loss_m, w_m = step(mirrored)
-print(json.dumps({"replicas": mirrored.num_replicas_in_sync, "loss_default": loss_d, "loss_mirrored": loss_m,
-                  "max_weight_diff": max(float(np.abs(np.array(a) - np.array(b)).max()) for a, b in zip(w_d, w_m))}))
+print(json.dumps({"replicas": mirrored.num_replicas_in_sync, "loss_default": loss_d,
+                  "loss_mirrored": loss_m,
+                  "max_weight_diff": max(float(np.abs(np.array(a) - np.array(b)).max())
+                                         for a, b in zip(w_d, w_m))}))
 """
 
 
@@ -57,7 +59,8 @@ def test_mirrored_matches_default_for_one_step():
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     assert r["replicas"] == 2
     assert r["loss_mirrored"] == pytest.approx(r["loss_default"], rel=1e-5)
-    # Same update: per-example losses are averaged over the GLOBAL batch (a per-replica mean would double it).
+    # Same update: per-example losses are averaged over the GLOBAL batch (a per-replica mean would
+    # double it).
     assert r["max_weight_diff"] < 1e-5
 
 

@@ -16,11 +16,13 @@ from kdq_tf.deploy.export import metadata_for
 # Importing any of these raises ImportError in the child: the device has no TensorFlow.
 _NO_TF = (
     "import sys\n"
-    "for m in ('tensorflow', 'tf_keras', 'keras', 'tensorflow_model_optimization', 'kdq_tf._keras'):\n"
+    "for m in ('tensorflow', 'tf_keras', 'keras', "
+    "'tensorflow_model_optimization', 'kdq_tf._keras'):\n"
     "    sys.modules[m] = None\n"
     "from kdq_tf.cli import main\n"
     "code = main(sys.argv[1:])\n"
-    "assert not any(k.startswith(('tensorflow', 'tf_keras')) for k in sys.modules if sys.modules[k])\n"
+    "assert not any(k.startswith(('tensorflow', 'tf_keras')) "
+    "for k in sys.modules if sys.modules[k])\n"
     "sys.exit(code)\n"
 )
 
@@ -170,7 +172,8 @@ def test_bad_input(case, exported, tmp_path):
 
 @pytest.mark.slow
 def test_fresh_runtime_venv(exported, tmp_path):
-    """pip install '.[runtime]' into an empty venv: infer, eval (npz) and bench work without TensorFlow."""
+    """pip install '.[runtime]' into an empty venv: infer, eval (npz) and bench work without
+    TensorFlow."""
     d, data, _ = exported
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", venv], check=True)

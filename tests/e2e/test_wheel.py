@@ -141,7 +141,9 @@ def test_runtime_install_classifies_without_tensorflow(wheel, tmp_path):
     from kdq_tf.runtime.runner import Runner
 
     keras.utils.set_random_seed(0)
-    net = keras.Sequential([keras.layers.Input((12, 12, 1)), keras.layers.Flatten(), keras.layers.Dense(3)])
+    net = keras.Sequential(
+        [keras.layers.Input((12, 12, 1)), keras.layers.Flatten(), keras.layers.Dense(3)]
+    )
     rng = np.random.default_rng(0)
     x = rng.integers(0, 255, (8, 12, 12)).astype(np.uint8)
     model = to_tflite(net, "int8", representative=x[..., None].astype(np.float32) / 255.0)

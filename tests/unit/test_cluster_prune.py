@@ -1,4 +1,5 @@
-"""Clustering and pruning of a tiny student, through QAT and int8 conversion: the structure survives."""
+"""Clustering and pruning of a tiny student, through QAT and int8 conversion: the structure
+survives."""
 
 import numpy as np
 import pytest
@@ -43,8 +44,8 @@ def test_clusters_survive_cqat_and_int8_per_channel():
     tensors = weight_tensors(blob)
     assert len(tensors) == 6  # five convs and the 1x1 head
     for t in tensors:
-        # Each output channel has its own scale: the 8 shared floats stay <= 8 int8 values per channel,
-        # while the whole tensor may hold more.
+        # Each output channel has its own scale: the 8 shared floats stay <= 8 int8 values per
+        # channel, while the whole tensor may hold more.
         assert t.axis == 0 and t.unique_per_channel <= 8, t
 
 

@@ -1,4 +1,5 @@
-"""TFLite-Micro LUT compression of clustered int8 weights, checked on the TFLM Python interpreter."""
+"""TFLite-Micro LUT compression of clustered int8 weights, checked on the TFLM Python
+interpreter."""
 
 import numpy as np
 import pytest

@@ -81,7 +81,8 @@ def test_int8_cache_within_quantization_step(data, teacher, tmp_path):
     step = np.abs(ref).max(-1, keepdims=True) / 127.0
     assert np.all(np.abs(g.train_logits - ref) <= step / 2 + 1e-6)
     float_bytes = G.build_guidance("cached", teacher, data, tmp_path).cache_bytes
-    # int8 logits (4x smaller) plus one float32 scale per sample: (C + 4) / (4 C) of the float bytes.
+    # int8 logits (4x smaller) plus one float32 scale per sample: (C + 4) / (4 C) of the float
+    # bytes.
     with np.load(tmp_path / "teacher_logits_cached-int8.npz") as f:
         assert f["train_q"].dtype == np.int8 and f["train_q"].shape == ref.shape
         assert f["train_scale"].dtype == np.float32 and f["train_scale"].shape == (len(ref),)

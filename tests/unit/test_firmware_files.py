@@ -1,4 +1,5 @@
-"""Firmware sources and parsers against independent truth: gcc-compiled bytes, hand-written output."""
+"""Firmware sources and parsers against independent truth: gcc-compiled bytes, hand-written
+output."""
 
 import shutil
 import subprocess
@@ -26,7 +27,8 @@ int main() {
   FILE* f = fopen("out.bin", "wb");
   fwrite(g_m_test_inputs, 1, sizeof(g_m_test_inputs), f);
   fclose(f);
-  printf("%d %d %d %d", kNumTestSamples, g_m_test_labels[0], g_m_test_labels[1], g_m_test_labels[2]);
+  printf("%d %d %d %d", kNumTestSamples, g_m_test_labels[0], g_m_test_labels[1],
+         g_m_test_labels[2]);
 }
 """)
     subprocess.run(

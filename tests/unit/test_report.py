@@ -38,10 +38,12 @@ def test_results_table_ends_with_the_kd_gain_of_each_stage_that_has_a_twin():
     lines = results_table(metrics).splitlines()
     assert (
         lines[-2]
-        == "- KD gain (float): +0.75 pts test accuracy, distilled 93.00% against the scratch twin's 92.25%"
+        == "- KD gain (float): +0.75 pts test accuracy, distilled 93.00% against the scratch "
+        "twin's 92.25%"
     )
     assert (
         lines[-1]
-        == "- KD gain (QAT): -0.02 pts test accuracy, distilled 93.12% against the scratch twin's 93.14%"
+        == "- KD gain (QAT): -0.02 pts test accuracy, distilled 93.12% against the scratch "
+        "twin's 93.14%"
     )
     assert "KD gain" not in results_table({"student": {"accuracy": 0.9}})

@@ -21,8 +21,8 @@ def test_choose_fusion_picks_on_validation_and_only_scores_test():
     assert [m["val_accuracy"] for m in f["members"]] == [0.75, 0.75]
     assert f["val_accuracy"] == 1.0 and f["chosen_on"] == "val"
     assert f["tried"] == 2 * (1 + 9)  # two modes x (accuracy weights + 9 grid splits)
-    # The first candidate, weights from equal val accuracy, already fuses both right: 0.5*5 > 0.5*1 on
-    # sample 0 and 0.5*9 > 0.5*1 on sample 3 (mean of logits, tried first).
+    # The first candidate, weights from equal val accuracy, already fuses both right: 0.5*5 >
+    # 0.5*1 on sample 0 and 0.5*9 > 0.5*1 on sample 3 (mean of logits, tried first).
     assert f["mode"] == "logits" and f["weights"] == [0.5, 0.5]
     z = 0.5 * ta + 0.5 * tb
     assert f["accuracy"] == pytest.approx(float((z.argmax(-1) == y).mean()))

@@ -251,7 +251,8 @@ def test_artifact_follows_warm_started_stages(tmp_path):
     assert [c["run"].name for c in chain] == ["s1", "s2"]
     assert [c["epochs_before"] for c in chain] == [0, 15]
     assert "teacher.init=" in TA._command(chain[1]) and "teacher.init" not in TA._command(chain[0])
-    # A stage stopped after epoch 6 and continued from its epoch-4 snapshot: 4 epochs, hours from its log.
+    # A stage stopped after epoch 6 and continued from its epoch-4 snapshot: 4 epochs, hours from
+    # its log.
     (tmp_path / "s2" / "metrics.json").unlink()
     s3 = stage(
         "s3", 12, init=str(tmp_path / "s2" / "teacher_snapshots" / "train_epoch_004.weights.h5")
