@@ -147,7 +147,7 @@ def base_student(a, seed: int) -> tuple[Path, dict]:
 
 def variant_sets(a, name: str, student: Path, inherited: dict, seed: int, out: Path) -> list[str]:
     from kdq_tf.distill.qat import shrink_delta_for
-    from kdq_tf.pipeline import load_student
+    from kdq_tf.runs import load_student
 
     sets = [f"{k}={v}" for k, v in inherited.items()]
     sets += [

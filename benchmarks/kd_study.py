@@ -204,7 +204,7 @@ def seeds(a, work: Path, logits: Path, t: float, lam: float, views: int) -> dict
         if seed == 0:
             curves = _curves(out)
             from kdq_tf.deploy.convert import to_tflite
-            from kdq_tf.pipeline import load_student
+            from kdq_tf.runs import load_student
 
             (work / "seed0_float32.tflite").write_bytes(
                 to_tflite(load_student(out / "student.keras"), "float32")

@@ -311,7 +311,7 @@ def build(
 def _teacher(runs: list[Path], chains: list, data):
     """The teacher whose logits are stored: the one run's model, or the members fused. Returns
     `(model, metrics, fusion)`, fusion None for one run."""
-    from kdq_tf.pipeline import evaluate
+    from kdq_tf.runs import evaluate
     from kdq_tf.teacher import fusion as TS
 
     info = data.info
@@ -319,7 +319,7 @@ def _teacher(runs: list[Path], chains: list, data):
     if len(members) == 1:
         return members[0].model, chains[0][-1]["metrics"], None
     from kdq_tf._keras import keras
-    from kdq_tf.pipeline import predict_logits
+    from kdq_tf.runs import predict_logits
 
     def mirrored(model):  # the member on left-right flipped images
         inputs = keras.Input(model.input_shape[1:])
@@ -414,7 +414,7 @@ def _snapshot_logits(
 ) -> list[dict]:
     """Logits files for the chosen snapshots of one run (the final one is the teacher itself)."""
     from kdq_tf.config import config_from_dict
-    from kdq_tf.pipeline import evaluate
+    from kdq_tf.runs import evaluate
     from kdq_tf.teacher.fusion import load_member
     from kdq_tf.teacher.stage import write_logits_file
 

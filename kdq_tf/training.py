@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kdq_tf._keras import keras
+from kdq_tf._keras import keras, tf
 from kdq_tf.errors import KdqError
 
 log = logging.getLogger(__name__)
@@ -72,8 +72,6 @@ def predict_in_order(model, ds):
     Keras `predict` under a multi-worker strategy shards the data; teacher caches and
     metrics need every sample once, in order. (N, classes)
     """
-    from kdq_tf._keras import tf
-
     step = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
     outs = [step(batch[0] if isinstance(batch, tuple) else batch).numpy() for batch in ds]
     return np.concatenate(outs) if outs else np.zeros((0, model.output_shape[-1]), np.float32)

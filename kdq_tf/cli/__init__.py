@@ -13,7 +13,11 @@ import warnings
 
 from kdq_tf.cli.device import add_parsers as add_device_parsers
 from kdq_tf.cli.runtime import add_parsers as add_runtime_parsers
+from kdq_tf.config import config_from_dict, load_config
+from kdq_tf.data import readers as datasets
 from kdq_tf.errors import KdqError
+from kdq_tf.files import read_json, write_json
+from kdq_tf.report import markdown_table, results_table
 
 log = logging.getLogger("kdq_tf")
 
@@ -248,8 +252,6 @@ def _distill_args(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace):
-    from kdq_tf.config import load_config
-
     overrides = {k: v for k, v in vars(args).items() if "." in k}
     if isinstance(overrides.get("teacher.path"), list):  # --teacher repeated: fuse the members
         overrides["teacher.path"] = ",".join(overrides["teacher.path"])
@@ -261,8 +263,6 @@ def _print_table(title: str, table: str) -> None:
 
 
 def cmd_data_info(args) -> int:
-    from kdq_tf.data import readers as datasets
-
     cfg = _config(args)
     raw = datasets.load_raw(cfg.data.dataset, cfg.data.data_dir, seed=cfg.run.seed)
     datasets.validate(raw)
@@ -286,7 +286,6 @@ def cmd_data_info(args) -> int:
 
 def cmd_teacher(args) -> int:
     from kdq_tf.pipeline import run_teacher
-    from kdq_tf.report import results_table
 
     cfg = _config(args)
     _, metrics = run_teacher(cfg, save_logits=args.save_logits)
@@ -298,7 +297,6 @@ def cmd_teacher(args) -> int:
 
 def cmd_distill(args) -> int:
     from kdq_tf.pipeline import run_distill
-    from kdq_tf.report import results_table
 
     cfg = _config(args)
     _, metrics = run_distill(cfg)
@@ -312,7 +310,6 @@ def cmd_students(args) -> int:
     shape = tuple(int(v) for v in args.input_shape.lower().split("x"))
     if len(shape) != 3:
         raise KdqError(f"--input-shape expects HxWxC, e.g. 28x28x1; got {args.input_shape!r}")
-    from kdq_tf.report import markdown_table
 
     rows = [
         [r["name"], r["params"], r["macs"], r["description"]]
@@ -325,11 +322,8 @@ def cmd_students(args) -> int:
 def cmd_qat_sensitivity(args) -> int:
     from pathlib import Path
 
-    from kdq_tf.config import config_from_dict
     from kdq_tf.data.dataset import load_dataset
     from kdq_tf.distill.qat import layer_sensitivity
-    from kdq_tf.files import read_json, write_json
-    from kdq_tf.report import markdown_table
     from kdq_tf.runs import load_student
 
     run = Path(args.run)

@@ -4,6 +4,10 @@ import argparse
 import json
 from pathlib import Path
 
+from kdq_tf.device.build import BuildOptions, build
+from kdq_tf.device.report import record
+from kdq_tf.device.run import run
+
 
 def cmd_export(args) -> int:
     from kdq_tf.deploy.export import run_export
@@ -18,16 +22,12 @@ def cmd_export(args) -> int:
 
 
 def _options(args):
-    from kdq_tf.device.build import BuildOptions
-
     return BuildOptions(
         target=args.target, kernels=args.kernels or "reference", tflm=args.tflm, jobs=args.jobs
     )
 
 
 def cmd_firmware_build(args) -> int:
-    from kdq_tf.device.build import build
-
     r = build(args.dir, _options(args))
     print(
         f"built {r['binary']} ({r['target']}, {r['kernels']} kernels) in {r['build_time_s']} s: "
@@ -38,12 +38,7 @@ def cmd_firmware_build(args) -> int:
 
 
 def cmd_firmware_run(args) -> int:
-    from kdq_tf.device.report import record
-    from kdq_tf.device.run import run
-
     if args.build:
-        from kdq_tf.device.build import build
-
         build(args.dir, _options(args))
     r = run(args.dir, args.target, args.kernels)
     md = record(args.dir, r)

@@ -8,16 +8,20 @@ import logging
 
 import numpy as np
 
+from kdq_tf import files
 from kdq_tf.cli.args import dataset_only
+from kdq_tf.data import readers as datasets
+from kdq_tf.deploy.flatbuf import describe, read_metadata, validate
 from kdq_tf.errors import KdqError
+from kdq_tf.report import classification_metrics, confusion_matrix, markdown_table
+from kdq_tf.runtime.inputs import ModelIO, fit_array, load_inputs
+from kdq_tf.runtime.runner import Runner, benchmark
 
 log = logging.getLogger("kdq_tf")
 
 
 def _read_model(path: str) -> bytes:
     from pathlib import Path
-
-    from kdq_tf.deploy.flatbuf import validate
 
     p = Path(path)
     if not p.is_file():
@@ -44,9 +48,6 @@ def cmd_verify(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from kdq_tf.deploy.flatbuf import describe
-    from kdq_tf.report import markdown_table
-
     data = _read_model(args.model)
     d = describe(data)
     if not args.no_arena:
@@ -82,10 +83,6 @@ def cmd_inspect(args) -> int:
 
 
 def _runner_and_io(model_path: str, threads: int | None = None):
-    from kdq_tf.deploy.flatbuf import read_metadata
-    from kdq_tf.runtime.inputs import ModelIO
-    from kdq_tf.runtime.runner import Runner
-
     data = _read_model(model_path)
     runner = Runner.from_bytes(data, threads=threads)
     io = ModelIO.from_model(
@@ -95,8 +92,6 @@ def _runner_and_io(model_path: str, threads: int | None = None):
 
 
 def cmd_infer(args) -> int:
-    from kdq_tf.runtime.inputs import load_inputs
-
     runner, io = _runner_and_io(args.model, args.threads)
     x, names = load_inputs(args.inputs, io.input_shape)
     probs = runner.predict(io.preprocess.apply(x))
@@ -123,10 +118,6 @@ def cmd_infer(args) -> int:
 def cmd_eval(args) -> int:
     from pathlib import Path
 
-    from kdq_tf import files
-    from kdq_tf.data import readers as datasets
-    from kdq_tf.report import classification_metrics, confusion_matrix, markdown_table
-
     runner, io = _runner_and_io(args.model, args.threads)
     raw = datasets.load_raw(args.dataset, args.data_dir)
     datasets.validate(raw)
@@ -134,8 +125,6 @@ def cmd_eval(args) -> int:
     if args.limit:
         x, y = x[: args.limit], y[: args.limit]
     if x.shape[1:] != io.input_shape:
-        from kdq_tf.runtime.inputs import fit_array
-
         x = fit_array(x, io.input_shape, args.dataset)
     pred = runner.predict_logits(io.preprocess.apply(x)).argmax(-1)
     k = len(io.class_names)
@@ -195,8 +184,6 @@ def _confusion_png(cm, names, path):
 
 
 def cmd_bench(args) -> int:
-    from kdq_tf.runtime.runner import Runner, benchmark
-
     runner = Runner.from_bytes(_read_model(args.model), threads=args.threads)
     other = (
         Runner.from_bytes(_read_model(args.compare), threads=args.threads) if args.compare else None

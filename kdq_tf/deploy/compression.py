@@ -17,7 +17,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from kdq_tf.deploy import flatbuf
+from kdq_tf.device.micro import MicroRunner, find_arena_size
 from kdq_tf.errors import ModelError
+from kdq_tf.runtime.runner import Runner
 
 # Operators whose input 1 is a weight tensor worth compressing (biases are int32 and small).
 _WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
@@ -44,8 +47,6 @@ class WeightTensor:
 def weight_tensors(data: bytes) -> list[WeightTensor]:
     """The model's int8 weight tensors (filters of conv, depthwise, fully-connected), in tensor
     order."""
-    from kdq_tf.deploy import flatbuf
-
     model = flatbuf._model(data)  # noqa: SLF001 - the one parser of the package
     codes = flatbuf._code_names(model)  # noqa: SLF001
     g = model.subgraphs[0]
@@ -196,8 +197,6 @@ def check_on_tflm(
     Args:
         x_q: already-quantized inputs (N, ...).
     """
-    from kdq_tf.device.micro import MicroRunner, find_arena_size
-
     arena = find_arena_size(uncompressed)
     arena_c = find_arena_size(compressed)
     a = MicroRunner(uncompressed, arena).run_raw(x_q)
@@ -219,8 +218,6 @@ def check_on_tflm(
 def compress_device(device_bytes: bytes, model_bytes: bytes, x: np.ndarray) -> tuple[bytes, dict]:
     """`export --compress lut`: LUT-compresses the device model and checks it against the
     uncompressed one on TFLM, on `x` (normalised inputs) quantized as the full model says."""
-    from kdq_tf.runtime.runner import Runner
-
     small, plan = compress_lut(device_bytes)
     x_q = Runner.from_bytes(model_bytes, reference=True).quantize(x)
     return small, check_on_tflm(device_bytes, small, x_q, plan)

@@ -7,6 +7,7 @@ import numpy as np
 
 from kdq_tf._keras import tf
 from kdq_tf.errors import ModelError
+from kdq_tf.runtime.runner import load_interpreter
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +88,6 @@ def _is_qat(model) -> bool:
 
 def float_ops_in(data: bytes) -> list[str]:
     """Names of ops that read or write float32 tensors (other than constants)."""
-    from kdq_tf.runtime.runner import load_interpreter
-
     interp = load_interpreter(data, reference=True)  # XNNPACK would hide ops behind DELEGATE
     details = interp._get_ops_details()  # noqa: SLF001 - the only op-level view LiteRT offers
     tensors = {t["index"]: t for t in interp.get_tensor_details()}

@@ -13,12 +13,20 @@ from pathlib import Path
 
 import numpy as np
 
-from kdq_tf import files
-from kdq_tf.config import Config, config_from_dict
+from kdq_tf import __version__, files
+from kdq_tf.config import Config, config_from_dict, load_config
+from kdq_tf.data.dataset import load_dataset
 from kdq_tf.deploy import compression, flatbuf
+from kdq_tf.deploy.convert import to_tflite
 from kdq_tf.device import carray
+from kdq_tf.device.micro import MicroRunner, find_arena_size
+from kdq_tf.device.project import write_firmware
+from kdq_tf.distill.qat import load_qat_model
+from kdq_tf.distill.structure import load_structured_qat, preserve_of
 from kdq_tf.errors import KdqError
 from kdq_tf.report import export_markdown
+from kdq_tf.runs import load_student
+from kdq_tf.runtime.runner import Runner
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +51,6 @@ def load_run_model(run_dir: Path, cfg: Config | None = None) -> RunModel:
     Raises:
         KdqError: the folder holds neither.
     """
-    from kdq_tf.distill.qat import load_qat_model
-    from kdq_tf.distill.structure import load_structured_qat, preserve_of
-    from kdq_tf.runs import load_student
-
     qat, flt = run_dir / "student_qat.h5", run_dir / "student.keras"
     if qat.is_file():
         structured = cfg is not None and preserve_of(cfg) != "none"
@@ -66,8 +70,6 @@ def load_run_model(run_dir: Path, cfg: Config | None = None) -> RunModel:
 
 def run_config(run_dir: Path, export_overrides: dict, sets=()) -> Config:
     """The run's saved config with the export section overridden."""
-    from kdq_tf.config import load_config
-
     saved = files.read_json(run_dir / "config.json")
     if not saved:
         raise KdqError(f"{run_dir} has no config.json; pass the folder of a kdq_tf distill run")
@@ -88,8 +90,6 @@ def tensor_spec(details: dict) -> carray.TensorSpec:
 
 def metadata_for(info) -> dict:
     """What a device needs to feed the model: classes and the exact preprocessing of training."""
-    from kdq_tf import __version__
-
     p = info.preprocess
     return {
         "kdq_tf_version": __version__,
@@ -121,9 +121,6 @@ def verify(
     Returns:
         Accuracies, top-1 agreements, exact-output agreement of TFLM vs LiteRT reference, arena.
     """
-    from kdq_tf.device.micro import MicroRunner, find_arena_size
-    from kdq_tf.runtime.runner import Runner
-
     lite, ref = Runner.from_bytes(model_bytes), Runner.from_bytes(model_bytes, reference=True)
     x_q = ref.quantize(x)
     out_lite = lite.predict_raw(x_q)
@@ -170,9 +167,6 @@ def run_export(
     sets=(),
 ) -> dict:
     """`kdq_tf export`: convert, embed metadata, generate C, verify, report. Returns the report."""
-    from kdq_tf.data.dataset import load_dataset
-    from kdq_tf.deploy.convert import to_tflite
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise KdqError(f"run directory {run_dir} does not exist")
@@ -240,7 +234,6 @@ def run_export(
         report["sizes"]["compressed_device_bytes"] = len(device_bytes)
     # The whole test split on LiteRT, preprocessed from the embedded metadata exactly as
     # `kdq_tf eval` does on a device, so the two figures can be compared one to one.
-    from kdq_tf.runtime.runner import Runner
 
     full = (
         Runner.from_bytes(model_bytes)
@@ -311,10 +304,6 @@ def firmware_project(
     Returns:
         What the folder's firmware.json records.
     """
-    from kdq_tf.device.micro import find_arena_size
-    from kdq_tf.device.project import write_firmware
-    from kdq_tf.runtime.runner import Runner
-
     device_bytes = device_bytes or flatbuf.strip_for_device(model_bytes)
     arena = arena or find_arena_size(device_bytes)
     generated = generated or c_sources(
@@ -363,8 +352,6 @@ def c_sources(
     `io_model`: the model LiteRT reads the input/output tensors from, when `model_bytes` is
     a LUT-compressed device model, which only TFLM loads.
     """
-    from kdq_tf.runtime.runner import Runner
-
     r = Runner.from_bytes(io_model or model_bytes)
     header, source = carray.model_data(model_bytes, name)
     margin = chosen_arena(arena)

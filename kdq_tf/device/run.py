@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from kdq_tf.device.build import binary_path, build_dir, check_tools, firmware_info, last_kernels
+from kdq_tf.device.micro import MicroRunner
 from kdq_tf.errors import KdqError
 
 log = logging.getLogger(__name__)
@@ -72,8 +73,6 @@ def parse_output(text: str) -> dict:
 
 def expected_outputs(fw_dir: Path, info: dict) -> tuple[np.ndarray, np.ndarray]:
     """The Python TFLM interpreter's raw outputs on the embedded inputs, and the labels."""
-    from kdq_tf.device.micro import MicroRunner
-
     blob = np.load(fw_dir / "test_samples.npz")
     model = (fw_dir / info["model_file"]).read_bytes()
     return MicroRunner(model, info["arena_bytes"]).run_raw(blob["x_q"]), blob["y"]

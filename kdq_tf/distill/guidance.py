@@ -26,9 +26,12 @@ import numpy as np
 from kdq_tf import files
 from kdq_tf.data.augment import Augment
 from kdq_tf.data.dataset import fingerprint
-from kdq_tf.errors import ConfigError
+from kdq_tf.deploy.convert import to_tflite
+from kdq_tf.errors import ConfigError, DataError
+from kdq_tf.runtime.runner import Runner
 from kdq_tf.teacher import logits_file as LF
 from kdq_tf.teacher.logits_file import dequantize_logits, quantize_logits  # noqa: F401 - public helpers
+from kdq_tf.training import predict_in_order
 
 log = logging.getLogger(__name__)
 
@@ -80,17 +83,12 @@ class Guidance:
 
 
 def _predict(teacher, ds) -> np.ndarray:
-    from kdq_tf.training import predict_in_order
-
     return predict_in_order(teacher, ds)
 
 
 def _teacher_logits_int8(
     teacher, data, calib: int, split_names: tuple[str, ...]
 ) -> list[np.ndarray]:
-    from kdq_tf.deploy.convert import to_tflite
-    from kdq_tf.runtime.runner import Runner
-
     rep, _ = data.sample("train", calib)
     runner = Runner.from_bytes(to_tflite(teacher, "int8", representative=rep))
     out = []
@@ -201,8 +199,6 @@ def from_file(path: str | Path, data, mode: str, views: int = 0) -> Guidance:
         DataError: the file does not fit the data (counts, classes, fingerprint, NaN).
         ConfigError: `views` asks for more views than the file has, or an online mode.
     """
-    from kdq_tf.errors import DataError
-
     p = Path(path)
     if not p.is_file():
         raise DataError(f"teacher logits file {p} does not exist")

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from kdq_tf._keras import keras
+from kdq_tf.distill.cluster_prune import scheme
+from kdq_tf.distill.losses import soft_threshold
 from kdq_tf.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -48,8 +50,6 @@ def quantize_student(
         ModelError: a layer TF-MOT does not support (named, with a --qat-skip hint),
             a skip regex that is invalid, or a nested/subclassed student.
     """
-    from kdq_tf.distill.cluster_prune import scheme
-
     qk = _tfmot()
     try:
         keep = scheme(preserve)
@@ -118,8 +118,6 @@ def shrink_kernels(model: keras.Model, delta: float) -> dict:
     Returns:
         `{"delta", "sparsity_before", "sparsity_after", "kernel_params"}` over those kernels.
     """
-    from kdq_tf.distill.losses import soft_threshold
-
     total = zeros_before = zeros_after = 0
     for layer in model.layers:
         for w in layer.weights:

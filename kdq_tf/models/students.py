@@ -10,6 +10,7 @@ from pathlib import Path
 
 from kdq_tf._keras import keras
 from kdq_tf.errors import ModelError
+from kdq_tf.models.teacher import check_io, load_teacher
 
 L = keras.layers
 
@@ -132,7 +133,6 @@ def build_student(name: str, input_shape, num_classes: int, unsafe: bool = False
         raise ModelError(
             f"unknown student {name!r}; use one of {', '.join(STUDENTS)} or a PATH.keras"
         )
-    from kdq_tf.models.teacher import check_io, load_teacher
 
     model = load_teacher(name, input_shape, num_classes, unsafe)  # same safe loading and checks
     check_io(model, input_shape, num_classes, what=f"student {name}")

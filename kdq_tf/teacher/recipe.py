@@ -13,6 +13,8 @@ from pathlib import Path
 from kdq_tf._keras import keras, tf
 from kdq_tf.config import DataConfig, TeacherConfig
 from kdq_tf.data.augment import Augment
+from kdq_tf.models.teacher import backbone_of, build_teacher
+from kdq_tf.training import Phase, cosine_adam
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +50,6 @@ def build_teacher_for_training(
     Returns:
         `(model, precision)`, precision being what actually ran.
     """
-    from kdq_tf.models.teacher import build_teacher
-
     precision = resolve_precision(cfg.precision)
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(precision)
@@ -72,9 +72,6 @@ def teacher_augment(cfg: TeacherConfig, data: DataConfig) -> Augment | None:
 
 def teacher_phases(model, cfg: TeacherConfig, steps_per_epoch: int):
     """Training phases: ImageNet -> head then whole net at a lower rate; scratch -> one phase."""
-    from kdq_tf.models.teacher import backbone_of
-    from kdq_tf.training import Phase, cosine_adam
-
     k = model.output_shape[-1]
 
     def loss(y, logits):  # sparse labels, optional label smoothing
