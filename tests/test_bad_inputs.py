@@ -421,8 +421,6 @@ SUBPROCESS = (
     "distill: logits count",
     "inspect: truncated",
     "teacher: string labels",
-    "distill: string logits",
-    "distill: epochs 0 untrained",
 )
 
 

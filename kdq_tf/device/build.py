@@ -5,6 +5,7 @@ names a shared object cache, runs `make`, and times it. A user without Python ru
 same `make` by hand (the firmware README shows how).
 """
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -138,7 +139,6 @@ def build(fw_dir: str | Path, opts: BuildOptions) -> dict:
         opts.tflm, tflm_tree.kernel_files(info["ops"]), opts.kernels == "cmsis-nn"
     )
     cache = object_cache(root, opts)
-    before = _count_objects(cache)
     out = build_dir(fw_dir, opts.target, opts.kernels)
     out.mkdir(parents=True, exist_ok=True)
     cmd = [
@@ -159,7 +159,13 @@ def build(fw_dir: str | Path, opts: BuildOptions) -> dict:
         cache,
     )
     t0 = time.perf_counter()
-    returncode, lines = _make(cmd, out / "build.log")
+    cache.mkdir(parents=True, exist_ok=True)
+    # Two builds sharing a cache (two shells, parallel tests) would write the same object files
+    # at once; one waits for the other, then finds the objects made.
+    with open(cache / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        before = _count_objects(cache)
+        returncode, lines = _make(cmd, out / "build.log")
     seconds = time.perf_counter() - t0
     if returncode != 0:
         errors = (

@@ -15,7 +15,7 @@ def test_example_runs_every_step(tmp_path):
             sys.executable,
             str(ROOT / "examples" / "distill_fashion_mnist.py"),
             "--limit",
-            "600",
+            "300",
             "--epochs",
             "1",
             "--out",

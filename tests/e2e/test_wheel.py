@@ -6,8 +6,9 @@ outside the checkout.
    from the test's own environment through a .pth line, so the test does not download 1 GB;
    kdq_tf itself must come from the wheel, not from the checkout. A tiny run, export with
    --firmware, then build and run the host firmware.
-3. Runtime side: a fresh venv with the wheel and only its base dependencies (numpy, LiteRT,
-   Pillow, installed by pip): it classifies with the exported model, and TensorFlow is absent.
+The runtime-only install (the base dependencies, no TensorFlow, installed by pip from a wheel
+build of the checkout) classifies, evaluates and benchmarks in
+tests/e2e/test_runtime_cli.py::test_fresh_runtime_venv.
 """
 
 import json
@@ -20,7 +21,6 @@ import venv
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 from conftest import ROOT, separable_npz
 
@@ -129,39 +129,3 @@ def test_train_export_and_host_firmware_from_the_wheel(wheel, tmp_path):
         _sh(kdq, "firmware", "run", "fw", "--build", "--target", "host", "--json", cwd=work).stdout
     )
     assert res["bit_exact"] == res["samples"] > 0
-
-
-def test_runtime_install_classifies_without_tensorflow(wheel, tmp_path):
-    # 1. An int8 model whose classes differ from image to image (an untrained CNN may tie its
-    #    outputs), and inputs, made here with the full environment.
-    from kdq_tf._keras import keras
-    from kdq_tf.deploy.convert import to_tflite
-    from kdq_tf.deploy.flatbuf import read_metadata
-    from kdq_tf.runtime.inputs import ModelIO
-    from kdq_tf.runtime.runner import Runner
-
-    keras.utils.set_random_seed(0)
-    net = keras.Sequential(
-        [keras.layers.Input((12, 12, 1)), keras.layers.Flatten(), keras.layers.Dense(3)]
-    )
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 255, (8, 12, 12)).astype(np.uint8)
-    model = to_tflite(net, "int8", representative=x[..., None].astype(np.float32) / 255.0)
-    (tmp_path / "m.tflite").write_bytes(model)
-    np.savez(tmp_path / "x.npz", x=x)
-    # 2. A fresh venv with the wheel and its base dependencies only.
-    bin_ = _venv(tmp_path / "venv")
-    _sh(bin_ / "pip", "install", "-q", wheel, cwd=tmp_path)
-    absent = subprocess.run(
-        [bin_ / "python", "-c", "import tensorflow"], capture_output=True, cwd=tmp_path
-    )
-    assert absent.returncode != 0  # TensorFlow is not there
-    # 3. It classifies, and the classes are those of LiteRT in this environment.
-    out = json.loads(
-        _sh(bin_ / "kdq_tf", "infer", "m.tflite", "x.npz", "--json", cwd=tmp_path).stdout
-    )
-    runner = Runner.from_bytes(model)
-    io = ModelIO.from_model(read_metadata(model), runner.input_details, 3)
-    want = runner.predict(io.preprocess.apply(x[..., None])).argmax(-1)
-    assert len(set(want.tolist())) > 1  # not one class for every image
-    assert [r["index"] for r in out] == want.tolist()
