@@ -71,8 +71,10 @@ firmware-tools:
 		echo "firmware tools: not found (apt-get install $(FW_PACKAGES)); Cortex-M4 tests will be skipped"; \
 	fi
 
+# Two pytest workers, each file on one of them (module fixtures are built once): much of the
+# suite waits on subprocesses, TensorFlow imports, compilers and QEMU rather than computing.
 test: data firmware-tools lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
