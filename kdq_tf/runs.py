@@ -132,24 +132,18 @@ def count_params(model) -> int:
     return int(sum(np.prod(w.shape) for w in model.weights if not _wrapper_state(w.name)))
 
 
+# TF-MOT's training state: clustering (cluster_centroids_*, pulling_indices_*,
+# ori_weights_vars_tf), pruning (mask, threshold, pruning_step), QAT (*_min, *_max,
+# optimizer_step).
+_WRAPPER_STATE = {"mask", "threshold", "pruning_step", "optimizer_step", "ori_weights_vars_tf"}
+
+
 def _wrapper_state(name: str) -> bool:
-    # TF-MOT names: cluster_centroids / pulling_indices / ori_weights_vars_tf (clustering),
-    # mask / threshold / pruning_step (pruning), *_min / *_max / optimizer_step (QAT).
     leaf = name.split("/")[-1].split(":")[0]
     return (
-        leaf
-        in {
-            "cluster_centroids",
-            "pulling_indices",
-            "mask",
-            "threshold",
-            "pruning_step",
-            "optimizer_step",
-            "ori_weights_vars_tf",
-        }
+        leaf in _WRAPPER_STATE
+        or leaf.startswith(("cluster_centroids", "pulling_indices"))
         or leaf.endswith(("_min", "_max"))
-        or "cluster_centroids" in leaf
-        or "pulling_indices" in leaf
     )
 
 
