@@ -44,19 +44,25 @@ def run_teacher(cfg: Config, save_logits: str | None = None) -> tuple[RunDir, di
         return run, run.metrics()
 
 
-def run_distill(cfg: Config) -> tuple[RunDir, dict]:
+def run_distill(cfg: Config, data=None, callbacks=()) -> tuple[RunDir, dict]:
     """`kdq_tf distill`: data -> teacher -> distilled student -> optional QAT, all in one run dir.
 
     Writes student.keras, student_qat.h5 (with QAT), baseline.keras (with
     --baseline), metrics.json and report.md.
+
+    Args:
+        data: the loaded data set; None: load `cfg.data`. The search passes one whose test split
+            is the validation split, so no trial ever scores the test split.
+        callbacks: Keras callbacks for the distillation epochs (the search's pruner).
     """
     # 1. Data, and every input check, before the output folder is touched.
-    data = load_dataset(cfg.data, seed=cfg.run.seed)
+    if data is None:
+        data = load_dataset(cfg.data, seed=cfg.run.seed)
     with distributed(cfg) as cfg:
-        return _run_distill(cfg, data)
+        return _run_distill(cfg, data, list(callbacks))
 
 
-def _run_distill(cfg: Config, data) -> tuple[RunDir, dict]:
+def _run_distill(cfg: Config, data, callbacks: list) -> tuple[RunDir, dict]:
     d = cfg.distill
     mode = G.resolve_mode(d.guidance, cfg.data.augment, d.views)
     user_teacher = load_user_teacher(cfg, data)
@@ -94,7 +100,7 @@ def _run_distill(cfg: Config, data) -> tuple[RunDir, dict]:
             "source": str(cfg.teacher.logits) if logits is not None else "teacher",
         },
     )
-    student = stages.distill_stage(cfg, run, data, student, teacher, guidance)
+    student = stages.distill_stage(cfg, run, data, student, teacher, guidance, callbacks)
 
     # 4. Baseline: hard labels only, same student, seed, epochs and augmentation: that of the
     #    K views when the student trains on views (random draws of it), else the data's.

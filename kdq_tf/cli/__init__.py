@@ -13,6 +13,7 @@ import warnings
 
 from kdq_tf.cli.device import add_parsers as add_device_parsers
 from kdq_tf.cli.runtime import add_parsers as add_runtime_parsers
+from kdq_tf.cli.search import add_parsers as add_search_parsers
 from kdq_tf.cli.train import add_parsers as add_train_parsers
 from kdq_tf.errors import KdqError
 
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parsers(sub)
     add_device_parsers(sub)
     add_runtime_parsers(sub)
+    add_search_parsers(sub)
     _tidy_metavars(parser)
     return parser
 

@@ -295,11 +295,15 @@ def firmware_project(
     export_report: Path | None = None,
     generated: dict | None = None,
     device_bytes: bytes | None = None,
+    exact_arena: bool = False,
 ) -> dict:
     """Writes a TFLite-Micro firmware folder for an integer `.tflite` (bytes in, files out).
 
     The device gets the stripped flatbuffer and the first `samples` of `x` (normalised
     floats, quantized here with the model's input parameters) with their labels `y`.
+
+    `exact_arena`: use `arena` as the tensor arena, without the margin `chosen_arena` adds (the
+    search sizes it to what the target measured it uses).
 
     Returns:
         What the folder's firmware.json records.
@@ -307,7 +311,7 @@ def firmware_project(
     device_bytes = device_bytes or flatbuf.strip_for_device(model_bytes)
     arena = arena or find_arena_size(device_bytes)
     generated = generated or c_sources(
-        device_bytes, name, class_names, x[0], int(y[0]), arena, model_bytes
+        device_bytes, name, class_names, x[0], int(y[0]), arena, model_bytes, exact_arena
     )
     n = min(samples, len(x))
     x_q = Runner.from_bytes(model_bytes, reference=True).quantize(x[:n])
@@ -324,7 +328,7 @@ def firmware_project(
         x_q,
         y[:n],
         flatbuf.op_names(device_bytes),
-        chosen_arena(arena),
+        arena if exact_arena else chosen_arena(arena),
         class_names,
         export_report=export_report,
         mode=mode,
@@ -346,6 +350,7 @@ def c_sources(
     sample_y: int,
     arena: int,
     io_model: bytes | None = None,
+    exact_arena: bool = False,
 ) -> dict[str, str]:
     """All generated C/C++ files for a model, keyed by file name.
 
@@ -354,7 +359,7 @@ def c_sources(
     """
     r = Runner.from_bytes(io_model or model_bytes)
     header, source = carray.model_data(model_bytes, name)
-    margin = chosen_arena(arena)
+    margin = arena if exact_arena else chosen_arena(arena)
     return {
         "model_data.h": header,
         "model_data.cc": source,

@@ -35,14 +35,16 @@ def checked_student(cfg: Config, info):
     return student
 
 
-def distill_stage(cfg: Config, run: RunDir, data, student, teacher, guidance):
+def distill_stage(cfg: Config, run: RunDir, data, student, teacher, guidance, callbacks=()):
     """Trains the student under the Distiller (or reloads it on --resume); writes student.keras
     and the metrics "student". Returns the student."""
     path = run.path / "student.keras"
     if cfg.run.resume and path.is_file() and "student" in run.metrics():
         return load_student(path)
     d = cfg.distill
-    timing = train_student(cfg, run, data, "distill", student, teacher, guidance, d.epochs, d.lr)
+    timing = train_student(
+        cfg, run, data, "distill", student, teacher, guidance, d.epochs, d.lr, list(callbacks)
+    )
     files.save_keras(student, path)
     run.update_metrics(
         "student",

@@ -21,7 +21,11 @@ def _bn(name: str):
     return L.BatchNormalization(momentum=0.9, name=name)
 
 
-def _cbr(x, filters: int, kernel: int = 3, stride: int = 1, name: str = "", relu6: bool = False):
+# The zoo's building blocks, public because the search space (kdq_tf.search.space) builds its
+# candidates from the same ones.
+def conv_bn_relu(
+    x, filters: int, kernel: int = 3, stride: int = 1, name: str = "", relu6: bool = False
+):
     x = L.Conv2D(
         filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_conv"
     )(x)
@@ -29,13 +33,15 @@ def _cbr(x, filters: int, kernel: int = 3, stride: int = 1, name: str = "", relu
     return L.ReLU(max_value=6.0 if relu6 else None, name=f"{name}_relu")(x)
 
 
-def _dw(x, stride: int, name: str, relu6: bool = False):
-    x = L.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False, name=f"{name}_dw")(x)
+def depthwise_bn_relu(x, stride: int, name: str, relu6: bool = False, kernel: int = 3):
+    x = L.DepthwiseConv2D(
+        kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_dw"
+    )(x)
     x = _bn(name=f"{name}_dw_bn")(x)
     return L.ReLU(max_value=6.0 if relu6 else None, name=f"{name}_dw_relu")(x)
 
 
-def _head(x, num_classes: int):
+def gap_head(x, num_classes: int):
     # A 1x1 conv instead of Dense: same maths, but LiteRT's reference FULLY_CONNECTED
     # rounds differently from TFLite-Micro's in rare cases (1 LSB), while CONV_2D agrees
     # bit for bit, so host checks can demand exact agreement.
@@ -49,8 +55,8 @@ def _five_blocks(input_shape, num_classes: int, widths: tuple[int, ...], name: s
     inputs = keras.Input(input_shape, name="image")
     x = inputs
     for i, filters in enumerate(widths):
-        x = _cbr(x, filters, stride=2 if i in (1, 3) else 1, name=f"b{i + 1}")
-    return keras.Model(inputs, _head(x, num_classes), name=name)
+        x = conv_bn_relu(x, filters, stride=2 if i in (1, 3) else 1, name=f"b{i + 1}")
+    return keras.Model(inputs, gap_head(x, num_classes), name=name)
 
 
 def tiny_cnn(input_shape, num_classes: int) -> keras.Model:
@@ -68,26 +74,26 @@ def small_cnn(input_shape, num_classes: int) -> keras.Model:
 def ds_cnn(input_shape, num_classes: int, width: int = 64) -> keras.Model:
     """DS-CNN (MLPerf Tiny keyword-spotting shape): a conv stem, four depthwise-separable blocks."""
     inputs = keras.Input(input_shape, name="image")
-    x = _cbr(inputs, width, stride=2, name="stem")
+    x = conv_bn_relu(inputs, width, stride=2, name="stem")
     for i in range(4):
-        x = _dw(x, 1, name=f"ds{i}")
-        x = _cbr(x, width, kernel=1, name=f"ds{i}_pw")
-    return keras.Model(inputs, _head(x, num_classes), name="ds_cnn")
+        x = depthwise_bn_relu(x, 1, name=f"ds{i}")
+        x = conv_bn_relu(x, width, kernel=1, name=f"ds{i}_pw")
+    return keras.Model(inputs, gap_head(x, num_classes), name="ds_cnn")
 
 
 def resnet8(input_shape, num_classes: int) -> keras.Model:
     """ResNet-8 (MLPerf Tiny image classification): three residual stacks of 16/32/64 filters."""
     inputs = keras.Input(input_shape, name="image")
-    x = _cbr(inputs, 16, name="stem")
+    x = conv_bn_relu(inputs, 16, name="stem")
     for i, (filters, stride) in enumerate([(16, 1), (32, 2), (64, 2)]):
-        y = _cbr(x, filters, stride=stride, name=f"s{i}_a")
+        y = conv_bn_relu(x, filters, stride=stride, name=f"s{i}_a")
         y = L.Conv2D(filters, 3, padding="same", use_bias=False, name=f"s{i}_b_conv")(y)
         y = _bn(name=f"s{i}_b_bn")(y)
         if stride != 1 or x.shape[-1] != filters:
             x = L.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"s{i}_proj_conv")(x)
             x = _bn(name=f"s{i}_proj_bn")(x)
         x = L.ReLU(name=f"s{i}_relu")(L.Add(name=f"s{i}_add")([x, y]))
-    return keras.Model(inputs, _head(x, num_classes), name="resnet8")
+    return keras.Model(inputs, gap_head(x, num_classes), name="resnet8")
 
 
 def mobilenetv2(input_shape, num_classes: int, alpha: float = 0.35) -> keras.Model:
@@ -97,19 +103,23 @@ def mobilenetv2(input_shape, num_classes: int, alpha: float = 0.35) -> keras.Mod
         return max(8, int(c * alpha + 4) // 8 * 8)  # round to multiples of 8, as MobileNetV2 does
 
     inputs = keras.Input(input_shape, name="image")
-    x = _cbr(inputs, ch(32), name="stem", relu6=True)
+    x = conv_bn_relu(inputs, ch(32), name="stem", relu6=True)
     i = 0
     for t, c, n, s in [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 2, 1)]:
         for j in range(n):
             cin, stride = x.shape[-1], s if j == 0 else 1
-            y = _cbr(x, cin * t, kernel=1, name=f"ir{i}_expand", relu6=True) if t != 1 else x
-            y = _dw(y, stride, name=f"ir{i}", relu6=True)
+            y = (
+                conv_bn_relu(x, cin * t, kernel=1, name=f"ir{i}_expand", relu6=True)
+                if t != 1
+                else x
+            )
+            y = depthwise_bn_relu(y, stride, name=f"ir{i}", relu6=True)
             y = L.Conv2D(ch(c), 1, use_bias=False, name=f"ir{i}_project")(y)
             y = _bn(name=f"ir{i}_project_bn")(y)
             x = L.Add(name=f"ir{i}_add")([x, y]) if stride == 1 and cin == ch(c) else y
             i += 1
-    x = _cbr(x, max(128, ch(128)), kernel=1, name="top", relu6=True)
-    return keras.Model(inputs, _head(x, num_classes), name=f"mobilenetv2_{alpha:g}")
+    x = conv_bn_relu(x, max(128, ch(128)), kernel=1, name="top", relu6=True)
+    return keras.Model(inputs, gap_head(x, num_classes), name=f"mobilenetv2_{alpha:g}")
 
 
 STUDENTS: dict[str, Callable[..., keras.Model]] = {

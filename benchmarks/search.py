@@ -1,0 +1,368 @@
+"""The search against the zoo, at three Cortex-M4 budgets (issue "Fits your device").
+
+    python benchmarks/search.py --resume                      # all phases, every budget
+    python benchmarks/search.py --phase search --budgets B --resume
+    python benchmarks/search.py --phase final --resume        # the 3-seed comparison
+
+Phases, each resumable (every run trains in its own folder under --work, and a finished one is
+not run again):
+1. search: `kdq_tf search` at each budget on Fashion-MNIST from the stored fused teacher's
+   logits, time-limited; its wall time on this machine is recorded.
+2. final: every zoo student, with and without 16-cluster LUT, and each budget's found model, all
+   distilled and QAT-trained with the same final schedule for --seeds seeds; each seed's int8
+   model is scored on the test split (LiteRT) and its firmware images are measured on the
+   emulated Cortex-M4 with both kernel sets (flash, RAM, instructions, bit-exact 10/10).
+3. report: per budget, the found model against the best zoo student whose images fit (every
+   seed), on test accuracy (mean and std over seeds).
+
+Results: benchmarks/results/search.json and .md; the log goes where --log says.
+"""
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench import machine, portable  # noqa: E402 - a sibling script
+
+from kdq_tf import files  # noqa: E402
+from kdq_tf.search.budget import Budget, fmt_bytes  # noqa: E402
+
+log = logging.getLogger("search_bench")
+
+BUDGETS = {
+    "A": Budget(flash=128 * 1024, ram=40 * 1024),
+    "B": Budget(flash=192 * 1024, ram=64 * 1024),
+    "C": Budget(flash=256 * 1024, ram=96 * 1024, instructions=12_000_000),
+}
+ZOO = ("tiny_cnn", "small_cnn", "ds_cnn", "resnet8", "mobilenetv2")
+LOGITS = "benchmarks/teachers/fashion_mnist_fused/logits.npz"
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def parse(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--phase", default="all", choices=("all", "search", "final", "report"))
+    p.add_argument("--budgets", default="A,B,C")
+    p.add_argument("--work", default=str(Path.home() / "kdq_runs" / "search_bench"))
+    p.add_argument("--tflm", default=os.environ.get("TFLM_DIR"))
+    p.add_argument("--time-limit", default="110m", help="per budget's search")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--final-epochs", type=int, default=12)
+    p.add_argument("--final-qat-epochs", type=int, default=2)
+    p.add_argument("--limit", type=int, help="a slice, for trying the script")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--name", default="search", help="results file stem")
+    a = p.parse_args(argv)
+    a.budgets = [b.strip() for b in a.budgets.split(",")]
+    bad = [b for b in a.budgets if b not in BUDGETS]
+    if bad:
+        p.error(f"unknown budget {bad[0]}; use {', '.join(BUDGETS)}")
+    if not a.tflm:
+        p.error("no TFLite-Micro tree: pass --tflm or set TFLM_DIR")
+    return a
+
+
+def _results_path(a) -> Path:
+    return RESULTS / f"{a.name}.json"
+
+
+def _load(a) -> dict:
+    path = _results_path(a)
+    return json.loads(path.read_text()) if path.is_file() and a.resume else {}
+
+
+def _save(a, res: dict) -> None:
+    files.write_json(_results_path(a), portable(res))
+    files.write_text(RESULTS / f"{a.name}.md", markdown(res))
+
+
+def phase_search(a, res: dict) -> None:
+    from kdq_tf.cli.search import parse_duration
+    from kdq_tf.search.engine import SearchSettings, run_search
+
+    for b in a.budgets:
+        done = res.setdefault("search", {}).get(b)
+        if done and done.get("finished"):
+            log.info("budget %s: search already finished", b)
+            continue
+        out = Path(a.work) / f"budget_{b}" / "search"
+        s = SearchSettings(
+            out=str(out),
+            budget=BUDGETS[b],
+            teacher_logits=str(ROOT / LOGITS),
+            trials=None,
+            time_limit=parse_duration(a.time_limit),
+            tflm=a.tflm,
+            limit=a.limit,
+            resume=out.is_dir(),
+            finalize=False,
+        )
+        t0 = time.time()
+        summary = run_search(s)
+        c = summary["chosen"]
+        res["search"][b] = {
+            "budget": BUDGETS[b].to_dict(),
+            "command": f"benchmarks/search.py --phase search --budgets {b} --time-limit "
+            f"{a.time_limit}" + (f" --limit {a.limit}" if a.limit else ""),
+            "settings": s.to_dict(),
+            "wall_time_s": round(time.time() - t0, 1) + (done or {}).get("wall_time_s", 0),
+            "trials": summary["trials"],
+            "trained": summary["trained"],
+            "rejected": summary["rejected_before_training"],
+            "pruned": summary["pruned"],
+            "measured": summary["measured"],
+            "fit": summary["fit"],
+            "found": c["candidate"] if c else None,
+            "found_val_accuracy": c["val_accuracy"] if c else None,
+            "found_figures": c["figures"] if c else None,
+            "found_kernels": c["kernels"] if c else None,
+            "pareto": summary["pareto"],
+            "finished": True,
+        }
+        _save(a, res)
+        log.info("budget %s: %s", b, c["candidate"]["key"] if c else "nothing fits")
+
+
+def _finalists(a, res: dict) -> dict:
+    """name -> (builder, clusters): the zoo with and without LUT, and each found model."""
+    from kdq_tf.models.students import STUDENTS
+    from kdq_tf.search.space import Candidate, build_model
+
+    out = {}
+    for z in ZOO:
+        for clusters in (0, 16):
+            out[f"{z}{'+lut16' if clusters else ''}"] = (
+                lambda info, z=z: STUDENTS[z](info.input_shape, info.num_classes),
+                clusters,
+            )
+    for b, r in (res.get("search") or {}).items():
+        if r.get("found"):
+            f = r["found"]
+            c = Candidate(
+                f["width"],
+                f["blocks"],
+                f["block"],
+                f["kernel"],
+                tuple(f["stride2"]),
+                f["compression"],
+            )
+            out[f"found:{c.key}"] = (
+                lambda info, c=c: build_model(c, info.input_shape, info.num_classes),
+                c.clusters,
+            )
+    return out
+
+
+def phase_final(a, res: dict) -> None:
+    from kdq_tf.data.dataset import load_dataset
+    from kdq_tf.runtime.runner import Runner
+    from kdq_tf.search.trial import TrialSchedule, measure_student, val_view
+
+    sched = TrialSchedule(
+        epochs=a.final_epochs, qat_epochs=a.final_qat_epochs, structure_epochs=2, temperature=4.0
+    )
+    final = res.setdefault("final", {})
+    for name, (builder, clusters) in _finalists(a, res).items():
+        for seed in range(a.seeds):
+            key = f"{name}/seed{seed}"
+            if key in final:
+                continue
+            full = load_dataset(_data_cfg(a, sched), seed=seed)
+            data = val_view(full)
+            s = SimpleNamespace(
+                seed=seed,
+                dataset="fashion_mnist",
+                data_dir=None,
+                limit=a.limit,
+                val_split=0.1,
+                teacher_logits=str(ROOT / LOGITS),
+                kernel_sets=("cmsis-nn", "reference"),
+                target="cortex-m4",
+                tflm=a.tflm,
+                budget=Budget(flash=1 << 40),
+            )
+            folder = Path(a.work) / "final" / name.replace(":", "_") / f"seed{seed}"
+            rec = measure_student(lambda b=builder: b(data.info), clusters, folder, s, sched, data)
+            model = (folder / "model_int8.tflite").read_bytes()
+            x = full.info.preprocess.apply(full.x_test)
+            top = Runner.from_bytes(model).predict_logits(x).argmax(-1)
+            rec["test_accuracy"] = float((top == full.y_test).mean())
+            final[key] = {
+                k: rec[k]
+                for k in (
+                    "val_accuracy",
+                    "test_accuracy",
+                    "images",
+                    "device_model_bytes",
+                    "seconds",
+                )
+            }
+            final[key]["schedule"] = vars(sched)
+            _save(a, res)
+            log.info(
+                "%s: test %.2f%%, %s",
+                key,
+                100 * rec["test_accuracy"],
+                ", ".join(
+                    f"{k}: {fmt_bytes(v['flash'])} flash, {fmt_bytes(v['ram'])} RAM"
+                    for k, v in rec["images"].items()
+                ),
+            )
+
+
+def _data_cfg(a, sched):
+    from kdq_tf.config import load_config
+
+    return load_config(overrides={"data.limit": a.limit, "data.batch_size": sched.batch_size}).data
+
+
+def _stats(values) -> dict:
+    v = np.asarray(values, float)
+    return {
+        "mean": float(v.mean()),
+        "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+        "n": len(v),
+        "values": [float(x) for x in v],
+    }
+
+
+def compare(res: dict) -> dict:
+    """Per budget: each finalist's fitting kernel set (every seed's image fits), its test
+    accuracy over seeds, and the found model against the best zoo student that fits."""
+    from kdq_tf.search.trial import pick_image
+
+    by_name: dict[str, list[dict]] = {}
+    for key, r in (res.get("final") or {}).items():
+        by_name.setdefault(key.split("/")[0], []).append(r)
+    out = {}
+    for b, budget in BUDGETS.items():
+        rows = []
+        for name, runs in by_name.items():
+            kernels = None
+            for k in ("cmsis-nn", "reference"):
+                if all(budget.fits(r["images"][k]) and r["images"][k]["exact"] for r in runs):
+                    kernels = kernels or k
+            if kernels is None:
+                continue
+            pick = pick_image(runs[0]["images"], budget)
+            img = runs[0]["images"][pick]
+            rows.append(
+                {
+                    "name": name,
+                    "kernels": pick,
+                    "seeds": len(runs),
+                    "test_accuracy": _stats([r["test_accuracy"] for r in runs]),
+                    "flash": img["flash"],
+                    "ram": img["ram"],
+                    "instructions": img["instructions"],
+                }
+            )
+        found = (res.get("search") or {}).get(b, {}).get("found")
+        fkey = f"found:{found['key']}" if found else None
+        zoo = [r for r in rows if not r["name"].startswith("found:")]
+        best = max(zoo, key=lambda r: r["test_accuracy"]["mean"], default=None)
+        mine = next((r for r in rows if r["name"] == fkey), None)
+        verdict = None
+        if mine and best:
+            gain = mine["test_accuracy"]["mean"] - best["test_accuracy"]["mean"]
+            noise = mine["test_accuracy"]["std"] + best["test_accuracy"]["std"]
+            verdict = {
+                "gain_pts": round(100 * gain, 2),
+                "two_stds_pts": round(100 * noise, 2),
+                "at_least_as_accurate": gain >= 0,
+                "beats": gain >= 0.003 and gain > noise,
+                "matches_smaller": abs(gain) <= noise
+                and (
+                    mine["flash"] <= 0.8 * best["flash"]
+                    or (mine["instructions"] or 0) <= 0.8 * (best["instructions"] or 0)
+                ),
+            }
+        out[b] = {
+            "rows": sorted(rows, key=lambda r: -r["test_accuracy"]["mean"]),
+            "found": fkey,
+            "best_zoo": best["name"] if best else None,
+            "verdict": verdict,
+        }
+    return out
+
+
+def markdown(res: dict) -> str:
+    lines = [
+        "# Search against the zoo (Cortex-M4, emulated)",
+        "",
+        f"Machine: {res.get('machine', {}).get('cores')} cores; teacher logits `{LOGITS}`.",
+        "",
+    ]
+    for b, r in (res.get("search") or {}).items():
+        f = r["found"]
+        lines += [
+            f"## Budget {b}: {Budget(**r['budget']).describe()}",
+            "",
+            f"Search: {r['trials']} trials ({r['rejected']} rejected on their estimate, "
+            f"{r['pruned']} pruned, {r['measured']} measured, {r['fit']} fit) in "
+            f"{r['wall_time_s'] / 60:.0f} min on this machine.",
+        ]
+        if f:
+            g = r["found_figures"]
+            lines.append(
+                f"Found `{f['key']}` ({r['found_kernels']}): val int8 "
+                f"{100 * r['found_val_accuracy']:.2f}%, flash {fmt_bytes(g['flash'])}, RAM "
+                f"{fmt_bytes(g['ram'])}, {(g['instructions'] or 0) / 1e6:.2f} M instructions "
+                "(search schedule)."
+            )
+        lines.append("")
+    for b, c in (res.get("comparison") or {}).items():
+        if not c["rows"]:
+            continue
+        lines += [
+            f"### Budget {b}: final schedule, test accuracy over seeds",
+            "",
+            "| model | kernels | test acc (int8) | flash | RAM | instructions |",
+            "|---|---|---|---|---|---|",
+        ]
+        for row in c["rows"]:
+            t = row["test_accuracy"]
+            lines.append(
+                f"| {row['name']} | {row['kernels']} | {100 * t['mean']:.2f} ± "
+                f"{100 * t['std']:.2f}% (n={t['n']}) | {fmt_bytes(row['flash'])} | "
+                f"{fmt_bytes(row['ram'])} | {(row['instructions'] or 0) / 1e6:.2f} M |"
+            )
+        v = c["verdict"]
+        if v:
+            lines += [
+                "",
+                f"Found vs best zoo ({c['best_zoo']}): {v['gain_pts']:+.2f} pts "
+                f"(two stds {v['two_stds_pts']:.2f}).",
+            ]
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> dict:
+    a = parse(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    res = _load(a)
+    res.setdefault("machine", machine())
+    res["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    if a.phase in ("all", "search"):
+        phase_search(a, res)
+    if a.phase in ("all", "final"):
+        phase_final(a, res)
+    res["comparison"] = compare(res)
+    _save(a, res)
+    print(markdown(res))
+    return res
+
+
+if __name__ == "__main__":
+    main()

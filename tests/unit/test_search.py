@@ -1,0 +1,200 @@
+"""The search's pure parts against hand counts: budgets, the space, the estimate, the front."""
+
+import pytest
+
+from kdq_tf.errors import ConfigError
+from kdq_tf.search import front
+from kdq_tf.search.budget import Budget, parse_bytes, parse_count
+from kdq_tf.search.space import Candidate, SearchSpace, estimate
+
+
+def test_sizes_and_counts_parse_with_their_units():
+    assert parse_bytes("192KiB") == 192 * 1024
+    assert parse_bytes("1.5 MiB") == 1536 * 1024
+    assert parse_bytes("128kb") == 128_000
+    assert parse_bytes("100B") == 100
+    assert parse_count("12M") == 12_000_000
+    assert parse_count("500k") == 500_000
+    assert parse_count("7") == 7
+
+
+@pytest.mark.parametrize(
+    "text, why",
+    [
+        ("12XB", "unknown unit"),
+        ("0KiB", "greater than zero"),
+        ("-5KiB", "greater than zero"),
+        ("192", "needs a unit"),
+        ("lots", "positive number"),
+    ],
+)
+def test_bad_sizes_say_what_was_received(text, why):
+    with pytest.raises(ConfigError, match=why) as e:
+        parse_bytes(text, "--flash")
+    assert repr(text) in str(e.value)
+
+
+def test_budget_constraints_are_relative_excess_and_unmeasured_is_violated():
+    b = Budget(flash=1000, ram=500)
+    assert b.misses({"flash": 1100, "ram": 400}) == {"flash": 100, "ram": -100}
+    assert b.constraints({"flash": 1100, "ram": 400}) == [0.1, -0.2]
+    assert not b.fits({"flash": 1100, "ram": 400})
+    assert b.fits({"flash": 1000, "ram": 500, "instructions": 10**9})  # not limited
+    assert b.constraints({"flash": 900}) == [-0.1, 1.0]  # RAM unknown: counted violated
+    assert not b.fits({"flash": 900})
+    with pytest.raises(ConfigError, match="at least one"):
+        Budget()
+    with pytest.raises(ConfigError, match="positive"):
+        Budget(flash=0)
+
+
+def test_space_rejects_unknown_empty_and_contradictory():
+    with pytest.raises(ConfigError, match="unknown key.*depth"):
+        SearchSpace.from_dict({"depth": [3]})
+    with pytest.raises(ConfigError, match="width is empty"):
+        SearchSpace.from_dict({"width": []})
+    with pytest.raises(ConfigError, match="contradictory.*index 4.*blocks can be 4"):
+        SearchSpace.from_dict({"blocks": [4, 5], "stride2": [[1, 4]]})
+    with pytest.raises(ConfigError, match="contradictory.*stage_widths"):
+        SearchSpace.from_dict({"stride2": [[0, 1, 2]], "stage_widths": [8, 16]})
+    with pytest.raises(ConfigError, match="compression must be"):
+        SearchSpace.from_dict({"compression": ["lut4"]})
+    s = SearchSpace.from_dict({"width": [1.0, 1.0, 0.5], "stride2": [[1, 3]]})
+    assert s.width == (1.0, 0.5)  # duplicates would weigh a value twice
+    assert s.size() == 2 * 3 * 2 * 2 * 1 * 3
+
+
+def test_candidate_from_params_is_small_cnn_at_width_one():
+    s = SearchSpace()
+    c = s.candidate(
+        {
+            "width": 1.0,
+            "blocks": 5,
+            "block": "plain",
+            "kernel": 3,
+            "stride2": "1-3",
+            "compression": "lut16",
+        }
+    )
+    assert c.widths() == [24, 48, 48, 64, 64]  # small_cnn's
+    assert c.key == "plain-w1-b5-k3-s1-3-lut16" and c.clusters == 16
+    assert Candidate(0.5, 3, "plain", 3, (0,)).widths() == [24, 24, 24]  # 48*0.5, rounded to 8
+
+
+def _tiny(block="plain", compression="none"):
+    return Candidate(1.0, 2, block, 3, (1,), compression, stage_widths=(8, 16))
+
+
+def test_estimate_matches_hand_counts():
+    # 8x8x1 input, 3 classes. Block 0: 3x3x1x8 conv + BN(8); block 1: stride 2, 3x3x8x16 + BN(16);
+    # head: 1x1 16->3 conv with bias.
+    e = estimate(_tiny(), (8, 8, 1), 3)
+    assert e["params"] == (72 + 4 * 8) + (1152 + 4 * 16) + (48 + 3)
+    assert e["macs"] == 8 * 8 * 8 * 9 + 4 * 4 * 16 * 72 + 48
+    assert e["int8_weight_bytes"] == (72 + 1152 + 48) + 4 * (8 + 16 + 3)
+    assert e["arena_floor"] == max(64 + 64 * 8, 64 * 8 + 16 * 16, 16 * 16 + 16)
+    # Separable block 1: 3x3 depthwise on 8 channels (stride 2) + BN(8), then 1x1 8->16 + BN(16).
+    s = estimate(_tiny("separable"), (8, 8, 1), 3)
+    assert s["params"] == (72 + 32) + (72 + 32 + 128 + 64) + 51
+    assert s["macs"] == 4608 + 4 * 4 * 72 + 4 * 4 * 128 + 48
+    # LUT with 16 clusters: 4-bit indices for the kernels, the int32 biases unchanged.
+    lut = estimate(_tiny(compression="lut16"), (8, 8, 1), 3)
+    assert lut["weight_bytes"] == (72 + 1152 + 48) // 2 + 4 * 27
+
+
+@pytest.mark.parametrize(
+    "cand",
+    [
+        Candidate(1.0, 5, "plain", 3, (1, 3)),
+        Candidate(0.75, 6, "separable", 5, (0, 2)),
+        Candidate(1.25, 4, "separable", 3, (1, 2), "lut8"),
+        Candidate(0.5, 3, "plain", 5, ()),
+    ],
+    ids=lambda c: c.key,
+)
+def test_built_model_has_the_estimated_params_and_macs(cand):
+    from kdq_tf.models.students import count_macs
+    from kdq_tf.search.space import build_model
+
+    m = build_model(cand, (28, 28, 1), 10)
+    e = estimate(cand, (28, 28, 1), 10)
+    assert m.count_params() == e["params"]
+    assert count_macs(m) == e["macs"]
+
+
+def _rec(n, acc, flash, instr, fits=True, ram=1000):
+    return {
+        "trial": n,
+        "outcome": "measured",
+        "candidate": {"key": f"c{n}"},
+        "kernels": "cmsis-nn",
+        "val_accuracy": acc,
+        "figures": {"flash": flash, "ram": ram, "instructions": instr},
+        "fits": fits,
+        "device_model_bytes": flash // 2,
+        "bit_exact": "10/10",
+        "images": {"cmsis-nn": {"exact": True}},
+    }
+
+
+def test_choice_and_front_use_only_what_fits():
+    recs = [
+        _rec(0, 0.90, 100, 5),
+        _rec(1, 0.92, 150, 6),
+        _rec(2, 0.95, 300, 9, fits=False),
+        _rec(3, 0.89, 120, 7),
+        _rec(4, 0.92, 140, 6),
+    ]
+    assert front.choose(recs)["trial"] == 4  # 0.92 at less flash than trial 1
+    assert [r["trial"] for r in front.pareto(recs)] == [4, 0]  # 1 and 3 are dominated
+    assert front.choose([recs[2]]) is None
+
+
+def test_closest_misses_rank_by_relative_excess():
+    b = Budget(flash=100, ram=1000)
+    recs = [
+        _rec(0, 0.9, 150, 5, fits=False),
+        _rec(1, 0.9, 110, 5, fits=False),
+        {
+            "trial": 2,
+            "outcome": "rejected",
+            "candidate": {"key": "c2"},
+            "estimated": {"flash": 105, "ram": 900, "instructions": None},
+        },
+    ]
+    rows = front.closest(recs, b)
+    assert [r["trial"] for r in rows] == [2, 1, 0]
+    assert rows[0]["over_by"] == {"flash": 5} and not rows[0]["measured"]
+    assert "flash over by 10 B" in front.miss_line(rows[1])
+
+
+def test_floors_bound_only_candidates_whose_ops_include_the_measured_ones():
+    from kdq_tf.search.trial import estimated_figures, floors
+
+    def measured(block, decode, flash_other, ram_other):
+        return {
+            "candidate": {"block": block},
+            "compressed": {"tensors_compressed": 2} if decode else None,
+            "images": {"cmsis-nn": {"flash_other": flash_other, "ram_other": ram_other}},
+        }
+
+    f = floors(
+        [
+            measured("separable", False, 90_000, 3000),
+            measured("plain", True, 110_000, 5000),
+            measured("plain", False, 80_000, 2500),
+        ]
+    )
+    est = {"weight_bytes": 1000, "arena_floor": 500}
+    plain = Candidate(1.0, 3, "plain", 3, (1,))
+    # a plain int8 candidate: only the plain int8 image's code bounds it
+    assert estimated_figures(plain, est, ["cmsis-nn"], f) == {
+        "flash": 81_000,
+        "ram": 3000,
+        "instructions": None,
+    }
+    # a separable LUT candidate: every image measured so far runs a subset of its ops
+    sep_lut = Candidate(1.0, 3, "separable", 3, (1,), "lut16")
+    assert estimated_figures(sep_lut, est, ["cmsis-nn"], f)["flash"] == 81_000
+    # a kernel set never measured: no floor yet, the weights alone
+    assert estimated_figures(plain, est, ["reference"], f)["flash"] == 1000
