@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 KDQ    := $(VENV)/bin/kdq_tf
 DEMO_OUT ?= runs/demo
 
-.PHONY: demo demo-teacher test lint data firmware-tools bench bench-quick bench-flash clean
+.PHONY: demo demo-teacher test lint data firmware-tools search-tools bench bench-quick bench-flash clean
 
 # The project's own TFLite-Micro test tree (../shared/tflm, see its README). kdq_tf itself never
 # defaults to it: a user names a tree with --tflm, TFLM_DIR or ~/.config/kdq_tf/config.toml
@@ -71,9 +71,23 @@ firmware-tools:
 		echo "firmware tools: not found (apt-get install $(FW_PACKAGES)); Cortex-M4 tests will be skipped"; \
 	fi
 
+# A PostgreSQL server, for the test of a search shared through a database (tests/e2e/
+# test_search.py starts it on loopback): installed the same way; without it that test skips.
+search-tools:
+	@if ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then \
+		echo "postgresql: found"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "postgresql: installing"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null || \
+		{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null; } || \
+		echo "postgresql: could not install it; the shared-study test will be skipped"; \
+	else \
+		echo "postgresql: not found (apt-get install postgresql); the shared-study test will be skipped"; \
+	fi
+
 # Two pytest workers, each file on one of them (module fixtures are built once): much of the
 # suite waits on subprocesses, TensorFlow imports, compilers and QEMU rather than computing.
-test: data firmware-tools lint
+test: data firmware-tools search-tools lint
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 lint: $(VENV)/.installed

@@ -78,6 +78,11 @@ _API = {
     # Stages and whole runs.
     "run_teacher": "kdq_tf.pipeline",
     "run_distill": "kdq_tf.pipeline",
+    # Search: the most accurate student whose measured image fits a device budget.
+    "Budget": "kdq_tf.search.budget",
+    "SearchSpace": "kdq_tf.search.space",
+    "SearchSettings": "kdq_tf.search.engine",
+    "run_search": "kdq_tf.search.engine",
 }
 
 __all__ = sorted(_API)

@@ -16,6 +16,7 @@ import numpy as np
 
 from kdq_tf.device.build import binary_path, build_dir, check_tools, firmware_info, last_kernels
 from kdq_tf.device.micro import MicroRunner, find_arena_size
+from kdq_tf.device.tflm_tree import DECODE_KERNELS
 from kdq_tf.errors import KdqError
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,7 @@ def memory(binary: Path, target: str, info: dict) -> dict:
         shares = map_shares(link_map, Path(json.loads(build.read_text())["object_cache"]))
         out.update(
             flash_tflm_bytes=shares["flash"]["tflm"],
+            flash_decode_bytes=shares["flash"]["decode"],
             flash_runtime_bytes=shares["flash"]["runtime"],
             flash_app_bytes=shares["flash"]["app"],
             ram_runtime_bytes=shares["ram"]["runtime"],
@@ -166,7 +168,7 @@ def map_shares(map_path: Path, tflm_objects: Path) -> dict:
     the application (main, model data, test images, startup), and the C/C++ runtime (newlib,
     libstdc++, libgcc). The map gives string sections before the linker merges duplicates, so
     the shares add up to a little more (under 1% here) than the image's sections."""
-    flash = {"tflm": 0, "app": 0, "runtime": 0}
+    flash = {"tflm": 0, "app": 0, "runtime": 0, "decode": 0}  # decode: part of tflm
     ram = dict(flash)
     in_map, section = False, ""
     tflm = str(tflm_objects)
@@ -181,7 +183,10 @@ def map_shares(map_path: Path, tflm_objects: Path) -> dict:
             continue
         addr, size, src = int(m[1], 16), int(m[2], 16), m[3]
         origin = "tflm" if src.startswith(tflm) else ("runtime" if ".a(" in src else "app")
-        (ram if addr >= RAM_BASE else flash)[origin] += size
+        share = ram if addr >= RAM_BASE else flash
+        share[origin] += size
+        if origin == "tflm" and Path(src).stem in DECODE_KERNELS:  # LUT's DECODE operator
+            share["decode"] += size
     return {"flash": flash, "ram": ram}
 
 

@@ -9,8 +9,6 @@ afterwards from every measured trial (kdq_tf.search.front).
 
 import fcntl
 import logging
-import os
-import socket
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -19,17 +17,12 @@ from pathlib import Path
 from kdq_tf import files
 from kdq_tf.errors import KdqError
 from kdq_tf.search import front
+from kdq_tf.search import study as S
 from kdq_tf.search.budget import Budget, fmt_bytes
 from kdq_tf.search.space import SearchSpace, estimate
 from kdq_tf.search.trial import TrialSchedule, estimated_figures, floors, run_trial, val_view
 
 log = logging.getLogger(__name__)
-
-JOURNAL = "study.journal"
-PRUNERS = ("asha", "hyperband", "none")
-# ASHA keeps the best third at a rung; against one or two others that is noise, so no trial is
-# pruned at an epoch before this many trials have reached it.
-PRUNE_AFTER = 4
 
 
 @dataclass(frozen=True)
@@ -71,8 +64,8 @@ class SearchSettings:
             raise KdqError(f"--trials must be >= 1, got {self.trials}")
         if self.time_limit is not None and self.time_limit <= 0:
             raise KdqError(f"--time-limit must be > 0, got {self.time_limit}")
-        if self.pruner not in PRUNERS:
-            raise KdqError(f"--pruner must be one of {', '.join(PRUNERS)}, got {self.pruner!r}")
+        if self.pruner not in S.PRUNERS:
+            raise KdqError(f"--pruner must be one of {', '.join(S.PRUNERS)}, got {self.pruner!r}")
 
     @property
     def kernel_sets(self) -> tuple[str, ...]:
@@ -103,41 +96,6 @@ class SearchSettings:
         }
 
 
-def storage_for(s: SearchSettings):
-    """The journal file in the search folder, or the URL the user gave (a database shared by
-    workers on several machines)."""
-    import optuna
-
-    if s.storage is None:
-        from optuna.storages.journal import JournalFileBackend
-
-        return optuna.storages.JournalStorage(JournalFileBackend(str(Path(s.out) / JOURNAL)))
-    if s.storage.startswith(("journal:", "file:")):
-        from optuna.storages.journal import JournalFileBackend
-
-        path = s.storage.split(":", 1)[1]
-        return optuna.storages.JournalStorage(JournalFileBackend(path))
-    return s.storage  # an SQLAlchemy URL: sqlite:///..., postgresql://...
-
-
-def _pruner(name: str):
-    import optuna
-
-    if name == "asha":  # rungs at epochs 1, 3, 9..: keep the best third at each
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3)
-    return optuna.pruners.NopPruner()
-
-
-def _set_constraints(trial, budget: Budget, figures: dict | None) -> None:
-    """One constraint per limited figure, set once per trial (Optuna ignores a second setting):
-    the relative excess, > 0 when violated (TPE then steers away from it)."""
-    values = budget.constraints(figures) if figures else [1.0] * len(budget.limits())
-    for name, value in zip(budget.limits(), values):
-        trial.set_constraint(name, value)
-
-
 def prepare(s: SearchSettings) -> None:
     """Checks the folder: a new search, or --resume of the one there (its settings must match)."""
     out = Path(s.out)
@@ -157,75 +115,8 @@ def prepare(s: SearchSettings) -> None:
     files.write_json(out / "search.json", {"settings": s.to_dict()})
 
 
-def _stale(trial) -> bool:
-    """A RUNNING trial whose process (on this host) is gone: killed mid-trial."""
-    if trial.user_attrs.get("host") != socket.gethostname():
-        return False  # another machine's: only it knows
-    try:
-        os.kill(int(trial.user_attrs.get("pid", 0)), 0)
-    except (OSError, ValueError):
-        return True
-    return trial.user_attrs.get("pid") == os.getpid()
-
-
-def _requeue_stale(study) -> list[int]:
-    """Marks killed trials failed and queues their candidates again: they continue from their
-    last finished epoch, since every candidate trains in its own resumable folder."""
-    from optuna.trial import TrialState
-
-    done = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if _stale(t):
-            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-            study.enqueue_trial(t.params, user_attrs={"requeued_from": t.number})
-            done.append(t.number)
-    return done
-
-
 def space_candidate(s: SearchSettings, trial):
     return s.space.candidate(trial.params)
-
-
-def _trained(recs: list[dict]) -> int:
-    """Distinct candidates trained (a candidate drawn again reuses its record)."""
-    return len({r["candidate"]["key"] for r in recs if r["outcome"] != "rejected"})
-
-
-def _records(study, outcome: str | None = None) -> list[dict]:
-    from optuna.trial import TrialState
-
-    out = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-        rec = t.user_attrs.get("record")
-        if rec and (outcome is None or rec.get("outcome") == outcome):
-            out.append(rec)
-    return out
-
-
-def _reported(study, step: int) -> int:
-    """How many trials have a score at this epoch (this one included)."""
-    return sum(step in t.intermediate_values for t in study.get_trials(deepcopy=False))
-
-
-class _PruneOnEpoch:
-    """Reports each distillation epoch's validation accuracy and stops the trial when the pruner
-    says so (a Keras callback; built lazily so this module loads without TensorFlow)."""
-
-    def __new__(cls, trial):
-        import optuna
-
-        from kdq_tf._keras import keras
-
-        class Callback(keras.callbacks.Callback):
-            def on_epoch_end(self, epoch, logs=None):
-                acc = (logs or {}).get("val_accuracy")
-                if acc is None:
-                    return
-                trial.report(float(acc), epoch + 1)
-                if _reported(trial.study, epoch + 1) >= PRUNE_AFTER and trial.should_prune():
-                    raise optuna.TrialPruned(f"val accuracy {acc:.4f} after epoch {epoch + 1}")
-
-        return Callback()
 
 
 def _line(n: int, rec: dict, budget: Budget) -> str:
@@ -266,13 +157,7 @@ def run_search(s: SearchSettings) -> dict:
     data = val_view(load_dataset(_data_config(s), seed=s.seed))
     prepare(s)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        study_name=s.study_name,
-        storage=storage_for(s),
-        pruner=_pruner(s.pruner),
-        direction="maximize",
-        load_if_exists=True,
-    )
+    study = S.create_or_load(s.study_name, S.storage_for(s.out, s.storage), S.pruner(s.pruner))
     # Seeded by the history too: a resumed or joining worker draws new candidates instead of
     # replaying the first worker's draws (which would only find records to reuse).
     with warnings.catch_warnings():  # multivariate TPE is "experimental" since Optuna 2.2
@@ -281,7 +166,7 @@ def run_search(s: SearchSettings) -> dict:
             seed=s.seed + len(study.trials), n_startup_trials=6, multivariate=True
         )
     if s.resume:
-        requeued = _requeue_stale(study)
+        requeued = S.requeue_stale(study)
         if requeued:
             log.info(
                 "resuming: trial(s) %s were cut off; their candidates run again from their "
@@ -292,24 +177,24 @@ def run_search(s: SearchSettings) -> dict:
     t0 = time.time()
 
     def objective(trial):
-        trial.set_user_attr("host", socket.gethostname())
-        trial.set_user_attr("pid", os.getpid())
+        for k, v in S.owner_attrs().items():
+            trial.set_user_attr(k, v)
         params = {k: trial.suggest_categorical(k, v) for k, v in s.space.choices().items()}
         c = s.space.candidate(params)
         trial.set_user_attr("key", c.key)
-        measured = _records(study, "measured")
-        rec = _twin_record(study, c.key, trial.number) or _run_locked(c, s, data, measured, trial)
+        measured = S.records(study, "measured")
+        rec = S.twin_record(study, c.key, trial.number) or _run_locked(c, s, data, measured, trial)
         rec["trial"] = trial.number
         files.write_json(Path(s.out) / "trials" / f"{trial.number:04d}.json", rec)
         trial.set_user_attr("record", rec)
         log.info("%s", _line(trial.number, rec, s.budget))
         if rec["outcome"] == "measured":
             exact = rec["images"][rec["kernels"]]["exact"]  # not bit-exact: never feasible
-            _set_constraints(trial, s.budget, rec["figures"] if exact else None)
+            S.set_constraints(trial, s.budget, rec["figures"] if exact else None)
             return rec["val_accuracy"]
         # Rejected or pruned: what the estimate (a lower bound) says is all that is known.
         est = estimate(space_candidate(s, trial), data.info.input_shape, data.info.num_classes)
-        _set_constraints(
+        S.set_constraints(
             trial,
             s.budget,
             estimated_figures(space_candidate(s, trial), est, s.kernel_sets, floors(measured)),
@@ -317,9 +202,9 @@ def run_search(s: SearchSettings) -> dict:
         raise optuna.TrialPruned(rec["outcome"])
 
     def enough() -> bool:
-        recs = _records(study)
+        recs = S.records(study)
         seen = {r["candidate"]["key"] for r in recs}
-        return (s.trials is not None and _trained(recs) >= s.trials) or len(seen) >= space_size
+        return (s.trials is not None and S.trained(recs) >= s.trials) or len(seen) >= space_size
 
     def stop(study, _trial):
         if enough():
@@ -329,30 +214,6 @@ def run_search(s: SearchSettings) -> dict:
         study.optimize(objective, timeout=s.time_limit, callbacks=[stop], gc_after_trial=True)
     wall = time.time() - t0
     return finish(s, study, data, wall)
-
-
-def _twin_record(study, key: str, number: int, poll: float = 5.0) -> dict | None:
-    """The record of an earlier trial of the same candidate in the study, waiting for it if it
-    still runs (on another worker, maybe another machine): a candidate trains once per study.
-    Only earlier trials are waited for, so two workers never wait for each other."""
-    from optuna.trial import TrialState
-
-    while True:
-        twins = [
-            t
-            for t in study.get_trials(deepcopy=False)
-            if t.number < number and t.user_attrs.get("key") == key
-        ]
-        done = [
-            t.user_attrs["record"]
-            for t in twins
-            if t.user_attrs.get("record", {}).get("outcome") not in (None, "rejected")
-        ]
-        if done:
-            return {**done[0], "reused": True}
-        if not any(t.state == TrialState.RUNNING and not _stale(t) for t in twins):
-            return None
-        time.sleep(poll)
 
 
 def _run_locked(c, s: SearchSettings, data, measured, trial) -> dict:
@@ -371,7 +232,7 @@ def _run_locked(c, s: SearchSettings, data, measured, trial) -> dict:
             return rec
         t0 = time.perf_counter()
         try:
-            rec = run_trial(c, s, s.schedule, data, measured, callbacks=[_PruneOnEpoch(trial)])
+            rec = run_trial(c, s, s.schedule, data, measured, callbacks=[S.PruneOnEpoch(trial)])
         except KdqError as e:  # one candidate's failure is a result, not the search's end
             log.warning("candidate %s failed: %s", c.key, e)
             return {
@@ -404,13 +265,13 @@ def _data_config(s: SearchSettings):
 
 def finish(s: SearchSettings, study, data, wall: float) -> dict:
     """Writes the search's results; exports the chosen model when one fits."""
-    recs = sorted(_records(study), key=lambda r: r["trial"])
+    recs = sorted(S.records(study), key=lambda r: r["trial"])
     measured = [r for r in recs if r["outcome"] == "measured"]
     chosen = front.choose(measured)
     summary = {
         "budget": s.budget.to_dict(),
         "trials": len(recs),
-        "trained": _trained(recs),
+        "trained": S.trained(recs),
         "rejected_before_training": sum(r["outcome"] == "rejected" for r in recs),
         "pruned": sum(r["outcome"] == "pruned" for r in recs),
         "failed": sum(r["outcome"] == "failed" for r in recs),

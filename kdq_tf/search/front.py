@@ -118,6 +118,7 @@ def markdown(summary: dict, budget: Budget) -> str:
             f"**Chosen:** trial {c['trial']}, `{c['candidate']['key']}` with "
             f"{c['kernels']} kernels.",
         ]
+        lines += image_parts(c["images"][c["kernels"]])
         ex = summary.get("chosen_export")
         if ex:
             lines.append(
@@ -128,6 +129,27 @@ def markdown(summary: dict, budget: Budget) -> str:
         lines += ["", "**No candidate fits the budget.** The closest:", ""]
         lines += [f"- {miss_line(r)}" for r in summary["closest"] or []]
     return "\n".join(lines) + "\n"
+
+
+def image_parts(img: dict) -> list[str]:
+    """The chosen image's flash by part: what a user weighs when the budget is tight."""
+    tflm, decode = img.get("tflm"), img.get("decode") or 0
+    if tflm is None:
+        return []
+    rest = img["flash"] - img["model"] - tflm
+    return [
+        "",
+        "| image part | flash |",
+        "|---|---|",
+        f"| model (device flatbuffer) | {fmt_bytes(img['model'])} |",
+        f"| TFLite-Micro kernels and interpreter | {fmt_bytes(tflm - decode)} |",
+        f"| DECODE (LUT) | {fmt_bytes(decode)} |",
+        f"| the rest (application, C/C++ runtime, one input) | {fmt_bytes(rest)} |",
+        f"| **whole image** | **{fmt_bytes(img['flash'])}** |",
+        "",
+        f"RAM {fmt_bytes(img['ram'])}: tensor arena {fmt_bytes(img['arena'])} (the smallest the "
+        f"target runs the model in), the rest {fmt_bytes(img['ram'] - img['arena'])}.",
+    ]
 
 
 def plot(measured: list[dict], budget: Budget, path: Path) -> Path | None:

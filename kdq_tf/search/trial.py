@@ -169,12 +169,54 @@ def build_and_run(fw_dir: Path, target: str, kernels: str, tflm) -> dict:
     return run(fw_dir, target, kernels)
 
 
+def _fits_arena(fw_dir: Path, write, arena: int, target: str, kernels: str, tflm):
+    """Builds the firmware with this arena and runs it; the run, or None if TFLM cannot
+    allocate the model's tensors in it."""
+    write(arena, exact=True)
+    try:
+        return build_and_run(fw_dir, target, kernels, tflm)
+    except KdqError as e:
+        if "kTensorArenaSize" in str(e):
+            return None
+        raise
+
+
+def tight_arena(
+    fw_dir: Path, write, target: str, kernels: str, tflm, first: dict, granularity: int = 64
+) -> dict:
+    """The run of the firmware with the smallest arena (a multiple of `granularity`) that the
+    target accepts, found by bisection on the target itself.
+
+    `first` is the run with the export's arena (which worked). TFLM reports how much of it the
+    model used; that is where the search starts, since it is a floor: allocation can need more
+    at its peak than remains in use (LUT models do: DECODE's scratch)."""
+    used = -(-first["arena_used_bytes"] // granularity) * granularity
+    best = _fits_arena(fw_dir, write, used, target, kernels, tflm)
+    if best is not None:
+        return best
+    lo, hi = used, first["arena_chosen_bytes"]  # lo fails, hi works
+    best, last = None, None
+    while hi - lo > granularity:
+        mid = (lo + hi) // 2 // granularity * granularity
+        if mid <= lo:
+            break
+        last = mid
+        r = _fits_arena(fw_dir, write, mid, target, kernels, tflm)
+        if r is None:
+            lo = mid
+        else:
+            hi, best = mid, r
+    if best is None or last != hi:  # the folder holds a failed probe: build the smallest that ran
+        best = _fits_arena(fw_dir, write, hi, target, kernels, tflm)
+    return best
+
+
 def measure_images(folder: Path, conv: dict, data, kernel_sets, target: str, tflm) -> dict:
     """Builds and runs the real firmware for each kernel set; returns each image's figures.
 
-    Each kernel set gets its own folder, `firmware-<kernels>`, built twice: first with the
-    export's arena (the host's bisection plus a margin), which tells how much of it the target
-    uses; then with exactly that (16-byte aligned), which is the image measured and shipped. The
+    Each kernel set gets its own folder, `firmware-<kernels>`, built first with the export's
+    arena (the host's bisection plus a margin), then with the smallest arena the target runs
+    the model in (`tight_arena`): that image is the one measured and shipped. The
     firmware carries FIRMWARE_SAMPLES validation inputs for the bit-exact check; the image a
     user flashes carries one, so flash counts the measured image less the others."""
     from kdq_tf.deploy.export import firmware_project
@@ -204,9 +246,7 @@ def measure_images(folder: Path, conv: dict, data, kernel_sets, target: str, tfl
             )
 
         write(conv["arena_bytes"], exact=False)
-        used = build_and_run(fw_dir, target, k, tflm)["arena_used_bytes"]
-        write(-(-used // 16) * 16, exact=True)
-        r = build_and_run(fw_dir, target, k, tflm)
+        r = tight_arena(fw_dir, write, target, k, tflm, build_and_run(fw_dir, target, k, tflm))
         mem = r["memory"]
         extra = mem["flash_test_images_bytes"] * (r["samples"] - 1) // max(1, r["samples"])
         images[k] = {
@@ -214,7 +254,8 @@ def measure_images(folder: Path, conv: dict, data, kernel_sets, target: str, tfl
             "ram": mem["ram_bytes"],
             "instructions": r.get("instructions_per_inference"),
             "model": mem["flash_model_bytes"],
-            "tflm": mem.get("flash_tflm_bytes"),
+            "tflm": mem.get("flash_tflm_bytes"),  # TFLM's and CMSIS-NN's code, DECODE included
+            "decode": mem.get("flash_decode_bytes"),
             "flash_other": mem["flash_bytes"] - extra - mem["flash_model_bytes"],
             "ram_other": mem["ram_bytes"] - mem["ram_arena_bytes"],
             "arena": mem["ram_arena_bytes"],

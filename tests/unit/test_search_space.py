@@ -198,3 +198,10 @@ def test_floors_bound_only_candidates_whose_ops_include_the_measured_ones():
     assert estimated_figures(sep_lut, est, ["cmsis-nn"], f)["flash"] == 81_000
     # a kernel set never measured: no floor yet, the weights alone
     assert estimated_figures(plain, est, ["reference"], f)["flash"] == 1000
+
+
+def test_the_example_space_is_the_built_in_default():
+    # docs/search.md says so; the example is what users copy and narrow.
+    from conftest import ROOT
+
+    assert SearchSpace.from_toml(ROOT / "examples" / "search_space.toml") == SearchSpace()
