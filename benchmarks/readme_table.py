@@ -2,6 +2,7 @@
 
     python benchmarks/readme_table.py [name]   # default full: "Does distillation help?", "Results"
     python benchmarks/readme_table.py flash    # "Smaller than int8" (benchmarks/flash.py)
+    python benchmarks/readme_table.py search   # "What fits my device?" (benchmarks/search.py)
 
 The README blocks are generated from benchmarks/results/<name>.json/.md; no figure in them is
 typed by hand. They stay short: the long tables (settings, sweeps, guidance modes, per-seed
@@ -17,6 +18,7 @@ BLOCKS = {
     "results": ("<!-- results:begin -->", "<!-- results:end -->"),
     "kd": ("<!-- kd:begin -->", "<!-- kd:end -->"),
     "flash": ("<!-- flash:begin -->", "<!-- flash:end -->"),
+    "search": ("<!-- search:begin -->", "<!-- search:end -->"),
 }
 # The sections of <name>.md that the README's "Results" block shows; the others stay in the file.
 HEADLINE_SECTIONS = ("Quality", "On the device")
@@ -75,9 +77,7 @@ def kd_section(res: dict) -> str:
     for name, tg in s["targets"].items():
         if not tg["holds"]:
             measured = {
-                k: round(v, 4) if isinstance(v, float) else v
-                for k, v in tg.items()
-                if k != "holds"
+                k: round(v, 4) if isinstance(v, float) else v for k, v in tg.items() if k != "holds"
             }
             lines.append(f"Not reached: `{name}` ({json.dumps(measured)}).")
     return "\n\n".join(lines)
@@ -135,13 +135,65 @@ def flash_section(res: dict) -> str:
         # Named by file, not by place: the README shows full.md's device table elsewhere.
         lines.append(
             "The device flatbuffer now keeps one zero point per tensor (TFLM broadcasts it): the "
-            f"student that the \"On the device\" table of `benchmarks/results/full.md` shows at "
+            f'student that the "On the device" table of `benchmarks/results/full.md` shows at '
             f"{old:,} B is {new:,} B here (same layers, its own QAT run); that table predates "
             "the change."
         )
     for c in res["checks"]:
         if not c["holds"]:
             lines.append(f"Not reached: {c['target']} (measured {c['measured']}).")
+    return "\n\n".join(lines)
+
+
+def _kib(n: int) -> str:
+    return f"{n / 1024:.1f} KiB"
+
+
+def search_section(res: dict) -> str:
+    """Per budget: what the search found and what it cost; the comparison with the zoo where the
+    final phase has run; and, said plainly, what has not run yet."""
+    lines = []
+    searched = res.get("search") or {}
+    for b, r in searched.items():
+        lim = r["budget"]
+        limits = ", ".join(
+            [f"flash <= {_kib(lim['flash'])}"] * bool(lim.get("flash"))
+            + [f"RAM <= {_kib(lim['ram'])}"] * bool(lim.get("ram"))
+            + [f"<= {lim['instructions'] / 1e6:g} M instructions"] * bool(lim.get("instructions"))
+        )
+        head = (
+            f"Budget {b} ({limits}): {r['trials']} trials in {r['wall_time_s'] / 60:.0f} min on "
+            f"{res['machine']['cores']} cores ({r['rejected']} rejected on their estimate, "
+            f"{r['pruned']} pruned, {r['measured']} measured on the Cortex-M4, {r['fit']} fit)"
+        )
+        f = r.get("found")
+        if f:
+            g = r["found_figures"]
+            instr = f", {g['instructions'] / 1e6:.2f} M instructions" if g["instructions"] else ""
+            head += (
+                f"; best: `{f['key']}` with {r['found_kernels']} kernels, "
+                f"{pct(r['found_val_accuracy'])}% validation accuracy (int8, search schedule), "
+                f"flash {_kib(g['flash'])}, RAM {_kib(g['ram'])}{instr}, bit-exact."
+            )
+        else:
+            head += "; nothing fit."
+        lines.append(head)
+        c = (res.get("comparison") or {}).get(b) or {}
+        v = c.get("verdict")
+        if v:
+            lines.append(
+                f"Against the best zoo student that fits ({c['best_zoo']}), final schedule, test "
+                f"split, mean of seeds: {v['gain_pts']:+.2f} pts "
+                f"(two stds {v['two_stds_pts']:.2f})."
+            )
+    missing = [b for b in ("A", "B", "C") if b not in searched]
+    if missing:
+        lines.append(f"Not run yet: the search at budget(s) {', '.join(missing)}.")
+    if not any((res.get("comparison") or {}).get(b, {}).get("verdict") for b in searched):
+        lines.append(
+            "Not run yet: the comparison with the zoo on the final schedule over 3 seeds "
+            "(`benchmarks/search.py --phase final`)."
+        )
     return "\n\n".join(lines)
 
 
@@ -163,6 +215,9 @@ def main(name: str = "full") -> None:
         f"`benchmarks/results/{name}.json`; all tables: "
         f"[benchmarks/results/{name}.md](benchmarks/results/{name}.md)._"
     )
+    if name == "search":
+        readme.write_text(replace_block(readme.read_text(), "search", search_section(res), note))
+        return
     if "checks" in res:  # benchmarks/flash.py
         readme.write_text(replace_block(readme.read_text(), "flash", flash_section(res), note))
         return

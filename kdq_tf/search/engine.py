@@ -250,8 +250,10 @@ def _run_locked(c, s: SearchSettings, data, measured, trial) -> dict:
             }
         if rec["outcome"] != "rejected":
             files.write_json(done, rec)
-        else:
+        else:  # nothing trained: leave no folder behind
             (folder / ".lock").unlink(missing_ok=True)
+            if not any(folder.iterdir()):
+                folder.rmdir()
         return rec
 
 
@@ -266,15 +268,22 @@ def _data_config(s: SearchSettings):
 def finish(s: SearchSettings, study, data, wall: float) -> dict:
     """Writes the search's results; exports the chosen model when one fits."""
     recs = sorted(S.records(study), key=lambda r: r["trial"])
-    measured = [r for r in recs if r["outcome"] == "measured"]
+    # A candidate drawn again reuses its record: count and rank each candidate once.
+    rank = {"measured": 0, "pruned": 1, "failed": 2, "rejected": 3}
+    first: dict[str, dict] = {}
+    for r in recs:
+        key = r["candidate"]["key"]
+        if key not in first or rank[r["outcome"]] < rank[first[key]["outcome"]]:
+            first[key] = r
+    measured = [r for r in first.values() if r["outcome"] == "measured"]
     chosen = front.choose(measured)
     summary = {
         "budget": s.budget.to_dict(),
         "trials": len(recs),
         "trained": S.trained(recs),
         "rejected_before_training": sum(r["outcome"] == "rejected" for r in recs),
-        "pruned": sum(r["outcome"] == "pruned" for r in recs),
-        "failed": sum(r["outcome"] == "failed" for r in recs),
+        "pruned": sum(r["outcome"] == "pruned" for r in first.values()),
+        "failed": sum(r["outcome"] == "failed" for r in first.values()),
         "measured": len(measured),
         "fit": sum(bool(r.get("fits")) for r in measured),
         "wall_time_s": round(wall, 1),
