@@ -186,14 +186,11 @@ def search_section(res: dict) -> str:
                 f"split, mean of seeds: {v['gain_pts']:+.2f} pts "
                 f"(two stds {v['two_stds_pts']:.2f})."
             )
-    missing = [b for b in ("A", "B", "C") if b not in searched]
-    if missing:
-        lines.append(f"Not run yet: the search at budget(s) {', '.join(missing)}.")
+    missing = [f"the search at budget {b}" for b in ("A", "B", "C") if b not in searched]
     if not any((res.get("comparison") or {}).get(b, {}).get("verdict") for b in searched):
-        lines.append(
-            "Not run yet: the comparison with the zoo on the final schedule over 3 seeds "
-            "(`benchmarks/search.py --phase final`)."
-        )
+        missing.append("the comparison with the zoo (`benchmarks/search.py --phase final`)")
+    if missing:
+        lines.append(f"Not run yet: {'; '.join(missing)}.")
     return "\n\n".join(lines)
 
 
