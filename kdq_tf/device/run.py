@@ -185,7 +185,7 @@ def map_shares(map_path: Path, tflm_objects: Path) -> dict:
         origin = "tflm" if src.startswith(tflm) else ("runtime" if ".a(" in src else "app")
         share = ram if addr >= RAM_BASE else flash
         share[origin] += size
-        if origin == "tflm" and Path(src).stem in DECODE_KERNELS:  # LUT's DECODE operator
+        if origin == "tflm" and Path(src).name.split(".")[0] in DECODE_KERNELS:  # LUT DECODE
             share["decode"] += size
     return {"flash": flash, "ram": ram}
 
