@@ -29,11 +29,17 @@ def add_parsers(sub) -> None:
         "its real Cortex-M4 image under QEMU. Exit 1 when nothing fits.",
     )
     dataset_only(p)
-    p.add_argument(
+    teacher = p.add_mutually_exclusive_group(required=True)
+    teacher.add_argument(
         "--teacher-logits",
-        required=True,
         metavar="NPZ",
         help="the teacher's logits (kdq_tf teacher --save-logits)",
+    )
+    teacher.add_argument(
+        "--teacher",
+        metavar="PATH",
+        help="a teacher .keras, a teacher run folder, or several comma-separated (fused): its "
+        "logits are computed once into the search folder",
     )
     p.add_argument(
         "--space",
@@ -101,12 +107,17 @@ def settings_from(args):
         ),
     )
     space = SearchSpace.from_toml(args.space) if args.space else SearchSpace()
-    logits = Path(args.teacher_logits)
-    if not logits.is_file():
+    if args.teacher_logits and not Path(args.teacher_logits).is_file():
         raise KdqError(
-            f"--teacher-logits {logits} is not a file; make one with "
-            "`kdq_tf teacher --save-logits` (docs/teachers.md)"
+            f"--teacher-logits {args.teacher_logits} is not a file; make one with "
+            "`kdq_tf teacher --save-logits` (docs/teachers.md), or give --teacher PATH"
         )
+    for member in (args.teacher or "").split(","):
+        if member.strip() and not Path(member.strip()).exists():
+            raise KdqError(
+                f"--teacher {member.strip()} does not exist; give a .keras file or a "
+                "teacher run folder"
+            )
     if args.limit is not None and args.limit < 1:
         raise KdqError(f"--limit must be >= 1, got {args.limit}")
     if not 0 < args.val_split < 1:
@@ -117,7 +128,8 @@ def settings_from(args):
     s = SearchSettings(
         out=args.out,
         budget=budget,
-        teacher_logits=str(logits),
+        teacher_logits=args.teacher_logits,
+        teacher=args.teacher,
         space=space,
         schedule=TrialSchedule(
             epochs=args.epochs,

@@ -7,6 +7,7 @@ pruner weed out candidates after one epoch; the accuracy/flash/instructions fron
 afterwards from every measured trial (kdq_tf.search.front).
 """
 
+import dataclasses
 import fcntl
 import logging
 import time
@@ -29,7 +30,8 @@ log = logging.getLogger(__name__)
 class SearchSettings:
     out: str
     budget: Budget
-    teacher_logits: str
+    teacher_logits: str | None = None  # a logits file (kdq_tf teacher --save-logits)
+    teacher: str | None = None  # or a teacher model / run folder, run once into the search folder
     space: SearchSpace = field(default_factory=SearchSpace)
     schedule: TrialSchedule = field(default_factory=TrialSchedule)
     target: str = "cortex-m4"
@@ -49,6 +51,8 @@ class SearchSettings:
     finalize: bool = True  # export the chosen model with its firmware, score the test split
 
     def __post_init__(self):
+        if (self.teacher_logits is None) == (self.teacher is None):
+            raise KdqError("give the teacher as --teacher-logits FILE.npz or --teacher PATH")
         if self.target != "cortex-m4":
             raise KdqError(f"--target must be cortex-m4 (the emulated board), got {self.target!r}")
         if self.kernels not in ("auto", "cmsis-nn", "reference"):
@@ -75,6 +79,7 @@ class SearchSettings:
         return {
             "budget": self.budget.to_dict(),
             "teacher_logits": self.teacher_logits,
+            "teacher": self.teacher,
             "space": self.space.to_dict(),
             "schedule": vars(self.schedule),
             **{
@@ -154,8 +159,11 @@ def run_search(s: SearchSettings) -> dict:
 
     from kdq_tf.data.dataset import load_dataset
 
-    data = val_view(load_dataset(_data_config(s), seed=s.seed))
+    full = load_dataset(_data_config(s), seed=s.seed)
+    data = val_view(full)
     prepare(s)
+    if s.teacher:  # a model or a run folder: its logits, once, into the search folder
+        s = dataclasses.replace(s, teacher_logits=str(teacher_logits_file(s, full)), teacher=None)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = S.create_or_load(s.study_name, S.storage_for(s.out, s.storage), S.pruner(s.pruner))
     # Seeded by the history too: a resumed or joining worker draws new candidates instead of
@@ -214,6 +222,30 @@ def run_search(s: SearchSettings) -> dict:
         study.optimize(objective, timeout=s.time_limit, callbacks=[stop], gc_after_trial=True)
     wall = time.time() - t0
     return finish(s, study, data, wall)
+
+
+def teacher_logits_file(s: SearchSettings, data) -> Path:
+    """Runs the teacher (`--teacher`: a .keras model, a teacher run folder, or several fused)
+    once over the data and writes its logits into the search folder, with their provenance;
+    every trial then distills from the file. Kept on --resume."""
+    from kdq_tf.config import load_config
+    from kdq_tf.runs import val_accuracy
+    from kdq_tf.teacher.stage import load_user_teacher, write_logits_file
+
+    path = Path(s.out) / "teacher_logits.npz"
+    if path.is_file():
+        return path
+    cfg = load_config(
+        overrides={
+            **{f"data.{k}": v for k, v in vars(_data_config(s)).items()},
+            "teacher.path": s.teacher,
+            "run.seed": s.seed,
+        }
+    )
+    teacher, _ = load_user_teacher(cfg, data)
+    metrics = {"val_accuracy": val_accuracy(teacher, data)}  # selection data only
+    write_logits_file(cfg, data, teacher, metrics, path)
+    return path
 
 
 def _run_locked(c, s: SearchSettings, data, measured, trial) -> dict:

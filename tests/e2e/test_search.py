@@ -68,3 +68,33 @@ def test_a_budget_nothing_meets_exits_1_with_the_closest(tmp_path):
     assert sum("(estimated)" in ln for ln in lines) == 1
     assert len(H.trained_epochs(out)) == 1
     assert not (out / "chosen").exists()
+
+
+def test_a_teacher_model_gives_its_logits_once_into_the_search_folder(tmp_path):
+    from kdq_tf.models.students import tiny_cnn
+    from kdq_tf.teacher import logits_file as LF
+
+    teacher = tmp_path / "teacher.keras"
+    tiny_cnn((28, 28, 1), 10).save(teacher)  # untrained: the mechanics, not the accuracy
+    out = tmp_path / "s"
+    args = [
+        "search",
+        "--teacher",
+        teacher,
+        "--space",
+        H.space(tmp_path),
+        "--limit",
+        "300",
+        "--flash",
+        "1KiB",
+        "--trials",
+        "1",
+        "--out",
+        out,
+    ]
+    r = run_cli(*args)
+    assert r.returncode == 1, r.stderr[-3000:]  # no candidate's weights fit in 1 KiB
+    logits = LF.from_bytes((out / "teacher_logits.npz").read_bytes(), "teacher_logits.npz")
+    assert logits.train.shape[1] == 10 and logits.test is not None
+    assert json.loads((out / "search.json").read_text())["settings"]["teacher"] == str(teacher)
+    assert not H.trained_epochs(out)  # every candidate was rejected on its estimate
