@@ -12,10 +12,12 @@ not run again):
    distilled and QAT-trained with the same final schedule for --seeds seeds; each seed's int8
    model is scored on the test split (LiteRT) and its firmware images are measured on the
    emulated Cortex-M4 with both kernel sets (flash, RAM, instructions, bit-exact 10/10).
-3. report: per budget, the found model against the best zoo student whose images fit (every
-   seed), on test accuracy (mean and std over seeds).
+3. report (also after each phase): per budget, the found model against the best zoo student
+   whose images fit (every seed), on test accuracy (mean and std over seeds); each search's
+   plot is copied next to the results.
 
-Results: benchmarks/results/search.json and .md; the log goes where --log says.
+Results: benchmarks/results/search.json, .md and search_<budget>.png. Progress (one line per
+trial) goes to stderr: redirect it to a log file, and commit the log with the results.
 """
 
 import argparse
@@ -131,6 +133,16 @@ def phase_search(a, res: dict) -> None:
         }
         _save(a, res)
         log.info("budget %s: %s", b, c["candidate"]["key"] if c else "nothing fits")
+
+
+def copy_plots(a, res: dict) -> None:
+    """Each finished search's plot (accuracy against flash, coloured by instructions, with the
+    budget) next to the results: benchmarks/results/<name>_<budget>.png."""
+    for b, r in (res.get("search") or {}).items():
+        src = Path(a.work) / f"budget_{b}" / "search" / "search.png"
+        if r.get("finished") and src.is_file():
+            files.write_bytes(RESULTS / f"{a.name}_{b}.png", src.read_bytes())
+            r["plot"] = f"benchmarks/results/{a.name}_{b}.png"
 
 
 def _finalists(a, res: dict) -> dict:
@@ -320,6 +332,8 @@ def markdown(res: dict) -> str:
                 f"{fmt_bytes(g['ram'])}, {(g['instructions'] or 0) / 1e6:.2f} M instructions "
                 "(search schedule)."
             )
+        if r.get("plot"):
+            lines.append(f"Plot: `{r['plot']}`.")
         lines.append("")
     for b, c in (res.get("comparison") or {}).items():
         if not c["rows"]:
@@ -358,6 +372,7 @@ def main(argv=None) -> dict:
         phase_search(a, res)
     if a.phase in ("all", "final"):
         phase_final(a, res)
+    copy_plots(a, res)
     res["comparison"] = compare(res)
     _save(a, res)
     print(markdown(res))
