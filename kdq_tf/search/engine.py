@@ -132,7 +132,8 @@ def _line(n: int, rec: dict, budget: Budget) -> str:
     if rec["outcome"] == "failed":
         return f"trial {n} {c}: failed ({rec['why']})"
     if rec["outcome"] == "pruned":
-        return f"trial {n} {c}: pruned ({rec['why']}, {rec['seconds']:.0f} s)"
+        took = "drawn again" if rec.get("reused") else f"{rec['seconds']:.0f} s"
+        return f"trial {n} {c}: pruned ({rec['why']}, {took})"
     f = rec["figures"]
     instr = f"{f['instructions'] / 1e6:.2f} M instr" if f["instructions"] else "? instr"
     verdict = (
@@ -145,10 +146,11 @@ def _line(n: int, rec: dict, budget: Budget) -> str:
             if v > 0
         )
     )
+    took = "drawn again: its record reused" if rec.get("reused") else f"{rec['seconds']:.0f} s"
     return (
         f"trial {n} {c} [{rec['kernels']}]: val int8 {100 * rec['val_accuracy']:.2f}%, "
         f"flash {fmt_bytes(f['flash'])}, RAM {fmt_bytes(f['ram'])}, {instr}, "
-        f"bit-exact {rec['bit_exact']}: {verdict} ({rec['seconds']:.0f} s)"
+        f"bit-exact {rec['bit_exact']}: {verdict} ({took})"
     )
 
 
