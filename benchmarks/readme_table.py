@@ -156,11 +156,14 @@ def search_section(res: dict) -> str:
     searched = res.get("search") or {}
     for b, r in searched.items():
         lim = r["budget"]
-        limits = ", ".join(
-            [f"flash <= {_kib(lim['flash'])}"] * bool(lim.get("flash"))
-            + [f"RAM <= {_kib(lim['ram'])}"] * bool(lim.get("ram"))
-            + [f"<= {lim['instructions'] / 1e6:g} M instructions"] * bool(lim.get("instructions"))
-        )
+        parts = []
+        if lim.get("flash"):
+            parts.append(f"flash <= {_kib(lim['flash'])}")
+        if lim.get("ram"):
+            parts.append(f"RAM <= {_kib(lim['ram'])}")
+        if lim.get("instructions"):
+            parts.append(f"<= {lim['instructions'] / 1e6:g} M instructions")
+        limits = ", ".join(parts)
         head = (
             f"Budget {b} ({limits}): {r['trials']} trials in {r['wall_time_s'] / 60:.0f} min on "
             f"{res['machine']['cores']} cores ({r['rejected']} rejected on their estimate, "
