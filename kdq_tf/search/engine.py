@@ -120,10 +120,6 @@ def prepare(s: SearchSettings) -> None:
     files.write_json(out / "search.json", {"settings": s.to_dict()})
 
 
-def space_candidate(s: SearchSettings, trial):
-    return s.space.candidate(trial.params)
-
-
 def _line(n: int, rec: dict, budget: Budget) -> str:
     c = rec["candidate"]["key"]
     if rec["outcome"] == "rejected":
@@ -203,11 +199,9 @@ def run_search(s: SearchSettings) -> dict:
             S.set_constraints(trial, s.budget, rec["figures"] if exact else None)
             return rec["val_accuracy"]
         # Rejected or pruned: what the estimate (a lower bound) says is all that is known.
-        est = estimate(space_candidate(s, trial), data.info.input_shape, data.info.num_classes)
+        est = estimate(c, data.info.input_shape, data.info.num_classes)
         S.set_constraints(
-            trial,
-            s.budget,
-            estimated_figures(space_candidate(s, trial), est, s.kernel_sets, floors(measured)),
+            trial, s.budget, estimated_figures(c, est, s.kernel_sets, floors(measured))
         )
         raise optuna.TrialPruned(rec["outcome"])
 
