@@ -12,6 +12,12 @@ not run again):
    distilled and QAT-trained with the same final schedule for --seeds seeds; each seed's int8
    model is scored on the test split (LiteRT) and its firmware images are measured on the
    emulated Cortex-M4 with both kernel sets (flash, RAM, instructions, bit-exact 10/10).
+   A zoo student is first probed: one epoch of each stage, then its images are measured.
+   Flash and RAM follow from the architecture alone and the int8 kernels' instruction counts
+   barely depend on the weights, so a student whose probe images fit no budget (with 2% slack
+   on instructions) is not trained further; the probe's figures are kept in the results.
+   Runs go seed by seed, so an interrupted phase has every model's first seed before any
+   third one.
 3. report (also after each phase): per budget, the found model against the best zoo student
    whose images fit (every seed), on test accuracy (mean and std over seeds); each search's
    plot is copied next to the results.
@@ -175,6 +181,61 @@ def _finalists(a, res: dict) -> dict:
     return out
 
 
+PROBE_SLACK = 1.02  # on instructions: the probe's weights are not the final ones
+
+
+def _settings(a, seed: int) -> SimpleNamespace:
+    """What measure_student needs of a search's settings, for one seed of the final phase."""
+    return SimpleNamespace(
+        seed=seed,
+        dataset="fashion_mnist",
+        data_dir=None,
+        limit=a.limit,
+        val_split=0.1,
+        teacher_logits=str(ROOT / LOGITS),
+        kernel_sets=("cmsis-nn", "reference"),
+        target="cortex-m4",
+        tflm=a.tflm,
+        budget=Budget(flash=1 << 40),
+    )
+
+
+def could_fit(images: dict) -> list[str]:
+    """The budgets that one of a probe's images meets (bit-exact, instructions with slack)."""
+    out = []
+    for b, budget in BUDGETS.items():
+        for img in images.values():
+            loose = dict(img, instructions=(img["instructions"] or 0) / PROBE_SLACK)
+            if img["exact"] and budget.fits(loose):
+                out.append(b)
+                break
+    return out
+
+
+def phase_probe(a, res: dict, finalists: dict) -> None:
+    """Measures each zoo student's images after one epoch of each stage (see the docstring)."""
+    from kdq_tf.data.dataset import load_dataset
+    from kdq_tf.search.trial import TrialSchedule, measure_student, val_view
+
+    sched = TrialSchedule(epochs=1, qat_epochs=1, structure_epochs=1)
+    probe = res.setdefault("probe", {})
+    for name, (builder, clusters) in finalists.items():
+        if name.startswith("found:") or name in probe:
+            continue
+        data = val_view(load_dataset(_data_cfg(a, sched), seed=0))
+        folder = Path(a.work) / "probe" / name
+        rec = measure_student(
+            lambda b=builder: b(data.info), clusters, folder, _settings(a, 0), sched, data
+        )
+        images = {
+            k: {f: v[f] for f in ("flash", "ram", "instructions", "exact")}
+            for k, v in rec["images"].items()
+        }
+        probe[name] = {"images": images, "fits": could_fit(images), "seconds": rec["seconds"]}
+        _save(a, res)
+        log.info("probe %s: fits %s", name, ", ".join(probe[name]["fits"]) or "no budget")
+
+
 def phase_final(a, res: dict) -> None:
     from kdq_tf.data.dataset import load_dataset
     from kdq_tf.runtime.runner import Runner
@@ -183,26 +244,17 @@ def phase_final(a, res: dict) -> None:
     sched = TrialSchedule(
         epochs=a.final_epochs, qat_epochs=a.final_qat_epochs, structure_epochs=2, temperature=4.0
     )
+    finalists = _finalists(a, res)
+    phase_probe(a, res, finalists)
     final = res.setdefault("final", {})
-    for name, (builder, clusters) in _finalists(a, res).items():
-        for seed in range(a.seeds):
+    for seed in range(a.seeds):
+        for name, (builder, clusters) in finalists.items():
             key = f"{name}/seed{seed}"
-            if key in final:
+            if key in final or not (name.startswith("found:") or res["probe"][name]["fits"]):
                 continue
             full = load_dataset(_data_cfg(a, sched), seed=seed)
             data = val_view(full)
-            s = SimpleNamespace(
-                seed=seed,
-                dataset="fashion_mnist",
-                data_dir=None,
-                limit=a.limit,
-                val_split=0.1,
-                teacher_logits=str(ROOT / LOGITS),
-                kernel_sets=("cmsis-nn", "reference"),
-                target="cortex-m4",
-                tflm=a.tflm,
-                budget=Budget(flash=1 << 40),
-            )
+            s = _settings(a, seed)
             folder = Path(a.work) / "final" / name.replace(":", "_") / f"seed{seed}"
             rec = measure_student(lambda b=builder: b(data.info), clusters, folder, s, sched, data)
             model = (folder / "model_int8.tflite").read_bytes()
@@ -335,6 +387,23 @@ def markdown(res: dict) -> str:
         if r.get("plot"):
             lines.append(f"Plot: `{r['plot']}`.")
         lines.append("")
+    if res.get("probe"):
+        lines += [
+            "## Zoo probe (one epoch per stage; images measured on the Cortex-M4)",
+            "",
+            "| student | CMSIS-NN flash / RAM / instructions | reference flash / RAM / "
+            "instructions | fits |",
+            "|---|---|---|---|",
+        ]
+        for name, p in res["probe"].items():
+            cells = [
+                f"{fmt_bytes(i['flash'])} / {fmt_bytes(i['ram'])} / "
+                f"{(i['instructions'] or 0) / 1e6:.2f} M" + ("" if i["exact"] else " (not exact)")
+                for i in (p["images"].get(k) for k in ("cmsis-nn", "reference"))
+                if i
+            ]
+            lines.append(f"| {name} | {' | '.join(cells)} | {', '.join(p['fits']) or 'none'} |")
+        lines += ["", "A student that fits no budget is not trained with the final schedule.", ""]
     for b, c in (res.get("comparison") or {}).items():
         if not c["rows"]:
             continue

@@ -1,0 +1,71 @@
+"""benchmarks/search.py's verdicts, on hand-made records: which zoo students a probe keeps, and
+how the found model is judged against the best zoo student that fits."""
+
+import importlib.util
+
+import pytest
+from conftest import ROOT
+
+spec = importlib.util.spec_from_file_location("search_bench", ROOT / "benchmarks" / "search.py")
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
+
+KIB = 1024
+
+
+def image(flash_kib, ram_kib, minstr, exact=True):
+    return {
+        "flash": flash_kib * KIB,
+        "ram": ram_kib * KIB,
+        "instructions": int(minstr * 1e6),
+        "exact": exact,
+        "bit_exact": "10/10" if exact else "3/10",
+    }
+
+
+def test_could_fit_reads_every_kernel_set_and_budget():
+    # A: 128 KiB / 40 KiB; B: 192 / 64; C: 256 / 96 / 12 M.
+    assert bench.could_fit({"reference": image(120, 30, 50)}) == ["A", "B"]
+    assert bench.could_fit({"cmsis-nn": image(200, 90, 11.9)}) == ["C"]
+    # 12.2 M is within the probe's 2% slack of C's 12 M; 12.3 M is not.
+    assert bench.could_fit({"cmsis-nn": image(200, 90, 12.2)}) == ["C"]
+    assert bench.could_fit({"cmsis-nn": image(200, 90, 12.3)}) == []
+    # An image that is not bit-exact fits nothing, however small.
+    assert bench.could_fit({"cmsis-nn": image(100, 20, 1, exact=False)}) == []
+    assert bench.could_fit({"cmsis-nn": image(300, 20, 1), "reference": image(190, 20, 40)}) == [
+        "B"
+    ]
+
+
+def run(acc, img):
+    return {"test_accuracy": acc, "images": {"cmsis-nn": img, "reference": img}}
+
+
+def test_compare_judges_found_against_best_fitting_zoo():
+    small = image(100, 30, 10)  # fits A, B and C
+    big = image(250, 90, 11)  # fits C only
+    res = {
+        "search": {"C": {"found": {"key": "f"}}, "A": {"found": {"key": "g"}}},
+        "final": {
+            **{f"zoo_small/seed{i}": run(a, small) for i, a in enumerate((0.90, 0.91, 0.92))},
+            **{f"zoo_big/seed{i}": run(a, big) for i, a in enumerate((0.925, 0.925, 0.925))},
+            **{f"found:f/seed{i}": run(a, big) for i, a in enumerate((0.93, 0.931, 0.932))},
+            **{f"found:g/seed{i}": run(a, image(60, 20, 5)) for i, a in enumerate((0.91,) * 3)},
+        },
+    }
+    out = bench.compare(res)
+    # C: the best zoo student that fits is zoo_big (92.5%, std 0); found gains 0.6 pt against
+    # two stds of 0.1 pt: it beats it.
+    c = out["C"]
+    assert c["best_zoo"] == "zoo_big"
+    assert c["verdict"]["gain_pts"] == pytest.approx(0.6)
+    assert c["verdict"]["two_stds_pts"] == pytest.approx(0.1)
+    assert c["verdict"]["at_least_as_accurate"] and c["verdict"]["beats"]
+    # A: only zoo_small fits (91.0 ± 1.0); found g ties it at 91.0 with 60% of its flash.
+    a = out["A"]
+    assert a["best_zoo"] == "zoo_small"
+    assert a["verdict"]["gain_pts"] == pytest.approx(0.0)
+    assert not a["verdict"]["beats"]
+    assert a["verdict"]["matches_smaller"]
+    # B has no found model: rows but no verdict.
+    assert out["B"]["verdict"] is None and out["B"]["best_zoo"] == "zoo_small"
