@@ -67,6 +67,7 @@ _API = {
     "BuildOptions": "kdq_tf.device.build",
     "build_firmware": "kdq_tf.device.build:build",
     "run_firmware": "kdq_tf.device.run:run",
+    "profile_firmware": "kdq_tf.device.profile:profile",
     # Runtimes: LiteRT (TensorFlow-free) and the TFLite-Micro host interpreter.
     "Runner": "kdq_tf.runtime.runner",
     "MicroRunner": "kdq_tf.device.micro",

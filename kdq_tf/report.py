@@ -259,7 +259,45 @@ def export_markdown(report: dict, metrics: dict) -> str:
             "",
             device_table(report["device"]["runs"], heading=False),
         ]
+    for prof in (report.get("profiles") or {}).values():
+        lines += ["", profile_markdown(prof)]
     return "\n".join(lines)
+
+
+def _shapes(shapes: list) -> str:
+    return ", ".join("x".join(str(d) for d in (s[1:] or s)) for s in shapes)
+
+
+def profile_markdown(prof: dict) -> str:
+    """`kdq_tf firmware profile`'s table: one row per operator, in execution order."""
+    rows = [
+        [
+            r["index"],
+            r["op"],
+            _shapes(r["input_shapes"]),
+            _shapes(r["output_shapes"]),
+            f"{r['macs']:,}" if r["macs"] else "",
+            f"{r['instructions']:,}",
+            f"{r['instructions_per_mac']:.2f}" if r["instructions_per_mac"] is not None else "",
+            f"{100 * r['share']:.1f}%" if r["share"] is not None else "",
+            f"{r['arena_bytes']:,}",
+        ]
+        for r in prof["operators"]
+    ]
+    head = ["#", "op", "input", "output", "MACs", "instructions", "instr/MAC", "share"]
+    whole = prof["instructions_per_inference"]
+    per_mac = f" ({whole / prof['macs']:.2f} per MAC)" if prof["macs"] else ""
+    return (
+        f"## Per-operator profile: {prof['model']} on {prof['target']}, "
+        f"{prof['kernels']} kernels\n\n"
+        + markdown_table(head + ["arena bytes"], rows)
+        + f"\n\nOne inference: {whole:,} instructions for {prof['macs']:,} MACs{per_mac}; the "
+        f"operators account for {prof['operators_instructions']:,} "
+        f"({100 * prof['operators_share']:.1f}%), the interpreter between them for the rest. "
+        f"Bit-exact against the Python TFLM interpreter on {prof['bit_exact']}/{prof['samples']} "
+        "inputs. QEMU counts the instructions (`-icount shift=0`), averaged over the embedded "
+        "inputs; arena bytes are the operator's own non-constant tensors (no scratch).\n"
+    )
 
 
 def instruction_ratio(runs: dict) -> float | None:

@@ -1,4 +1,5 @@
-"""Command line, device side: `export` and `firmware build|run`. Thin: one library call each."""
+"""Command line, device side: `export` and `firmware build|run|profile`. Thin: one library call
+each."""
 
 import argparse
 import json
@@ -44,6 +45,15 @@ def cmd_firmware_run(args) -> int:
     md = record(args.dir, r)
     print(json.dumps(r, indent=2) if args.json else md)  # --json: stdout is one JSON document
     return 0 if r["bit_exact"] == r["samples"] else 1
+
+
+def cmd_firmware_profile(args) -> int:
+    from kdq_tf.device.profile import profile, write
+
+    prof = profile(args.dir, args.target, args.kernels or "cmsis-nn", args.tflm, args.jobs)
+    md = write(args.dir, prof)
+    print(json.dumps(prof, indent=2) if args.json else md)
+    return 0 if prof["bit_exact"] == prof["samples"] else 1
 
 
 def add_parsers(sub) -> None:
@@ -92,19 +102,27 @@ def add_parsers(sub) -> None:
             "run the image; compare its output bytes with the "
             "Python TFLM interpreter's; measure flash, RAM, arena, instructions",
         ),
+        (
+            "profile",
+            cmd_firmware_profile,
+            "build and run a profiling image: instructions, MACs and arena bytes per operator; "
+            "writes profile.json/.md/.png",
+        ),
     ):
         p = fsub.add_parser(name, help=text)
         p.add_argument("dir", help="the folder export --firmware wrote")
         p.add_argument(
             "--target",
             choices=["host", "cortex-m4"],
-            default="host",
-            help="host, or cortex-m4: the MPS2-AN386 board under qemu-system-arm (default host)",
+            default="cortex-m4" if name == "profile" else "host",
+            help="host, or cortex-m4: the MPS2-AN386 board under qemu-system-arm "
+            f"(default {'cortex-m4; a profile needs a Cortex-M' if name == 'profile' else 'host'})",
         )
         p.add_argument(
             "--kernels",
             choices=["reference", "cmsis-nn"],
-            help="TFLM kernel set (build: default reference; run: the latest build for the target)",
+            help="TFLM kernel set (build: default reference; run: the latest build for the target; "
+            "profile: default cmsis-nn)",
         )
         p.add_argument(
             "--tflm", metavar="TFLM_DIR", help="TFLite-Micro source tree (default $TFLM_DIR)"
@@ -116,5 +134,6 @@ def add_parsers(sub) -> None:
             p.add_argument(
                 "--build", action="store_true", help="build first (needs --tflm or $TFLM_DIR)"
             )
+        if name in ("run", "profile"):
             p.add_argument("--json", action="store_true")
         p.set_defaults(func=func)

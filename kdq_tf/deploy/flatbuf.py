@@ -81,6 +81,46 @@ def operator_sequence(data: bytes) -> list[str]:
     return [codes[op.opcodeIndex] for op in (model.subgraphs or [None])[0].operators or []]
 
 
+_ITEM_BYTES = {"int8": 1, "uint8": 1, "bool": 1, "int16": 2, "float16": 2, "int32": 4}
+_ITEM_BYTES.update(float32=4, int64=8, float64=8)
+
+
+def operators(data: bytes) -> list[dict]:
+    """Every operator of the first subgraph, in execution order: its op name, and its inputs and
+    outputs as dicts of tensor index, dtype, shape, bytes and `constant` (the tensor's data is in
+    the flatbuffer, like weights; otherwise it lives in the arena)."""
+    s = _schema()
+    model = _model(data)
+    codes = _code_names(model)
+    types = {v: k.lower() for k, v in vars(s.TensorType).items() if k.isupper()}
+    g = (model.subgraphs or [None])[0]
+    tensors = g.tensors or []
+
+    def tensor(i: int) -> dict:
+        t = tensors[i]
+        shape = [int(d) for d in (t.shape if t.shape is not None else [])]
+        dtype = types.get(t.type, str(t.type))
+        buf = model.buffers[t.buffer] if t.buffer < len(model.buffers or []) else None
+        constant = buf is not None and (buf.data is not None and len(buf.data) > 0 or buf.size > 0)
+        n = int(np.prod(shape)) if shape else 1
+        return {
+            "index": i,
+            "dtype": dtype,
+            "shape": shape,
+            "bytes": n * _ITEM_BYTES.get(dtype, 1),
+            "constant": bool(constant),
+        }
+
+    return [
+        {
+            "op": codes[op.opcodeIndex],
+            "inputs": [tensor(int(i)) for i in op.inputs if i >= 0],
+            "outputs": [tensor(int(i)) for i in op.outputs if i >= 0],
+        }
+        for op in g.operators or []
+    ]
+
+
 def _code_names(model) -> list[str]:
     names = builtin_names()
     out = []

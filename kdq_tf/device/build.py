@@ -50,6 +50,7 @@ class BuildOptions:
     tflm: str | None = None  # the TFLM tree; None: $TFLM_DIR
     jobs: int | None = None  # make -j; None: the CPU count
     cache: str | None = None  # object cache root; None: $KDQ_TF_CACHE or ~/.cache/kdq_tf
+    profile: bool = False  # main.cc times each operator (profiler.h); its own build folder
 
     def __post_init__(self):
         if self.target not in TARGETS:
@@ -97,13 +98,13 @@ def firmware_info(fw_dir: Path) -> dict:
         raise KdqError(f"{path} is not valid JSON; export the firmware again") from None
 
 
-def build_dir(fw_dir: Path, target: str, kernels: str) -> Path:
-    return Path(fw_dir) / "build" / f"{target}-{kernels}"
+def build_dir(fw_dir: Path, target: str, kernels: str, profile: bool = False) -> Path:
+    return Path(fw_dir) / "build" / f"{target}-{kernels}{'-profile' if profile else ''}"
 
 
-def binary_path(fw_dir: Path, info: dict, target: str, kernels: str) -> Path:
+def binary_path(fw_dir: Path, info: dict, target: str, kernels: str, profile: bool = False) -> Path:
     suffix = ".elf" if target != "host" else ""
-    return build_dir(fw_dir, target, kernels) / f"{info['name']}_fw{suffix}"
+    return build_dir(fw_dir, target, kernels, profile) / f"{info['name']}_fw{suffix}"
 
 
 def _compiler_version(target: str) -> str:
@@ -139,7 +140,7 @@ def build(fw_dir: str | Path, opts: BuildOptions) -> dict:
         opts.tflm, tflm_tree.kernel_files(info["ops"]), opts.kernels == "cmsis-nn"
     )
     cache = object_cache(root, opts)
-    out = build_dir(fw_dir, opts.target, opts.kernels)
+    out = build_dir(fw_dir, opts.target, opts.kernels, opts.profile)
     out.mkdir(parents=True, exist_ok=True)
     cmd = [
         "make",
@@ -150,6 +151,7 @@ def build(fw_dir: str | Path, opts: BuildOptions) -> dict:
         f"KERNELS={opts.kernels}",
         f"TFLM_DIR={root}",
         f"TFLM_OBJDIR={cache}",
+        f"PROFILE={int(opts.profile)}",
     ]
     log.info(
         "building %s for %s with %s kernels (objects cached in %s)",
@@ -176,7 +178,7 @@ def build(fw_dir: str | Path, opts: BuildOptions) -> dict:
             f"(full log: {out / 'build.log'})"
         )
     after = _count_objects(cache)
-    binary = binary_path(fw_dir, info, opts.target, opts.kernels)
+    binary = binary_path(fw_dir, info, opts.target, opts.kernels, opts.profile)
     result = {
         "target": opts.target,
         "kernels": opts.kernels,
@@ -187,11 +189,13 @@ def build(fw_dir: str | Path, opts: BuildOptions) -> dict:
         "object_cache": str(cache),
         "tflm": str(root),
         "warm": after == before,
+        "profile": opts.profile,
     }
     (out / "build.json").write_text(
         json.dumps(result, indent=2)
     )  # run reads where the TFLM objects were
-    (fw_dir / "build" / f"{opts.target}.last").write_text(opts.kernels)
+    if not opts.profile:  # `firmware run` without --kernels runs the latest plain build
+        (fw_dir / "build" / f"{opts.target}.last").write_text(opts.kernels)
     return result
 
 

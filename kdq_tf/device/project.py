@@ -18,6 +18,7 @@ TEMPLATE_DIR = Path(__file__).resolve().parent / "template"
 TEMPLATE_FILES = (
     "main.cc",
     "timer.h",
+    "profiler.h",
     "Makefile",
     "CMakeLists.txt",
     "README.md",

@@ -22,15 +22,21 @@ def record(fw_dir: str | Path, result: dict) -> str:
     md = device_table(runs)
     files.write_json(path, doc)
     files.write_text(fw_dir / "device_report.md", md)
-    export_report = firmware_info(fw_dir).get("export_report")
-    if export_report and Path(export_report).is_file():
-        _update_export_report(Path(export_report), doc)
+    add_to_export_report(fw_dir, "device", doc)
     return md
 
 
-def _update_export_report(path: Path, device: dict) -> None:
+def add_to_export_report(fw_dir: Path, key: str, value: dict, merge: bool = False) -> None:
+    """Sets `key` (merge: adds value's entries to it) in the report of the export that wrote
+    `fw_dir`, and rewrites its markdown; nothing when the folder did not come from export."""
+    path = firmware_info(fw_dir).get("export_report")
+    if not path or not Path(path).is_file():
+        return
+    path = Path(path)
     report = files.read_json(path)
-    report["device"] = device
+    if merge and isinstance(report.get(key), dict):
+        value = {**report[key], **value}
+    report[key] = value
     files.write_json(path, report)
     metrics = (
         files.read_json(Path(report["run_dir"]) / "metrics.json") if report.get("run_dir") else {}

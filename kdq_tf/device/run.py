@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 # instruction takes 1 ns of virtual time, so one SysTick tick is 40 instructions.
 QEMU_INSNS_PER_TICK = 40
 _SAMPLE = re.compile(r"^kdq: sample (\d+) label (-?\d+) class (\d+) (.*) out((?: -?\d+)+)$")
+_OP = re.compile(r"^kdq: op (\d+) (\S+) (\d+)$")  # a PROFILE=1 build's ticks per operator
 
 
 def command(binary: Path, target: str) -> list[str]:
@@ -51,10 +52,15 @@ def command(binary: Path, target: str) -> list[str]:
 
 
 def parse_output(text: str) -> dict:
-    """The `kdq:` lines of a firmware run -> samples, outputs, arena used, ticks."""
-    samples, facts = [], {}
+    """The `kdq:` lines of a firmware run -> samples, outputs, arena used, ticks, and a profile
+    build's ticks per operator (`ops`: index, tag, ticks over every inference)."""
+    samples, ops, facts = [], [], {}
     for line in text.splitlines():
         line = line.strip()
+        op = _OP.match(line)
+        if op:
+            ops.append({"index": int(op[1]), "tag": op[2], "ticks": int(op[3])})
+            continue
         m = _SAMPLE.match(line)
         if m:
             samples.append(
@@ -71,7 +77,7 @@ def parse_output(text: str) -> dict:
         elif line.startswith(("kdq: arena_used ", "kdq: ticks ")):
             key, value = line[5:].split()
             facts[key] = int(value)
-    return {"samples": samples, **facts}
+    return {"samples": samples, **({"ops": ops} if ops else {}), **facts}
 
 
 def expected_outputs(fw_dir: Path, info: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -193,12 +199,17 @@ def map_shares(map_path: Path, tflm_objects: Path) -> dict:
 
 
 def run(
-    fw_dir: str | Path, target: str = "host", kernels: str | None = None, timeout: float = 600
+    fw_dir: str | Path,
+    target: str = "host",
+    kernels: str | None = None,
+    timeout: float = 600,
+    profile: bool = False,
 ) -> dict:
     """Runs the built image; returns the comparison with Python TFLM and the measurements.
 
     Args:
         kernels: which build to run; None: the latest built for `target`.
+        profile: run the PROFILE=1 build (kdq_tf.device.profile); the result has `ops`.
 
     Raises:
         KdqError: missing QEMU, no build, a crash, a timeout, or output that cannot be read.
@@ -206,11 +217,12 @@ def run(
     fw_dir = Path(fw_dir)
     info = firmware_info(fw_dir)
     kernels = kernels or last_kernels(fw_dir, target)
-    binary = binary_path(fw_dir, info, target, kernels or "reference")
+    binary = binary_path(fw_dir, info, target, kernels or "reference", profile)
     if kernels is None or not binary.is_file():
         raise KdqError(
-            f"no {target} build in {fw_dir}; "
-            f"run `kdq_tf firmware build {fw_dir} --target {target}` first"
+            f"no {target} {'profile ' if profile else ''}build in {fw_dir}; "
+            f"run `kdq_tf firmware {'profile' if profile else 'build'} {fw_dir} --target {target}`"
+            " first"
         )
     check_tools(target, run=True)
     cmd = command(binary, target)
@@ -218,19 +230,15 @@ def run(
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         raise KdqError(f"the {target} firmware did not finish within {timeout:.0f} s") from None
-    (build_dir(fw_dir, target, kernels) / "run.log").write_text(
-        f"$ {' '.join(cmd)}\n{proc.stdout}{proc.stderr}"
-    )
+    logs = build_dir(fw_dir, target, kernels, profile)
+    (logs / "run.log").write_text(f"$ {' '.join(cmd)}\n{proc.stdout}{proc.stderr}")
     got = parse_output(proc.stdout)
     if proc.returncode != 0 or "error" in got or not got["samples"]:
         why = (
             got.get("error")
             or (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
         )
-        raise KdqError(
-            f"the {target} firmware failed: {why} "
-            f"(log: {build_dir(fw_dir, target, kernels) / 'run.log'})"
-        )
+        raise KdqError(f"the {target} firmware failed: {why} (log: {logs / 'run.log'})")
     want, labels = expected_outputs(fw_dir, info)
     out = np.array([s["out"] for s in got["samples"]])
     if out.shape != want.shape:
@@ -255,6 +263,8 @@ def run(
         "arena_chosen_bytes": info["arena_bytes"],
         "memory": memory(binary, target, info),
     }
+    if "ops" in got:
+        result["ops"] = got["ops"]
     if "ticks" in got:
         per = got["ticks"] / len(out)
         result.update(

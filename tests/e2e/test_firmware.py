@@ -1,6 +1,7 @@
 """Firmware built against the TFLM tree and run on the host and a Cortex-M4 (QEMU), checked
 byte for byte against the `tflite_micro` Python interpreter on the same inputs."""
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -127,6 +128,41 @@ def test_cortex_m4_cmsis_nn_under_qemu_is_bit_exact(int8_firmware):
         m["flash_app_bytes"] >= m["flash_model_bytes"] + m["flash_test_images_bytes"]
         and m["flash_tflm_bytes"] > 0
     )
+
+
+@needs_tree
+@needs_arm
+def test_cortex_m4_profile_adds_up_to_the_inference(int8_firmware, capsys):
+    """Per-operator instructions from the PROFILE=1 image: the model's operators in order, MACs
+    by hand, and the operators within 2% of the whole inference, measured in the same run."""
+    fw_dir, _ = int8_firmware
+    args = ["firmware", "profile", str(fw_dir), "--tflm", str(TFLM), "--json"]
+    assert cli.main(args) == 0
+    prof = json.loads(capsys.readouterr().out)
+    assert (prof["target"], prof["kernels"]) == ("cortex-m4", "cmsis-nn")
+    assert prof["bit_exact"] == prof["samples"] == 6
+    rows = prof["operators"]
+    assert [r["op"] for r in rows] == flatbuf.operator_sequence(
+        (fw_dir / "model_device.tflite").read_bytes()
+    )
+    # 12x12x1 -> 3x3 stride 2 valid -> 5x5x8: 9 products per output; then 1x1 8 -> 3.
+    assert [r["macs"] for r in rows if r["op"] == "CONV_2D"] == [5 * 5 * 8 * 9, 5 * 5 * 3 * 8]
+    assert all(r["instructions"] > 0 for r in rows)
+    assert abs(prof["operators_share"] - 1) <= 0.02, prof["operators_share"]
+    for name in ("profile.json", "profile.md", "profile.png"):
+        assert (fw_dir / name).stat().st_size > 0
+    assert (fw_dir / "profile.png").read_bytes()[:4] == b"\x89PNG"
+    # the plain build is untouched: its folder is separate, and `run` still picks it
+    assert (fw_dir / "build" / "cortex-m4-cmsis-nn-profile").is_dir()
+
+
+def test_profile_on_the_host_exits_2_with_one_line(int8_firmware, capsys):
+    fw_dir, _ = int8_firmware
+    before = sorted(p.name for p in fw_dir.iterdir())
+    assert cli.main(["firmware", "profile", str(fw_dir), "--target", "host"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--target cortex-m4" in err
+    assert sorted(p.name for p in fw_dir.iterdir()) == before
 
 
 @needs_tree

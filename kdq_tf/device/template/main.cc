@@ -7,6 +7,7 @@
 //   kdq: sample <i> label <l> class <c> <class name> out <v0> <v1> ...
 //   kdq: arena_used <bytes>
 //   kdq: ticks <SysTick ticks for all N inferences>   (Cortex-M only)
+//   kdq: op <i> <op name> <ticks of operator i over all N inferences>   (PROFILE=1 builds only)
 //   kdq: correct <k>/<N>
 #include <cstdint>
 #include <cstdio>
@@ -20,12 +21,22 @@
 #include "tensorflow/lite/micro/system_setup.h"
 #include "tensorflow/lite/schema/schema_generated.h"
 #include "timer.h"
+#ifdef KDQ_PROFILE
+#include <new>
+
+#include "profiler.h"
+#endif
 
 namespace settings = ${name}_settings;
 
 namespace {
 // The arena holds every intermediate tensor; export sized it from the host's need plus a margin.
 alignas(16) uint8_t tensor_arena[settings::kTensorArenaSize];
+#ifdef KDQ_PROFILE
+// Built in place by main: a global object with a destructor would need __dso_handle, which
+// -nostartfiles leaves out.
+alignas(KdqProfiler) uint8_t profiler_storage[sizeof(KdqProfiler)];
+#endif
 }  // namespace
 
 int main() {
@@ -42,7 +53,14 @@ int main() {
     printf("kdq: error op registration failed\n");
     return 1;
   }
-  tflite::MicroInterpreter interpreter(model, resolver, tensor_arena, sizeof(tensor_arena));
+#ifdef KDQ_PROFILE
+  KdqProfiler& profiler = *new (profiler_storage) KdqProfiler();
+  tflite::MicroProfilerInterface* const kProfiler = &profiler;
+#else
+  tflite::MicroProfilerInterface* const kProfiler = nullptr;
+#endif
+  tflite::MicroInterpreter interpreter(model, resolver, tensor_arena, sizeof(tensor_arena),
+                                       nullptr, kProfiler);
   if (interpreter.AllocateTensors() != kTfLiteOk) {
     printf("kdq: error AllocateTensors failed: raise kTensorArenaSize in model_settings.h\n");
     return 1;
@@ -61,12 +79,19 @@ int main() {
   uint64_t ticks = 0;
   for (int i = 0; i < kNumTestSamples; ++i) {
     memcpy(input->data.raw, g_${name}_test_inputs[i], input->bytes);
+#ifdef KDQ_PROFILE
+    profiler.StartInvoke();
+#endif
     const uint64_t start = kdq_timer_ticks();
-    if (interpreter.Invoke() != kTfLiteOk) {
+    const TfLiteStatus status = interpreter.Invoke();
+    ticks += kdq_timer_ticks() - start;
+#ifdef KDQ_PROFILE
+    profiler.StopInvoke();
+#endif
+    if (status != kTfLiteOk) {
       printf("kdq: error Invoke failed on sample %d\n", i);
       return 1;
     }
-    ticks += kdq_timer_ticks() - start;
     const auto* out = reinterpret_cast<const settings::OutputType*>(output->data.raw);
     int best = 0;
     for (int c = 1; c < settings::kNumClasses; ++c) {
@@ -80,6 +105,9 @@ int main() {
   }
   printf("kdq: arena_used %u\n", static_cast<unsigned>(interpreter.arena_used_bytes()));
   if (kdq_timer_available()) printf("kdq: ticks %llu\n", static_cast<unsigned long long>(ticks));
+#ifdef KDQ_PROFILE
+  profiler.Print();
+#endif
   printf("kdq: correct %d/%d\n", correct, kNumTestSamples);
   return 0;
 }
