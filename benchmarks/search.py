@@ -69,6 +69,11 @@ def parse(argv):
     p.add_argument("--final-qat-epochs", type=int, default=2)
     p.add_argument("--limit", type=int, help="a slice, for trying the script")
     p.add_argument("--resume", action="store_true")
+    p.add_argument(
+        "--reopen",
+        action="store_true",
+        help="continue finished searches for --time-limit more (their wall times add up)",
+    )
     p.add_argument("--name", default="search", help="results file stem")
     a = p.parse_args(argv)
     a.budgets = [b.strip() for b in a.budgets.split(",")]
@@ -100,7 +105,7 @@ def phase_search(a, res: dict) -> None:
 
     for b in a.budgets:
         done = res.setdefault("search", {}).get(b)
-        if done and done.get("finished"):
+        if done and done.get("finished") and not a.reopen:
             log.info("budget %s: search already finished", b)
             continue
         out = Path(a.work) / f"budget_{b}" / "search"
@@ -118,10 +123,14 @@ def phase_search(a, res: dict) -> None:
         t0 = time.time()
         summary = run_search(s)
         c = summary["chosen"]
+        command = (
+            f"benchmarks/search.py --phase search --budgets {b} --time-limit {a.time_limit}"
+            + (f" --limit {a.limit}" if a.limit else "")
+            + (" --reopen" if a.reopen else "")
+        )
         res["search"][b] = {
             "budget": BUDGETS[b].to_dict(),
-            "command": f"benchmarks/search.py --phase search --budgets {b} --time-limit "
-            f"{a.time_limit}" + (f" --limit {a.limit}" if a.limit else ""),
+            "command": " && ".join(filter(None, [(done or {}).get("command"), command])),
             "settings": s.to_dict(),
             "wall_time_s": round(time.time() - t0, 1) + (done or {}).get("wall_time_s", 0),
             "trials": summary["trials"],
@@ -164,7 +173,7 @@ def _finalists(a, res: dict) -> dict:
                 clusters,
             )
     for b, r in (res.get("search") or {}).items():
-        if r.get("found"):
+        if r.get("found") and not zoo_name(r["found"]["key"]):  # a zoo student trains once
             f = r["found"]
             c = Candidate(
                 f["width"],
@@ -234,6 +243,15 @@ def phase_probe(a, res: dict, finalists: dict) -> None:
         probe[name] = {"images": images, "fits": could_fit(images), "seconds": rec["seconds"]}
         _save(a, res)
         log.info("probe %s: fits %s", name, ", ".join(probe[name]["fits"]) or "no budget")
+
+
+def zoo_name(key: str) -> str | None:
+    """The zoo student a found candidate is ("small_cnn+lut16"), if it is one of the finalists."""
+    from kdq_tf.search.space import SearchSpace
+
+    space = SearchSpace()
+    name = {space.candidate(p).key: n for n, p in space.zoo_seeds()}.get(key)
+    return name if name and not name.endswith("+lut8") else None
 
 
 def phase_final(a, res: dict) -> None:
@@ -332,8 +350,8 @@ def compare(res: dict) -> dict:
                 }
             )
         found = (res.get("search") or {}).get(b, {}).get("found")
-        fkey = f"found:{found['key']}" if found else None
-        zoo = [r for r in rows if not r["name"].startswith("found:")]
+        fkey = (zoo_name(found["key"]) or f"found:{found['key']}") if found else None
+        zoo = [r for r in rows if not r["name"].startswith("found:")]  # the found one may be too
         best = max(zoo, key=lambda r: r["test_accuracy"]["mean"], default=None)
         mine = next((r for r in rows if r["name"] == fkey), None)
         verdict = None
@@ -378,8 +396,10 @@ def markdown(res: dict) -> str:
         ]
         if f:
             g = r["found_figures"]
+            zoo = zoo_name(f["key"])
+            what = f" (the zoo student {zoo})" if zoo else ""
             lines.append(
-                f"Found `{f['key']}` ({r['found_kernels']}): val int8 "
+                f"Found `{f['key']}`{what} ({r['found_kernels']}): val int8 "
                 f"{100 * r['found_val_accuracy']:.2f}%, flash {fmt_bytes(g['flash'])}, RAM "
                 f"{fmt_bytes(g['ram'])}, {(g['instructions'] or 0) / 1e6:.2f} M instructions "
                 "(search schedule)."

@@ -179,6 +179,9 @@ def run_search(s: SearchSettings) -> dict:
                 "last finished epoch",
                 ", ".join(map(str, requeued)),
             )
+    seeded = seed_with_zoo(study, s.space)
+    if seeded:
+        log.info("the zoo's %s are in the space: tried first", ", ".join(seeded))
     space_size = s.space.size()
     t0 = time.time()
 
@@ -218,6 +221,19 @@ def run_search(s: SearchSettings) -> dict:
         study.optimize(objective, timeout=s.time_limit, callbacks=[stop], gc_after_trial=True)
     wall = time.time() - t0
     return finish(s, study, data, wall)
+
+
+def seed_with_zoo(study, space) -> list[str]:
+    """Queues the zoo's students that the space holds and the study has not tried (a fresh
+    search, or a resumed one from before seeding): Optuna runs queued trials before sampling.
+    Returns their names."""
+    tried = {t.user_attrs.get("key") for t in study.trials}
+    names = []
+    for name, params in space.zoo_seeds():
+        if space.candidate(params).key not in tried:
+            study.enqueue_trial(params, user_attrs={"zoo": name}, skip_if_exists=True)
+            names.append(name)
+    return names
 
 
 def teacher_logits_file(s: SearchSettings, data) -> Path:

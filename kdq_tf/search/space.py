@@ -21,6 +21,9 @@ BLOCKS = ("plain", "separable")
 COMPRESSIONS = {"none": 0, "lut16": 16, "lut8": 8}  # clusters per kernel (0: no LUT)
 KERNEL_SETS = ("cmsis-nn", "reference")
 _BN_PARAMS = 4  # gamma, beta, moving mean, moving variance per channel (count_params counts all)
+# The zoo's plain five-block CNNs (kdq_tf.models.students): 3x3 blocks, stride 2 at blocks 1 and
+# 3, these widths. Written out here because the zoo module imports Keras; a test builds both.
+ZOO_PLAIN = {"tiny_cnn": (16, 32, 32, 48, 48), "small_cnn": (24, 48, 48, 64, 64)}
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,34 @@ class SearchSpace:
             "stride2": [_stride_key(s) for s in self.stride2],
             "compression": list(self.compression),
         }
+
+    def zoo_seeds(self) -> list[tuple[str, dict]]:
+        """The zoo's students that this space holds, as (name, Optuna params): the search tries
+        them first, so it never ends below a zoo student it could have measured. Compression
+        variants the space allows are seeds too ("small_cnn+lut16")."""
+        out = []
+        for name, widths in ZOO_PLAIN.items():
+            for width in self.width:
+                c = Candidate(width, len(widths), "plain", 3, (1, 3), "none", self.stage_widths)
+                if not (
+                    c.widths() == list(widths)
+                    and c.blocks in self.blocks
+                    and "plain" in self.block
+                    and 3 in self.kernel
+                    and (1, 3) in self.stride2
+                ):
+                    continue
+                for comp in self.compression:
+                    params = {
+                        "width": width,
+                        "blocks": c.blocks,
+                        "block": "plain",
+                        "kernel": 3,
+                        "stride2": _stride_key(c.stride2),
+                        "compression": comp,
+                    }
+                    out.append((name + ("" if comp == "none" else f"+{comp}"), params))
+        return out
 
     def size(self) -> int:
         """How many distinct candidates the space holds."""

@@ -69,3 +69,21 @@ def test_compare_judges_found_against_best_fitting_zoo():
     assert a["verdict"]["matches_smaller"]
     # B has no found model: rows but no verdict.
     assert out["B"]["verdict"] is None and out["B"]["best_zoo"] == "zoo_small"
+
+
+def test_a_found_zoo_student_is_compared_as_itself():
+    img = image(150, 50, 20)  # fits B only
+    key = "plain-w1-b5-k3-s1-3-lut16"  # small_cnn's five blocks, 16 clusters
+    assert bench.zoo_name(key) == "small_cnn+lut16"
+    assert bench.zoo_name("plain-w1-b5-k3-s1-3-lut8") is None  # not a zoo finalist
+    res = {
+        "search": {"B": {"found": {"key": key}}},
+        "final": {
+            **{f"small_cnn+lut16/seed{i}": run(a, img) for i, a in enumerate((0.92, 0.93, 0.94))},
+            **{f"tiny_cnn/seed{i}": run(a, img) for i, a in enumerate((0.91, 0.91, 0.91))},
+        },
+    }
+    b = bench.compare(res)["B"]
+    assert b["found"] == "small_cnn+lut16" == b["best_zoo"]
+    assert b["verdict"]["gain_pts"] == 0 and b["verdict"]["at_least_as_accurate"]
+    assert not b["verdict"]["beats"]

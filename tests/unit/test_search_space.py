@@ -81,6 +81,41 @@ def test_candidate_from_params_is_small_cnn_at_width_one():
     assert Candidate(0.5, 3, "plain", 3, (0,)).widths() == [24, 24, 24]  # 48*0.5, rounded to 8
 
 
+def _layers(model):
+    """(kind, kernel shape, strides) of every conv and dense layer, in order."""
+    return [
+        (type(layer).__name__, tuple(layer.get_weights()[0].shape), getattr(layer, "strides", None))
+        for layer in model.layers
+        if type(layer).__name__ in ("Conv2D", "DepthwiseConv2D", "Dense")
+    ]
+
+
+@pytest.mark.parametrize(
+    "name, space",
+    [
+        ("small_cnn", SearchSpace()),
+        ("tiny_cnn", SearchSpace(width=(2 / 3, 1.0), stage_widths=(24, 48, 72))),
+    ],
+)
+def test_zoo_seeds_build_the_zoo_students(name, space):
+    from kdq_tf.models.students import STUDENTS
+    from kdq_tf.search.space import build_model
+
+    seeds = dict(space.zoo_seeds())
+    assert list(seeds) == [name, f"{name}+lut16", f"{name}+lut8"]
+    assert [p["compression"] for p in seeds.values()] == ["none", "lut16", "lut8"]
+    got = build_model(space.candidate(seeds[name]), (28, 28, 1), 10)
+    want = STUDENTS[name]((28, 28, 1), 10)
+    assert _layers(got) == _layers(want) and got.count_params() == want.count_params()
+
+
+def test_a_space_without_the_zoo_shape_has_no_seeds():
+    assert SearchSpace(stride2=((0, 2),)).zoo_seeds() == []
+    assert SearchSpace(block=("separable",)).zoo_seeds() == []
+    assert SearchSpace(width=(0.5, 0.75)).zoo_seeds() == []
+    assert [n for n, _ in SearchSpace(compression=("lut16",)).zoo_seeds()] == ["small_cnn+lut16"]
+
+
 def _tiny(block="plain", compression="none"):
     return Candidate(1.0, 2, block, 3, (1,), compression, stage_widths=(8, 16))
 
