@@ -240,3 +240,27 @@ def test_the_example_space_is_the_built_in_default():
     from conftest import ROOT
 
     assert SearchSpace.from_toml(ROOT / "examples" / "search_space.toml") == SearchSpace()
+
+
+def test_zoo_seeds_are_queued_once_and_not_when_tried():
+    import optuna
+
+    from kdq_tf.search.engine import seed_with_zoo
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+    space = SearchSpace()
+    assert seed_with_zoo(study, space) == ["small_cnn", "small_cnn+lut16", "small_cnn+lut8"]
+    waiting = [t for t in study.trials if t.state == optuna.trial.TrialState.WAITING]
+    assert [t.user_attrs["zoo"] for t in waiting] == [
+        "small_cnn",
+        "small_cnn+lut16",
+        "small_cnn+lut8",
+    ]
+    seed_with_zoo(study, space)  # a second worker, or a resume: nothing queued twice
+    assert len(study.trials) == 3
+    # The queue runs first: the first trial asked for, sampled as the objective samples, is
+    # small_cnn.
+    t = study.ask()
+    params = {k: t.suggest_categorical(k, v) for k, v in space.choices().items()}
+    assert space.candidate(params).key == "plain-w1-b5-k3-s1-3-none"
