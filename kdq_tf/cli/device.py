@@ -8,6 +8,7 @@ from pathlib import Path
 from kdq_tf.device.build import BuildOptions, build
 from kdq_tf.device.report import record
 from kdq_tf.device.run import run
+from kdq_tf.device.targets import TARGETS
 
 
 def cmd_export(args) -> int:
@@ -91,7 +92,7 @@ def add_parsers(sub) -> None:
     e.set_defaults(func=cmd_export)
 
     fw = sub.add_parser(
-        "firmware", help="build and run an exported firmware on the host or a Cortex-M4 (QEMU)"
+        "firmware", help="build and run an exported firmware on the host or a Cortex-M core (QEMU)"
     )
     fsub = fw.add_subparsers(dest="firmware_command", required=True)
     for name, func, text in (
@@ -113,10 +114,11 @@ def add_parsers(sub) -> None:
         p.add_argument("dir", help="the folder export --firmware wrote")
         p.add_argument(
             "--target",
-            choices=["host", "cortex-m4"],
+            choices=list(TARGETS),
             default="cortex-m4" if name == "profile" else "host",
-            help="host, or cortex-m4: the MPS2-AN386 board under qemu-system-arm "
-            f"(default {'cortex-m4; a profile needs a Cortex-M' if name == 'profile' else 'host'})",
+            help="; ".join(f"{t.name}: {t.about}" for t in TARGETS.values())
+            + (" (default cortex-m4; a profile needs a Cortex-M)" if name == "profile" else "")
+            + (" (default host)" if name != "profile" else ""),
         )
         p.add_argument(
             "--kernels",

@@ -1,4 +1,4 @@
-"""Builds an exported firmware folder against TFLite-Micro, for the host or a Cortex-M4.
+"""Builds an exported firmware folder against TFLite-Micro, for the host or a Cortex-M board.
 
 The firmware's own Makefile is the one build: this module checks the tools and the tree,
 names a shared object cache, runs `make`, and times it. A user without Python runs the
@@ -6,6 +6,7 @@ same `make` by hand (the firmware README shows how).
 """
 
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -17,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kdq_tf.device import tflm_tree
+from kdq_tf.device.targets import TARGETS
 from kdq_tf.errors import KdqError
 
 log = logging.getLogger(__name__)
 
-TARGETS = ("host", "cortex-m4")
 KERNELS = ("reference", "cmsis-nn")
 # What each tool is, and the Debian packages that provide it.
 _TOOLS = {
@@ -35,12 +36,9 @@ _TOOLS = {
     "nm": "binutils",
     "qemu-system-arm": "qemu-system-arm",
 }
-_BUILD_TOOLS = {"host": ("make", "gcc", "g++"), "cortex-m4": ("make", "arm-none-eabi-g++")}
+_HOST_BUILD, _ARM_BUILD = ("make", "gcc", "g++"), ("make", "arm-none-eabi-g++")
 # Running also measures the image (size, nm).
-_RUN_TOOLS = {
-    "host": ("size", "nm"),
-    "cortex-m4": ("qemu-system-arm", "arm-none-eabi-size", "arm-none-eabi-nm"),
-}
+_HOST_RUN, _ARM_RUN = ("size", "nm"), ("qemu-system-arm", "arm-none-eabi-size", "arm-none-eabi-nm")
 
 
 @dataclass(frozen=True)
@@ -63,9 +61,10 @@ class BuildOptions:
 
 def check_tools(target: str, run: bool = False) -> None:
     """Raises KdqError naming the first missing tool and the Debian packages to install."""
-    needed = _RUN_TOOLS[target] if run else _BUILD_TOOLS[target]
+    arm = target != "host"
+    needed = (_ARM_RUN if arm else _HOST_RUN) if run else (_ARM_BUILD if arm else _HOST_BUILD)
     missing = [t for t in needed if shutil.which(t) is None]
-    if target == "cortex-m4" and not missing and not run:
+    if arm and not missing and not run:
         # The compiler alone is not enough: printf/exit come from newlib's semihosting (rdimon).
         spec = subprocess.run(
             ["arm-none-eabi-gcc", "-print-file-name=rdimon.specs"],
@@ -81,6 +80,38 @@ def check_tools(target: str, run: bool = False) -> None:
             f"{tool} not found: the {target} {'run' if run else 'build'} needs it; install it with "
             f"`apt-get install {_TOOLS[tool]}`"
         )
+    if arm:
+        why = _unsupported(target, run)
+        if why:
+            raise KdqError(why)
+
+
+@functools.cache
+def _unsupported(target: str, run: bool) -> str | None:
+    """Why this machine's compiler (build) or QEMU (run) cannot do `target`, or None. Older
+    toolchains lack -mcpu=cortex-m55, and QEMU before 6.0 lacks the AN547."""
+    t = TARGETS[target]
+    if run:
+        machines = subprocess.run(
+            ["qemu-system-arm", "-M", "help"], capture_output=True, check=False, text=True
+        ).stdout.split()
+        if t.machine not in machines:
+            return (
+                f"this qemu-system-arm has no {t.machine} machine, which the {target} run needs "
+                "(QEMU 7.2, Debian 12's, has it)"
+            )
+        return None
+    probe = subprocess.run(
+        ["arm-none-eabi-gcc", *t.cpu_flags.split(), "-c", "-x", "c", "-", "-o", os.devnull],
+        input="int x;\n",
+        capture_output=True,
+        check=False,
+        text=True,
+    )
+    if probe.returncode != 0:
+        err = (probe.stderr.strip().splitlines() or ["?"])[-1]
+        return f"arm-none-eabi-gcc cannot compile for {target} ({t.cpu_flags}): {err}"
+    return None
 
 
 def firmware_info(fw_dir: Path) -> dict:

@@ -19,7 +19,8 @@ from pathlib import Path
 from kdq_tf import files
 from kdq_tf.deploy import flatbuf
 from kdq_tf.device.build import BuildOptions, build, firmware_info
-from kdq_tf.device.run import QEMU_INSNS_PER_TICK, run
+from kdq_tf.device.run import run
+from kdq_tf.device.targets import target as target_info
 from kdq_tf.errors import KdqError
 from kdq_tf.report import profile_markdown
 
@@ -57,8 +58,11 @@ def _tag(op_name: str) -> str:
     return op_name.split(":", 1)[1] if op_name.startswith("CUSTOM:") else op_name
 
 
-def table(model: bytes, ops: list[dict], samples: int, whole_ticks: int) -> dict:
-    """The profile from a PROFILE=1 run's operator ticks (summed over `samples` inferences).
+def table(
+    model: bytes, ops: list[dict], samples: int, whole_ticks: int, insns_per_tick: float
+) -> dict:
+    """The profile from a PROFILE=1 run's operator ticks (summed over `samples` inferences);
+    `insns_per_tick`: the board's SysTick ticks to instructions (kdq_tf.device.targets).
 
     Raises:
         KdqError: the run's operators are not the model's (a firmware exported from another
@@ -72,10 +76,10 @@ def table(model: bytes, ops: list[dict], samples: int, whole_ticks: int) -> dict
             f"...), the model has {len(graph)} ({' '.join(tags[:4])} ...): export the firmware "
             "again and rerun `kdq_tf firmware profile`"
         )
-    whole = whole_ticks * QEMU_INSNS_PER_TICK / samples
+    whole = whole_ticks * insns_per_tick / samples
     rows = []
     for i, (o, p) in enumerate(zip(graph, ops, strict=True)):
-        insns = p["ticks"] * QEMU_INSNS_PER_TICK / samples
+        insns = p["ticks"] * insns_per_tick / samples
         m = macs(o)
         rows.append(
             {
@@ -117,8 +121,8 @@ def profile(
     """
     if target == "host":
         raise KdqError(
-            "firmware profile needs a Cortex-M target (--target cortex-m4): QEMU counts the "
-            "instructions; the host build has no counter"
+            "firmware profile needs a Cortex-M target (--target cortex-m4, cortex-m7, cortex-m33 "
+            "or cortex-m55): QEMU counts the instructions; the host build has no counter"
         )
     fw_dir = Path(fw_dir)
     info = firmware_info(fw_dir)
@@ -130,8 +134,9 @@ def profile(
             "export the firmware again (its main.cc predates profiling)"
         )
     model = (fw_dir / info["model_file"]).read_bytes()
-    whole_ticks = round(result["systick_ticks_per_inference"] * result["samples"])
-    prof = table(model, result.pop("ops"), result["samples"], whole_ticks)
+    whole_ticks = result["systick_ticks"]
+    per_tick = target_info(target).insns_per_tick
+    prof = table(model, result.pop("ops"), result["samples"], whole_ticks, per_tick)
     return {
         "target": target,
         "kernels": kernels,

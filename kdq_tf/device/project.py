@@ -22,8 +22,12 @@ TEMPLATE_FILES = (
     "Makefile",
     "CMakeLists.txt",
     "README.md",
-    "cortex_m/startup_mps2_an386.c",
+    "cortex_m/startup.c",
+    "cortex_m/sections.ld",
     "cortex_m/mps2_an386.ld",
+    "cortex_m/mps2_an500.ld",
+    "cortex_m/mps2_an505.ld",
+    "cortex_m/mps3_an547.ld",
 )
 DEVICE_MODEL = "model_device.tflite"
 

@@ -1,4 +1,4 @@
-"""Runs a built firmware (host binary, or Cortex-M4 image under QEMU) and checks it.
+"""Runs a built firmware (host binary, or Cortex-M image under QEMU) and checks it.
 
 The image prints the raw output bytes of the test images export embedded; they are
 compared with the `tflite_micro` Python interpreter's on the same input bytes, which is
@@ -16,6 +16,7 @@ import numpy as np
 
 from kdq_tf.device.build import binary_path, build_dir, check_tools, firmware_info, last_kernels
 from kdq_tf.device.micro import MicroRunner
+from kdq_tf.device.targets import target as target_info
 from kdq_tf.device.tflm_tree import DECODE_KERNELS
 from kdq_tf.errors import KdqError
 
@@ -23,9 +24,6 @@ HOST_ARENA = 32 << 20  # ample for any model a microcontroller runs
 
 log = logging.getLogger(__name__)
 
-# QEMU's MPS2 boards clock the core (and SysTick) at 25 MHz; with -icount shift=0 each
-# instruction takes 1 ns of virtual time, so one SysTick tick is 40 instructions.
-QEMU_INSNS_PER_TICK = 40
 _SAMPLE = re.compile(r"^kdq: sample (\d+) label (-?\d+) class (\d+) (.*) out((?: -?\d+)+)$")
 _OP = re.compile(r"^kdq: op (\d+) (\S+) (\d+)$")  # a PROFILE=1 build's ticks per operator
 
@@ -36,7 +34,7 @@ def command(binary: Path, target: str) -> list[str]:
     return [
         "qemu-system-arm",
         "-M",
-        "mps2-an386",
+        target_info(target).machine,
         "-nographic",
         "-monitor",
         "none",
@@ -155,7 +153,11 @@ def memory(binary: Path, target: str, info: dict) -> dict:
     }
     link_map, build = binary.with_suffix(".map"), binary.parent / "build.json"
     if link_map.is_file() and build.is_file():  # the Cortex-M4 link writes a map: shares by origin
-        shares = map_shares(link_map, Path(json.loads(build.read_text())["object_cache"]))
+        shares = map_shares(
+            link_map,
+            Path(json.loads(build.read_text())["object_cache"]),
+            target_info(target).ram_base,
+        )
         out.update(
             flash_tflm_bytes=shares["flash"]["tflm"],
             flash_decode_bytes=shares["flash"]["decode"],
@@ -167,15 +169,15 @@ def memory(binary: Path, target: str, info: dict) -> dict:
 
 
 _MAP_ENTRY = re.compile(r"^\s*(?:\S+\s+)?0x([0-9a-f]+)\s+0x([0-9a-f]+)\s+(\S+\.o\)?|\S+\.o)\s*$")
-RAM_BASE = 0x20000000  # the MPS2-AN386 linker script's RAM origin
 _LOADED = (".text", ".ARM.extab", ".ARM.exidx", ".init_array", ".data", ".bss")
 
 
-def map_shares(map_path: Path, tflm_objects: Path) -> dict:
+def map_shares(map_path: Path, tflm_objects: Path, ram_base: int = 0x20000000) -> dict:
     """Flash and RAM bytes by origin, from the linker map: TFLite-Micro (and CMSIS-NN) objects,
     the application (main, model data, test images, startup), and the C/C++ runtime (newlib,
     libstdc++, libgcc). The map gives string sections before the linker merges duplicates, so
-    the shares add up to a little more (under 1% here) than the image's sections."""
+    the shares add up to a little more (under 1% here) than the image's sections. `ram_base`:
+    where the board's linker script puts RAM (below it: flash)."""
     flash = {"tflm": 0, "app": 0, "runtime": 0, "decode": 0}  # decode: part of tflm
     ram = dict(flash)
     in_map, section = False, ""
@@ -191,7 +193,7 @@ def map_shares(map_path: Path, tflm_objects: Path) -> dict:
             continue
         addr, size, src = int(m[1], 16), int(m[2], 16), m[3]
         origin = "tflm" if src.startswith(tflm) else ("runtime" if ".a(" in src else "app")
-        share = ram if addr >= RAM_BASE else flash
+        share = ram if addr >= ram_base else flash
         share[origin] += size
         if origin == "tflm" and Path(src).name.split(".")[0] in DECODE_KERNELS:  # LUT DECODE
             share["decode"] += size
@@ -268,7 +270,8 @@ def run(
     if "ticks" in got:
         per = got["ticks"] / len(out)
         result.update(
+            systick_ticks=got["ticks"],  # over every sample
             systick_ticks_per_inference=round(per, 1),
-            instructions_per_inference=round(per * QEMU_INSNS_PER_TICK),
+            instructions_per_inference=round(per * target_info(target).insns_per_tick),
         )
     return result

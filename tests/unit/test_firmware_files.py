@@ -170,3 +170,25 @@ def test_bad_user_config_is_one_line(tmp_path, monkeypatch):
     cfg.write_text(f'tflm = "{tmp_path / "gone"}"\n')
     with pytest.raises(KdqError, match=f"from {cfg}.* does not exist"):
         tflm_tree.check_tree(None)
+
+
+def test_makefile_and_target_table_agree():
+    """The firmware Makefile (the build without Python) and kdq_tf.device.targets (run, flags)
+    name the same boards and compiler flags for every Cortex-M target."""
+    import re
+
+    from kdq_tf.device.project import TEMPLATE_DIR, TEMPLATE_FILES
+    from kdq_tf.device.targets import CORTEX_M, TARGETS
+
+    make = (TEMPLATE_DIR / "Makefile").read_text()
+    blocks = re.findall(
+        r"ifeq \(\$\(TARGET\),(cortex-m\d+)\)\n(?:\s*#.*\n)*"
+        r"\s*ARCH_FLAGS := (.*)\n\s*BOARD := (\S+)",
+        make,
+    )
+    assert [b[0] for b in blocks] == list(CORTEX_M)
+    for name, flags, board in blocks:
+        t = TARGETS[name]
+        assert (flags.strip(), board) == (t.cpu_flags, t.board)
+        assert t.machine == board.replace("_", "-")
+        assert f"cortex_m/{board}.ld" in TEMPLATE_FILES

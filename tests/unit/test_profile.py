@@ -7,10 +7,12 @@ import pytest
 from kdq_tf.deploy import flatbuf
 from kdq_tf.deploy.convert import to_tflite
 from kdq_tf.device.profile import arena_bytes, macs, table
-from kdq_tf.device.run import QEMU_INSNS_PER_TICK, parse_output
+from kdq_tf.device.run import parse_output
 from kdq_tf.errors import KdqError
 from kdq_tf.models.students import count_macs, ds_cnn
 from kdq_tf.report import profile_markdown
+
+QEMU_INSNS_PER_TICK = 40  # the MPS2-AN386: 25 MHz SysTick, 1 instruction per ns
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +46,7 @@ def test_table_joins_ticks_with_the_model_and_checks_the_order(ds_model):
         {"index": i, "tag": o["op"], "ticks": 100 * (i + 1) * samples} for i, o in enumerate(ops)
     ]
     whole = sum(t["ticks"] for t in ticks) + 5 * samples  # 5 ticks per inference between ops
-    prof = table(model, ticks, samples, whole)
+    prof = table(model, ticks, samples, whole, QEMU_INSNS_PER_TICK)
     rows = prof["operators"]
     assert [r["instructions"] for r in rows] == [
         100 * (i + 1) * QEMU_INSNS_PER_TICK for i in range(len(ops))
@@ -67,7 +69,7 @@ def test_table_joins_ticks_with_the_model_and_checks_the_order(ds_model):
     )
     assert md.count("\n| ") == len(ops) + 1 and "DEPTHWISE_CONV_2D" in md
     with pytest.raises(KdqError, match="export the firmware again"):
-        table(model, ticks[:-1], samples, whole)
+        table(model, ticks[:-1], samples, whole, QEMU_INSNS_PER_TICK)
 
 
 def test_profile_lines_are_parsed_beside_the_samples():

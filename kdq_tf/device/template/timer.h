@@ -1,13 +1,13 @@
 // Inference timing. On Cortex-M, SysTick counts core clock ticks (24-bit, wraps counted by
-// SysTick_Handler in startup_mps2_an386.c). Under QEMU with -icount shift=0 every instruction
-// advances virtual time by 1 ns, so ticks are proportional to instructions: only ratios between
-// builds mean anything there. The host build has no timer (use a profiler instead).
+// SysTick_Handler in cortex_m/startup.c). Under QEMU with -icount shift=0 every instruction
+// advances virtual time by 1 ns, so ticks are proportional to instructions (kdq_tf converts them
+// with the board's clock). The host build has no timer (use a profiler instead).
 #ifndef KDQ_TIMER_H_
 #define KDQ_TIMER_H_
 
 #include <cstdint>
 
-#if defined(__arm__) && defined(__ARM_ARCH_7EM__)
+#if defined(__arm__) && defined(__ARM_ARCH_PROFILE) && __ARM_ARCH_PROFILE == 'M'
 extern "C" volatile uint32_t g_kdq_systick_wraps;
 
 namespace kdq_systick {

@@ -1,7 +1,10 @@
-/* Startup for the Arm MPS2-AN386 board (Cortex-M4F), as QEMU's `-M mps2-an386` models it.
+/* Startup for the Arm MPS2/MPS3 boards QEMU models: mps2-an386 (Cortex-M4F), mps2-an500
+ * (Cortex-M7), mps2-an505 (Cortex-M33) and mps3-an547 (Cortex-M55). The board's linker script
+ * (<board>.ld) places the vector table where the core boots.
  *
- * Reset: copy .data from flash to RAM, zero .bss, enable the FPU, run C++ constructors, call
- * main, and exit through semihosting with main's status (QEMU then exits with it).
+ * Reset: copy .data from flash to RAM, zero .bss, enable the FPU (and on the M55 the Helium
+ * vector unit, which shares its enable bits), run C++ constructors, call main, and exit through
+ * semihosting with main's status (QEMU then exits with it).
  * On a real board keep this shape: take the vector table of your part (more IRQs), and
  * replace semihosting (initialise_monitor_handles, exit) with your UART retargeting. */
 #include <stdint.h>
@@ -18,7 +21,7 @@ void Reset_Handler(void) {
   uint32_t* src = &__etext_data;
   for (uint32_t* dst = &__data_start__; dst < &__data_end__;) *dst++ = *src++;
   for (uint32_t* dst = &__bss_start__; dst < &__bss_end__;) *dst++ = 0;
-  /* CPACR: full access to CP10 and CP11, or the first float instruction faults. */
+  /* CPACR: full access to CP10 and CP11, or the first float (or MVE) instruction faults. */
   *(volatile uint32_t*)0xE000ED88 |= (0xFu << 20);
   __asm volatile("dsb\n isb");
   initialise_monitor_handles();
