@@ -132,9 +132,22 @@ def reported(study, step: int) -> int:
     return sum(step in t.intermediate_values for t in study.get_trials(deepcopy=False))
 
 
+def best_fitting(study) -> float | None:
+    """The best validation accuracy (int8) of the measured trials that fit, or None."""
+    return max(
+        (r["val_accuracy"] for r in records(study, "measured") if r.get("fits")), default=None
+    )
+
+
 class PruneOnEpoch:
     """Reports each distillation epoch's validation accuracy and stops the trial when the pruner
-    says so (a Keras callback; built lazily so this module loads without TensorFlow)."""
+    says so and it is below the best model that fits so far (a Keras callback; built lazily so
+    this module loads without TensorFlow).
+
+    The pruner ranks a trial against every trial at that epoch, those over budget included. At a
+    tight budget the big candidates set the bar, and ASHA would stop the small one that would
+    have been the best that fits; a trial already above that is never stopped. Until something
+    fits, nothing is."""
 
     def __new__(cls, trial):
         import optuna
@@ -147,8 +160,14 @@ class PruneOnEpoch:
                 if acc is None:
                     return
                 trial.report(float(acc), epoch + 1)
-                if reported(trial.study, epoch + 1) >= PRUNE_AFTER and trial.should_prune():
-                    raise optuna.TrialPruned(f"val accuracy {acc:.4f} after epoch {epoch + 1}")
+                if reported(trial.study, epoch + 1) < PRUNE_AFTER or not trial.should_prune():
+                    return
+                best = best_fitting(trial.study)
+                if best is not None and acc < best:
+                    raise optuna.TrialPruned(
+                        f"val accuracy {acc:.4f} after epoch {epoch + 1}, below the best that "
+                        f"fits ({best:.4f})"
+                    )
 
         return Callback()
 

@@ -264,3 +264,27 @@ def test_zoo_seeds_are_queued_once_and_not_when_tried():
     t = study.ask()
     params = {k: t.suggest_categorical(k, v) for k, v in space.choices().items()}
     assert space.candidate(params).key == "plain-w1-b5-k3-s1-3-none"
+
+
+def test_pruning_spares_a_trial_above_the_best_that_fits():
+    """ASHA alone would stop both trials below (four others scored 0.95 at epoch 1); the one at
+    0.90 is above the best model that fits (0.85, the 0.95 ones are over budget) and goes on."""
+    import optuna
+
+    from kdq_tf.search.study import PruneOnEpoch, best_fitting, pruner
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", pruner=pruner("asha"))
+    for acc, fits in [(0.95, False)] * 4 + [(0.85, True)]:
+        t = study.ask()
+        t.report(acc, 1)
+        t.should_prune()  # the pruner files the trial's score at the rung
+        t.set_user_attr("record", {"outcome": "measured", "val_accuracy": acc, "fits": fits})
+        study.tell(t, acc)
+    assert best_fitting(study) == 0.85
+    PruneOnEpoch(study.ask()).on_epoch_end(0, {"val_accuracy": 0.90})  # goes on
+    with pytest.raises(optuna.TrialPruned, match="below the best that fits"):
+        PruneOnEpoch(study.ask()).on_epoch_end(0, {"val_accuracy": 0.80})
+    control = study.ask()  # the pruner alone stops a trial at 0.90
+    control.report(0.90, 1)
+    assert control.should_prune()
