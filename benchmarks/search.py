@@ -52,7 +52,7 @@ BUDGETS = {
     "B": Budget(flash=192 * 1024, ram=64 * 1024),
     "C": Budget(flash=256 * 1024, ram=96 * 1024, instructions=12_000_000),
 }
-ZOO = ("tiny_cnn", "small_cnn", "ds_cnn", "resnet8", "mobilenetv2")
+ZOO = ("tiny_cnn", "small_cnn", "fast_cnn", "ds_cnn", "resnet8", "mobilenetv2")
 LOGITS = "benchmarks/teachers/fashion_mnist_fused/logits.npz"
 RESULTS = ROOT / "benchmarks" / "results"
 

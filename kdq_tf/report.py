@@ -265,7 +265,10 @@ def export_markdown(report: dict, metrics: dict) -> str:
 
 
 def _shapes(shapes: list) -> str:
-    return ", ".join("x".join(str(d) for d in (s[1:] or s)) for s in shapes)
+    """ "28x28x24": a batch of one is left out; a weight tensor keeps its output channels."""
+    return ", ".join(
+        "x".join(str(d) for d in (s[1:] if s[:1] == [1] and len(s) > 1 else s)) for s in shapes
+    )
 
 
 def profile_markdown(prof: dict) -> str:

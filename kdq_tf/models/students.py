@@ -41,11 +41,17 @@ def depthwise_bn_relu(x, stride: int, name: str, relu6: bool = False, kernel: in
     return L.ReLU(max_value=6.0 if relu6 else None, name=f"{name}_dw_relu")(x)
 
 
-def gap_head(x, num_classes: int):
+def gap_head(x, num_classes: int, pool: str = "mean"):
     # A 1x1 conv instead of Dense: same maths, but LiteRT's reference FULLY_CONNECTED
     # rounds differently from TFLite-Micro's in rare cases (1 LSB), while CONV_2D agrees
     # bit for bit, so host checks can demand exact agreement.
-    x = L.GlobalAveragePooling2D(keepdims=True, name="gap")(x)  # (batch, 1, 1, C)
+    # pool "avg": an AveragePooling2D over the whole map, the same average, which converts to
+    # AVERAGE_POOL_2D instead of MEAN. TFLM's MEAN has no CMSIS-NN kernel: on a Cortex-M4 it
+    # took 130 instructions per input element, AVERAGE_POOL_2D 20x fewer (firmware profile).
+    if pool == "avg":
+        x = L.AveragePooling2D(pool_size=tuple(x.shape[1:3]), name="gap")(x)  # (batch, 1, 1, C)
+    else:
+        x = L.GlobalAveragePooling2D(keepdims=True, name="gap")(x)  # (batch, 1, 1, C)
     x = L.Conv2D(num_classes, 1, name="logits")(x)
     return L.Flatten(name="flatten")(x)  # (batch, classes) logits
 
@@ -69,6 +75,29 @@ def small_cnn(input_shape, num_classes: int) -> keras.Model:
     """tiny_cnn's five blocks at 24-48-48-64-64: just under 100k params, the budget of the
     published 92.5% CNN."""
     return _five_blocks(input_shape, num_classes, (24, 48, 48, 64, 64), "small_cnn")
+
+
+def fast_cnn(input_shape, num_classes: int) -> keras.Model:
+    """small_cnn's widths built for a Cortex-M with CMSIS-NN, at about half its instructions.
+
+    Rules from the per-operator profile (docs/firmware.md) of small_cnn on the Cortex-M4:
+    - a 3x3 conv costs 1.8 instructions per MAC, a 1x1 conv 2.3, a 3x3 depthwise 8, and the
+      1-channel stem 9.2: the stem stays a plain, narrow 3x3 conv;
+    - a separable block (3x3 depthwise + 1x1) pays where the plain 3x3 block's MACs are large,
+      at the high-resolution stage (14x14 here: 7.4 M instructions down to 1.7 M), and plain
+      3x3 convs stay at the 7x7 stage, where they are cheap and carry most of the capacity;
+    - the head pools with AVERAGE_POOL_2D, not MEAN (0.02 M instructions against 0.41 M);
+    - channel counts are multiples of 8, which CMSIS-NN's kernels handle in whole blocks.
+    """
+    inputs = keras.Input(input_shape, name="image")
+    x = conv_bn_relu(inputs, 24, name="b1")
+    x = depthwise_bn_relu(x, 2, name="b2")
+    x = conv_bn_relu(x, 48, kernel=1, name="b2_pw")
+    x = depthwise_bn_relu(x, 1, name="b3")
+    x = conv_bn_relu(x, 48, kernel=1, name="b3_pw")
+    x = conv_bn_relu(x, 64, stride=2, name="b4")
+    x = conv_bn_relu(x, 64, name="b5")
+    return keras.Model(inputs, gap_head(x, num_classes, pool="avg"), name="fast_cnn")
 
 
 def ds_cnn(input_shape, num_classes: int, width: int = 64) -> keras.Model:
@@ -125,6 +154,7 @@ def mobilenetv2(input_shape, num_classes: int, alpha: float = 0.35) -> keras.Mod
 STUDENTS: dict[str, Callable[..., keras.Model]] = {
     "tiny_cnn": tiny_cnn,
     "small_cnn": small_cnn,
+    "fast_cnn": fast_cnn,
     "ds_cnn": ds_cnn,
     "resnet8": resnet8,
     "mobilenetv2": mobilenetv2,

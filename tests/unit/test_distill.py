@@ -182,6 +182,19 @@ def test_students_are_flat_and_small():
         assert not any(isinstance(layer, keras.Model) for layer in m.layers), name
 
 
+def test_fast_cnn_macs_by_hand():
+    """The hardware-aware student: stem 3x3 (28x28x24), separable stride-2 and stride-1 blocks
+    at 14x14x48, plain 3x3 at 7x7x64 twice, the 1x1 head."""
+    stem = 28 * 28 * 24 * 9
+    sep2 = 14 * 14 * 24 * 9 + 14 * 14 * 48 * 24
+    sep3 = 14 * 14 * 48 * 9 + 14 * 14 * 48 * 48
+    plain = 7 * 7 * 64 * 9 * 48 + 7 * 7 * 64 * 9 * 64
+    m = STUDENTS["fast_cnn"]((28, 28, 1), 10)
+    assert count_macs(m) == stem + sep2 + sep3 + plain + 64 * 10
+    assert count_macs(m) < 0.45 * count_macs(STUDENTS["small_cnn"]((28, 28, 1), 10))
+    assert "AveragePooling2D" in {type(layer).__name__ for layer in m.layers}
+
+
 def test_macs_by_hand():
     inp = keras.Input((8, 8, 2))
     x = keras.layers.Conv2D(4, 3, padding="same")(inp)  # 8*8*4*9*2 = 4608
