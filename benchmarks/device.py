@@ -6,6 +6,16 @@ For each build: bit-exact outputs against the Python TFLM interpreter, flash and
 and the build time (cold: empty object cache; warm: the same build again).
 
     python benchmarks/device.py --model runs/bench_full/seed0_int8.tflite --tflm ../shared/tflm
+
+`--zoo` measures every zoo student instead, on every Cortex-M target (M4, M7, M33, M55) with
+both kernel sets: flash, RAM, instructions, instructions per MAC (MACs from the flatbuffer),
+bit-exact against the Python TFLM interpreter; and the per-operator profile of --profile-student
+on the Cortex-M4 with CMSIS-NN (table and chart). Each student's int8 model is seed 0 of the
+search benchmark's final phase when it ran, else its one-epoch probe, else the untrained
+student (instruction counts, flash and RAM do not depend on the weights' values; the source is
+recorded). Resumable: a finished (student, target, kernels) is not run again.
+
+    python benchmarks/device.py --zoo --tflm ../shared/tflm
 """
 
 import argparse
@@ -162,6 +172,94 @@ def markdown(res: dict) -> str:
     return "\n".join(lines)
 
 
+CORES = tuple(
+    (t, k)
+    for t in ("cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55")
+    for k in ("reference", "cmsis-nn")
+)
+SEARCH_WORK = Path.home() / "kdq_runs" / "search_bench"
+
+
+def zoo_model(name: str, data) -> tuple[bytes, str]:
+    """The student's int8 model and where it came from (see the docstring)."""
+    for sub in (f"final/{name}/seed0", f"probe/{name}"):
+        path = SEARCH_WORK / sub / "model_int8.tflite"
+        if path.is_file():
+            return path.read_bytes(), str(path)
+    from kdq_tf.deploy.convert import to_tflite
+    from kdq_tf.models.students import STUDENTS
+
+    m = STUDENTS[name](data.info.input_shape, data.info.num_classes)
+    x = data.info.preprocess.apply(data.x_train[:256])
+    return to_tflite(m, "int8", x), "untrained (random initial weights), calibrated on 256 images"
+
+
+def measure_zoo(a, res: dict, save) -> None:
+    from kdq_tf.config import DataConfig
+    from kdq_tf.data.dataset import load_dataset
+    from kdq_tf.deploy import flatbuf
+    from kdq_tf.deploy.export import firmware_project
+    from kdq_tf.device.build import BuildOptions, build
+    from kdq_tf.device.profile import macs
+    from kdq_tf.device.run import run
+    from kdq_tf.models.students import STUDENTS
+
+    data = load_dataset(DataConfig(dataset=a.dataset))
+    x = data.info.preprocess.apply(data.x_test[: a.samples])
+    zoo = res.setdefault("zoo", {})
+    for name in STUDENTS:
+        entry = zoo.get(name)
+        fw = Path(a.work) / "zoo" / name
+        if entry is None:
+            model, source = zoo_model(name, data)
+            info = firmware_project(
+                model, fw, name, data.info.class_names, x, data.y_test[: a.samples], a.samples
+            )
+            device = (fw / info["model_file"]).read_bytes()
+            entry = zoo[name] = {
+                "source": source,
+                "macs": sum(macs(op) for op in flatbuf.operators(device)),
+                "device_model_bytes": len(device),
+                "runs": {},
+            }
+        for target, kernels in CORES:
+            key = f"{target}/{kernels}"
+            if key in entry["runs"]:
+                continue
+            build(fw, BuildOptions(target, kernels, a.tflm))
+            r = run(fw, target, kernels)
+            entry["runs"][key] = {
+                "bit_exact": f"{r['bit_exact']}/{r['samples']}",
+                "flash": r["memory"]["flash_bytes"],
+                "ram": r["memory"]["ram_bytes"],
+                "instructions": r["instructions_per_inference"],
+                "instructions_per_mac": round(r["instructions_per_inference"] / entry["macs"], 2),
+            }
+            save()
+            log.info("%s %s: %s", name, key, entry["runs"][key])
+
+
+def zoo_table(res: dict) -> str:
+    from kdq_tf.report import markdown_table
+
+    rows = []
+    for name, e in res["zoo"].items():
+        for key, r in e["runs"].items():
+            rows.append(
+                [
+                    name,
+                    key,
+                    r["bit_exact"],
+                    f"{r['flash']:,}",
+                    f"{r['ram']:,}",
+                    f"{r['instructions']:,}",
+                    f"{r['instructions_per_mac']:.2f}",
+                ]
+            )
+    head = ["student", "target/kernels", "bit-exact", "flash B", "RAM B", "instructions", "per MAC"]
+    return markdown_table(head, rows)
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=str(ROOT / "runs" / "bench_full" / "seed0_int8.tflite"))
@@ -171,9 +269,14 @@ def main(argv=None) -> dict:
     p.add_argument("--work", default=str(ROOT / "runs" / "bench_device"))
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--name", default="device")
+    p.add_argument("--zoo", action="store_true", help="every zoo student on every Cortex-M core")
+    p.add_argument("--profile-student", default="small_cnn")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from kdq_tf import files
+
+    if a.zoo:
+        return main_zoo(a)
 
     t0 = time.perf_counter()
     work = Path(a.work)
@@ -196,6 +299,53 @@ def main(argv=None) -> dict:
             {k: res[k] for k in ("instruction_ratio_reference_over_cmsis_nn", "wall_time_s")}
         )
     )
+    return res
+
+
+def main_zoo(a) -> dict:
+    """`--zoo`: the zoo on every core, and the benchmark student's per-operator profile."""
+    from kdq_tf import files
+    from kdq_tf.device.profile import chart, profile
+    from kdq_tf.report import profile_markdown
+
+    out = Path(a.results)
+    path = out / "device_zoo.json"
+    res = files.read_json(path) or {}
+    t0 = time.perf_counter()
+
+    def save():
+        res.update(
+            date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+            command="device.py --zoo",
+        )
+        files.write_json(path, portable(res))
+
+    measure_zoo(a, res, save)
+    fw = Path(a.work) / "zoo" / a.profile_student
+    prof = profile(fw, "cortex-m4", "cmsis-nn", a.tflm)
+    prof["source"] = res["zoo"][a.profile_student]["source"]
+    res["profile"] = {k: v for k, v in prof.items() if k != "run"}
+    res["wall_time_s"] = round(res.get("wall_time_s", 0) + time.perf_counter() - t0, 1)
+    save()
+    files.write_bytes(out / f"profile_{a.profile_student}.png", chart(prof))
+    files.write_text(out / f"profile_{a.profile_student}.md", profile_markdown(prof))
+    md = "\n".join(
+        [
+            f"# Every zoo student on every core ({res['date']})",
+            "",
+            zoo_table(res),
+            "",
+            "Instructions per inference under QEMU `-icount shift=0` (SysTick ticks times each "
+            "board's instructions per tick, docs/firmware.md#more-cores); per MAC: over the MACs "
+            "of the model's operators. Models: "
+            + "; ".join(f"{n}: `{e['source']}`" for n, e in res["zoo"].items()),
+            "",
+            profile_markdown(prof),
+        ]
+    )
+    files.write_text(out / "device_zoo.md", portable(md))
+    print(md)
     return res
 
 
