@@ -173,7 +173,11 @@ class DistillConfig:
     temperature: float = 2.0  # >1 softens the teacher (Hinton et al. 2015)
     lam: float | None = None  # L = L_soft + lam * L_hard; 0.5 when neither lam nor alpha is set
     alpha: float | None = None  # keras-io form: L = alpha * L_hard + (1 - alpha) * L_soft
-    soft_loss: str = "kl"  # kl | ce, both scaled by T^2
+    soft_loss: str = "kl"  # kl | ce | dist | dkd, all scaled by T^2 (kdq_tf.distill.losses)
+    dist_beta: float = 1.0  # DIST's inter-class (per example) weight
+    dist_gamma: float = 1.0  # DIST's intra-class (per class, over the batch) weight
+    dkd_alpha: float = 1.0  # DKD's target-class (TCKD) weight
+    dkd_beta: float = 8.0  # DKD's non-target (NCKD) weight; 8 is the paper's CIFAR-100 setting
     hard_loss: str = "ce"  # ce | mse (MSE on one-hot labels)
     guidance: str = "auto"  # auto | online | cached | cached-int8 | teacher-int8
     # cached modes: teacher logits for K fixed augmented views; the student cycles through them
@@ -206,13 +210,24 @@ class DistillConfig:
             self.lam is None or self.lam >= 0.0,
             f"distill.lam (lambda) must be >= 0, got {self.lam}",
         )
-        _one_of("distill.soft_loss", self.soft_loss, ("kl", "ce"))
+        _one_of("distill.soft_loss", self.soft_loss, ("kl", "ce", "dist", "dkd"))
+        for name in ("dist_beta", "dist_gamma", "dkd_alpha", "dkd_beta"):
+            v = getattr(self, name)
+            _check(v >= 0, f"distill.{name} must be >= 0, got {v}")
         _one_of("distill.hard_loss", self.hard_loss, ("ce", "mse"))
         _one_of(
             "distill.guidance",
             self.guidance,
             ("auto", "online", "cached", "cached-int8", "teacher-int8"),
         )
+
+    def soft_params(self) -> dict:
+        """The chosen soft loss's coefficients (kdq_tf.distill.losses.soft_loss's params)."""
+        if self.soft_loss == "dist":
+            return {"beta": self.dist_beta, "gamma": self.dist_gamma}
+        if self.soft_loss == "dkd":
+            return {"alpha": self.dkd_alpha, "beta": self.dkd_beta}
+        return {}
         _check(
             self.shrink is None or self.shrink >= 0,
             f"distill.shrink must be >= 0, got {self.shrink}",

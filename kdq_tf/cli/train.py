@@ -182,7 +182,20 @@ def _distill_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--alpha", dest="distill.alpha", type=float, help="L = alpha*L_hard + (1-alpha)*L_soft"
     )
-    g.add_argument("--soft-loss", dest="distill.soft_loss", choices=["kl", "ce"])
+    g.add_argument(
+        "--soft-loss",
+        dest="distill.soft_loss",
+        choices=["kl", "ce", "dist", "dkd"],
+        help="kl (default), ce, dist (Huang et al. 2022: --dist-beta, --dist-gamma) or dkd "
+        "(Zhao et al. 2022: --dkd-alpha, --dkd-beta)",
+    )
+    for name, text in (
+        ("dist-beta", "DIST's inter-class weight (default 1)"),
+        ("dist-gamma", "DIST's intra-class weight (default 1)"),
+        ("dkd-alpha", "DKD's target-class weight (default 1)"),
+        ("dkd-beta", "DKD's non-target weight (default 8)"),
+    ):
+        g.add_argument(f"--{name}", dest=f"distill.{name.replace('-', '_')}", type=float, help=text)
     g.add_argument("--hard-loss", dest="distill.hard_loss", choices=["ce", "mse"])
     g.add_argument(
         "--guidance",

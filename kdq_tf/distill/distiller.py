@@ -58,6 +58,7 @@ class Distiller(keras.Model):
         loss_weights: LossWeights = LossWeights(),
         soft_loss: str = "kl",
         hard_loss: str = "ce",
+        soft_params: dict | None = None,
         **kwargs,
     ):
         """Configures the optimizer and the distillation loss.
@@ -68,8 +69,10 @@ class Distiller(keras.Model):
             temperature: softening temperature T > 0. Defaults to `DistillConfig`'s (2.0),
                 so the library and the CLI distill alike.
             loss_weights: `LossWeights` (lambda or alpha form). Defaults to soft=1, hard=0.5.
-            soft_loss: "kl" or "ce". Defaults to "kl".
+            soft_loss: "kl", "ce", "dist" or "dkd" (kdq_tf.distill.losses). Defaults to "kl".
             hard_loss: "ce" or "mse". Defaults to "ce".
+            soft_params: DIST's beta and gamma, or DKD's alpha and beta; the papers' defaults
+                otherwise.
         """
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -77,6 +80,7 @@ class Distiller(keras.Model):
         self.temperature = float(temperature)
         self.loss_weights_ = loss_weights
         self.soft_kind, self.hard_kind = soft_loss, hard_loss
+        self.soft_params = dict(soft_params or {})
         self.total_tracker = keras.metrics.Mean(name="loss")
         self.soft_tracker = keras.metrics.Mean(name="soft_loss")
         self.hard_tracker = keras.metrics.Mean(name="hard_loss")
@@ -117,6 +121,7 @@ class Distiller(keras.Model):
             self.loss_weights_,
             self.soft_kind,
             self.hard_kind,
+            self.soft_params,
         )
 
     def _record(self, y, student_logits, total, soft, hard):

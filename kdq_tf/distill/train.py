@@ -25,6 +25,7 @@ def _distill_phase(cfg: Config, epochs: int, lr: float, steps: int) -> list[Phas
             loss_weights=weights,
             soft_loss=d.soft_loss,
             hard_loss=d.hard_loss,
+            soft_params=d.soft_params(),
         )
 
     return [Phase("train", epochs, prepare)]

@@ -32,7 +32,8 @@ def step(strategy):
         out = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(h))
         student = keras.Model(inp, out)
         d = Distiller(student)
-        d.compile(keras.optimizers.SGD(0.5), temperature=2.0, loss_weights=LossWeights(1.0, 0.5))
+        d.compile(keras.optimizers.SGD(0.5), temperature=2.0, loss_weights=LossWeights(1.0, 0.5),
+                  soft_loss=sys.argv[1])
     hist = d.fit(ds, epochs=1, verbose=0)
     return hist.history["loss"][0], [w.tolist() for w in student.get_weights()]
 
@@ -46,9 +47,12 @@ print(json.dumps({"replicas": mirrored.num_replicas_in_sync, "loss_default": los
 """
 
 
-def test_mirrored_matches_default_for_one_step():
+@pytest.mark.parametrize("soft_loss", ["kl", "dist", "dkd"])
+def test_mirrored_matches_default_for_one_step(soft_loss):
+    """Two replicas take the same step as one: DIST's per-class correlation too, whose sums
+    are added across replicas."""
     proc = subprocess.run(
-        [sys.executable, "-c", _MIRRORED_STEP],
+        [sys.executable, "-c", _MIRRORED_STEP, soft_loss],
         capture_output=True,
         text=True,
         cwd=ROOT,
