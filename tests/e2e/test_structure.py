@@ -148,3 +148,44 @@ def test_shrink_from_a_trained_student_keeps_its_zeros_through_pqat(setup):
     int8_zeros = sum(t["zeros"] * t["bytes"] for t in w) / sum(t["bytes"] for t in w)
     # PQAT masks the zeros; int8 rounding can only add more (small weights rounding to 0)
     assert int8_zeros >= sparsity - 1e-9, (int8_zeros, sparsity)
+
+
+@pytest.mark.parametrize("kind", ["dist", "dkd"])
+def test_dist_and_dkd_distill_and_go_through_qat(setup, kind):
+    """The relation (DIST) and decoupled (DKD) losses drive distillation and the QAT that
+    follows it, like KL; the run records the loss and its coefficients."""
+    d, npz = setup
+    out = d / f"run_{kind}"
+    coef = ["--dist-gamma", "2"] if kind == "dist" else ["--dkd-beta", "4"]
+    proc = run_cli(
+        "distill",
+        "--dataset",
+        f"npz:{npz}",
+        "--teacher",
+        d / "teacher.keras",
+        "--soft-loss",
+        kind,
+        *coef,
+        "--epochs",
+        "3",
+        "--qat",
+        "--qat-epochs",
+        "1",
+        "--out",
+        out,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    def soft(name):  # the soft loss of each epoch's training batches
+        rows = (out / name).read_text().splitlines()
+        col = rows[0].split(",").index("soft_loss")
+        return [float(r.split(",")[col]) for r in rows[1:]]
+
+    distill, qat = soft("distill_history.csv"), soft("qat_history.csv")
+    assert distill[-1] < distill[0], distill  # the loss drives the student towards the teacher
+    assert len(qat) == 1 and 0 <= qat[0] < distill[0], qat  # and the QAT that follows
+    d_cfg = json.loads((out / "config.json").read_text())["distill"]
+    assert d_cfg["soft_loss"] == kind
+    assert (d_cfg["dist_gamma"] if kind == "dist" else d_cfg["dkd_beta"]) == (
+        2.0 if kind == "dist" else 4.0
+    )
