@@ -3,6 +3,7 @@
     python benchmarks/readme_table.py [name]   # default full: "Does distillation help?", "Results"
     python benchmarks/readme_table.py flash    # "Smaller than int8" (benchmarks/flash.py)
     python benchmarks/readme_table.py search   # "What fits my device?" (benchmarks/search.py)
+    python benchmarks/readme_table.py device_zoo  # "On the device" (benchmarks/device.py --zoo)
 
 The README blocks are generated from benchmarks/results/<name>.json/.md; no figure in them is
 typed by hand. They stay short: the long tables (settings, sweeps, guidance modes, per-seed
@@ -19,9 +20,10 @@ BLOCKS = {
     "kd": ("<!-- kd:begin -->", "<!-- kd:end -->"),
     "flash": ("<!-- flash:begin -->", "<!-- flash:end -->"),
     "search": ("<!-- search:begin -->", "<!-- search:end -->"),
+    "device": ("<!-- device:begin -->", "<!-- device:end -->"),
 }
 # The sections of <name>.md that the README's "Results" block shows; the others stay in the file.
-HEADLINE_SECTIONS = ("Quality", "On the device")
+HEADLINE_SECTIONS = ("Quality",)  # the device table is device_zoo's
 
 
 def pct(x: float) -> str:
@@ -197,6 +199,46 @@ def search_section(res: dict) -> str:
     return "\n\n".join(lines)
 
 
+def device_section(res: dict) -> str:
+    """One row per zoo student: instructions per inference on each core with CMSIS-NN (the M4
+    also with the reference kernels), the M4 image's flash and RAM, and whether every build was
+    bit-exact; then the profile's one-line summary."""
+    cores = ("cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55")
+    rows = [
+        "| student | MACs | M4 reference | M4 | M7 | M33 | M55 (Helium) | M4 flash | M4 RAM "
+        "| bit-exact |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, e in res["zoo"].items():
+        r = e["runs"]
+        if len(r) < 2 * len(cores):
+            continue
+        m4 = r["cortex-m4/cmsis-nn"]
+        exact = all(
+            v["bit_exact"].split("/")[0] == v["bit_exact"].split("/")[1] for v in r.values()
+        )
+        cells = [f"{r['cortex-m4/reference']['instructions'] / 1e6:.2f} M"] + [
+            f"{r[f'{c}/cmsis-nn']['instructions'] / 1e6:.2f} M" for c in cores
+        ]
+        rows.append(
+            f"| {name} | {e['macs'] / 1e6:.2f} M | {' | '.join(cells)} | {_kib(m4['flash'])} | "
+            f"{_kib(m4['ram'])} | {'all' if exact else 'NOT all'} |"
+        )
+    p = res.get("profile")
+    tail = []
+    if p:
+        top = max(p["operators"], key=lambda o: o["instructions"])
+        tail.append(
+            f"Per operator ({p['model']}, Cortex-M4, CMSIS-NN): the operators add up to "
+            f"{100 * p['operators_share']:.1f}% of the "
+            f"{p['instructions_per_inference'] / 1e6:.2f} M "
+            f"instructions of an inference; the largest is #{top['index']} {top['op']} "
+            f"({100 * top['share']:.1f}%, {top['instructions_per_mac']} per MAC); table and chart: "
+            f"[benchmarks/results/profile_{p['model']}.md](benchmarks/results/profile_{p['model']}.md)."
+        )
+    return "\n".join(rows) + ("\n\n" + "\n".join(tail) if tail else "")
+
+
 def replace_block(text: str, key: str, body: str, note: str) -> str:
     begin, end = BLOCKS[key]
     head, rest = text.split(begin, 1)
@@ -215,6 +257,9 @@ def main(name: str = "full") -> None:
         f"`benchmarks/results/{name}.json`; all tables: "
         f"[benchmarks/results/{name}.md](benchmarks/results/{name}.md)._"
     )
+    if name == "device_zoo":
+        readme.write_text(replace_block(readme.read_text(), "device", device_section(res), note))
+        return
     if name == "search":
         readme.write_text(replace_block(readme.read_text(), "search", search_section(res), note))
         return
