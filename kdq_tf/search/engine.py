@@ -351,6 +351,7 @@ def finalize(s: SearchSettings, rec: dict) -> dict:
     import shutil
 
     from kdq_tf.deploy.export import run_export
+    from kdq_tf.device import profile as device_profile
     from kdq_tf.search.trial import build_and_run
 
     out = Path(s.out)
@@ -361,10 +362,14 @@ def finalize(s: SearchSettings, rec: dict) -> dict:
     shutil.rmtree(fw, ignore_errors=True)
     shutil.copytree(src, fw, ignore=shutil.ignore_patterns("build"))
     dev = build_and_run(fw, s.target, rec["kernels"], s.tflm)
+    # Where its instructions go: the per-operator profile, beside the firmware.
+    prof = device_profile.profile(fw, s.target, rec["kernels"], s.tflm)
+    device_profile.write(fw, prof)
     return {
         "run_dir": rec["run_dir"],
         "export": "chosen/export",
         "firmware": "chosen/firmware",
+        "profile": "chosen/firmware/profile.md",
         "test_accuracy_int8": rep["test_accuracy_litert"],
         "bit_exact": f"{dev['bit_exact']}/{dev['samples']}",
         "ram_bytes": dev["memory"]["ram_bytes"],

@@ -45,6 +45,8 @@ def test_tiny_search_measures_every_candidate_and_exports_the_chosen(tmp_path):
     assert chosen["val_accuracy"] == max(r["val_accuracy"] for r in recs if r["fits"])
     ex = summary["chosen_export"]
     assert ex["bit_exact"] == "10/10" and (out / ex["firmware"] / "Makefile").is_file()
+    prof = json.loads((out / ex["firmware"] / "profile.json").read_text())  # where time goes
+    assert prof["bit_exact"] == prof["samples"] and abs(prof["operators_share"] - 1) <= 0.02
     assert not Path(chosen["run_dir"]).is_absolute()
     assert "Pareto front" in (out / "pareto.md").read_text()
     assert (out / "search.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
