@@ -143,10 +143,20 @@ def model_settings(
     return "\n".join(lines)
 
 
+# The DECODE operator that TFLM's compression tool inserts runs kdq_tf's own LUT decoder
+# (template/kdq_decode.cc), a fraction of the size of TFLM's general one.
+DECODE = "CUSTOM:TFLM_DECODE"
+
+
+def resolver_call(op: str) -> str:
+    """The MicroMutableOpResolver call that registers `op`: CONV_2D -> AddConv2D()."""
+    if op == DECODE:
+        return 'AddCustom("TFLM_DECODE", kdq::Register_DECODE())'
+    return resolver_method(op) + "()"
+
+
 def resolver_method(op: str) -> str:
     """BuiltinOperator name -> MicroMutableOpResolver method: CONV_2D -> AddConv2D."""
-    if op == "CUSTOM:TFLM_DECODE":  # inserted by TFLM's compression tool
-        return "AddDecode"
     if op.startswith(("CUSTOM:", "UNKNOWN_")):
         raise KdqError(f"op {op} has no TFLite-Micro builtin registration; register it by hand")
     return "Add" + "".join(
@@ -161,11 +171,12 @@ def model_ops(name: str, ops: list[str]) -> str:
     g = _guard(ident, "model_ops.h")
     unique = list(dict.fromkeys(ops))
     adds = "\n".join(
-        f"  if (resolver.{resolver_method(op)}() != kTfLiteOk) return kTfLiteError;  // {op}"
+        f"  if (resolver.{resolver_call(op)} != kTfLiteOk) return kTfLiteError;  // {op}"
         for op in unique
     )
+    decode = '#include "kdq_decode.h"\n' if DECODE in unique else ""
     return (
-        f"{_HEADER}#ifndef {g}\n#define {g}\n\n"
+        f"{_HEADER}#ifndef {g}\n#define {g}\n\n{decode}"
         '#include "tensorflow/lite/micro/micro_mutable_op_resolver.h"\n\n'
         f"constexpr int k_{ident}_num_ops = {len(unique)};\n"
         f"using {ident}_op_resolver = tflite::MicroMutableOpResolver<k_{ident}_num_ops>;\n\n"

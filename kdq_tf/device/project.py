@@ -19,6 +19,8 @@ TEMPLATE_FILES = (
     "main.cc",
     "timer.h",
     "profiler.h",
+    "kdq_decode.cc",
+    "kdq_decode.h",
     "Makefile",
     "CMakeLists.txt",
     "README.md",

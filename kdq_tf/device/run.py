@@ -20,6 +20,9 @@ from kdq_tf.device.targets import target as target_info
 from kdq_tf.device.tflm_tree import DECODE_KERNELS
 from kdq_tf.errors import KdqError
 
+# The firmware's own decoder (kdq_decode.cc), and TFLM's, which firmware exported before it used.
+DECODE_OBJECTS = ("kdq_decode", *DECODE_KERNELS)
+
 HOST_ARENA = 32 << 20  # ample for any model a microcontroller runs
 
 log = logging.getLogger(__name__)
@@ -178,7 +181,7 @@ def map_shares(map_path: Path, tflm_objects: Path, ram_base: int = 0x20000000) -
     libstdc++, libgcc). The map gives string sections before the linker merges duplicates, so
     the shares add up to a little more (under 1% here) than the image's sections. `ram_base`:
     where the board's linker script puts RAM (below it: flash)."""
-    flash = {"tflm": 0, "app": 0, "runtime": 0, "decode": 0}  # decode: part of tflm
+    flash = {"tflm": 0, "app": 0, "runtime": 0, "decode": 0}  # decode: part of tflm or app
     ram = dict(flash)
     in_map, section = False, ""
     tflm = str(tflm_objects)
@@ -195,7 +198,7 @@ def map_shares(map_path: Path, tflm_objects: Path, ram_base: int = 0x20000000) -
         origin = "tflm" if src.startswith(tflm) else ("runtime" if ".a(" in src else "app")
         share = ram if addr >= ram_base else flash
         share[origin] += size
-        if origin == "tflm" and Path(src).name.split(".")[0] in DECODE_KERNELS:  # LUT DECODE
+        if Path(src).name.split(".")[0] in DECODE_OBJECTS:  # the LUT decoder
             share["decode"] += size
     return {"flash": flash, "ram": ram}
 

@@ -78,10 +78,7 @@ def kernel_files(ops: list[str]) -> list[str]:
     """Kernel file stems for the model's builtin ops, each once ("CONV_2D" -> "conv")."""
     stems = []
     for op in ops:
-        if (
-            op == "CUSTOM:TFLM_DECODE"
-        ):  # compressed tensors: DECODE and its LUT/Huffman/pruning states
-            stems += [s for s in DECODE_KERNELS if s not in stems]
+        if op == "CUSTOM:TFLM_DECODE":  # the firmware's own LUT decoder (kdq_decode.cc)
             continue
         if op.startswith(("CUSTOM:", "UNKNOWN_")):
             raise KdqError(

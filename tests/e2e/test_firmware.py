@@ -316,8 +316,8 @@ def test_lut_compressed_firmware_is_bit_exact_with_the_uncompressed_model(tmp_pa
         model, fw, "lut", ["a", "b", "c"], x[32:], np.arange(6) % 3, samples=6, device_bytes=small
     )
     assert "CUSTOM:TFLM_DECODE" in info["ops"]
-    assert " decode_state_lut " in (fw / "tflm_sources.mk").read_text()
-    assert "AddDecode()" in (fw / "model_ops.h").read_text()
+    assert "decode" not in (fw / "tflm_sources.mk").read_text()  # TFLM's DECODE is not built
+    assert 'AddCustom("TFLM_DECODE", kdq::Register_DECODE())' in (fw / "model_ops.h").read_text()
     opts = BuildOptions(
         "host", "reference", str(TFLM)
     )  # the objects the other host builds use, plus DECODE
@@ -328,3 +328,53 @@ def test_lut_compressed_firmware_is_bit_exact_with_the_uncompressed_model(tmp_pa
     arena = r["arena_chosen_bytes"]  # and that interpreter agrees with the uncompressed model
     plain = MicroRunner(flatbuf.strip_for_device(model), arena).run_raw(samples)
     np.testing.assert_array_equal(MicroRunner(small, arena).run_raw(samples), plain)
+
+
+def _clustered(layer, n):
+    """Each output channel's kernel snapped to n values (the per-channel tables' case)."""
+    k, *rest = layer.get_weights()
+    axis = -2 if isinstance(layer, keras.layers.DepthwiseConv2D) else -1
+    moved = np.moveaxis(k, axis, 0)
+    for c in range(moved.shape[0]):
+        v = np.linspace(moved[c].min(), moved[c].max(), n)
+        moved[c] = v[np.abs(moved[c][..., None] - v).argmin(-1)]
+    layer.set_weights([np.moveaxis(moved, 0, axis), *rest])
+
+
+@needs_tree
+@needs_host
+def test_kdq_decoder_is_bit_exact_on_every_layout(tmp_path):
+    """The firmware's own LUT decoder against the Python interpreter (TFLM's DECODE): index
+    widths that straddle bytes (3 and 5 bits), a depthwise kernel (tables on the last axis) and
+    first-axis tables, on the host and, where the toolchain is, the Cortex-M4 with CMSIS-NN."""
+    from kdq_tf.deploy.compression import compress_lut
+
+    keras.utils.set_random_seed(1)
+    m = keras.Sequential(
+        [
+            keras.layers.Input((12, 12, 2)),
+            keras.layers.Conv2D(32, 3, activation="relu"),
+            keras.layers.DepthwiseConv2D(5, activation="relu"),  # 800 weights
+            keras.layers.Conv2D(32, 3, activation="relu"),  # 9,216 weights
+            keras.layers.Conv2D(3, 1),
+            keras.layers.GlobalAveragePooling2D(),
+        ]
+    )
+    _clustered(m.layers[1], 6)  # 6 values per channel: 3-bit indices, last-axis tables
+    _clustered(m.layers[2], 20)  # 20: 5-bit indices, first-axis tables
+    x = np.random.default_rng(1).normal(size=(38, 12, 12, 2)).astype(np.float32)
+    model = to_tflite(m, "int8", x[:32])
+    small, plan = compress_lut(flatbuf.strip_for_device(model))
+    assert sorted(p["bits"] for p in plan if p["compress"]) == [3, 5]
+    fw = tmp_path / "fw"
+    firmware_project(
+        model, fw, "lut", ["a", "b", "c"], x[32:], np.arange(6) % 3, samples=6, device_bytes=small
+    )
+    build(fw, BuildOptions("host", "reference", str(TFLM)))
+    _check_run(fw, run(fw, "host"))
+    if shutil.which("arm-none-eabi-g++") and shutil.which("qemu-system-arm"):
+        build(fw, BuildOptions("cortex-m4", "cmsis-nn", str(TFLM)))
+        r = run(fw, "cortex-m4", "cmsis-nn")
+        _check_run(fw, r)
+        # the decoder is the app's kdq_decode.o: well under TFLM's 21 KB
+        assert 0 < r["memory"]["flash_decode_bytes"] < 2048

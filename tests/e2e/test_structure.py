@@ -68,7 +68,7 @@ def test_cluster_under_distillation_then_cqat_then_lut_export(setup):
     lut = (exp / "model_int8_lut.tflite").read_bytes()
     assert len(lut) == c["bytes"]  # the C array carries the compressed model
     assert f"g_model_model_data_size = {len(lut)};" in (exp / "model_data.h").read_text()
-    assert "AddDecode()" in (exp / "model_ops.h").read_text()
+    assert "kdq::Register_DECODE()" in (exp / "model_ops.h").read_text()
     assert "LUT-compressed device model" in (exp / "report.md").read_text()
 
 
