@@ -202,7 +202,9 @@ def build(fw_dir: str | Path, opts: BuildOptions) -> dict:
     seconds = time.perf_counter() - t0
     if returncode != 0:
         errors = (
-            [ln for ln in lines if "error:" in ln.lower() or "Error " in ln] or lines[-1:] or ["?"]
+            [ln for ln in lines if "error:" in ln.lower() or "Error " in ln or "***" in ln]
+            or lines[-1:]
+            or ["?"]
         )
         raise KdqError(
             f"firmware build failed ({opts.target}, {opts.kernels}): {errors[0].strip()[:300]} "
