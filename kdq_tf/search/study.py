@@ -132,22 +132,29 @@ def reported(study, step: int) -> int:
     return sum(step in t.intermediate_values for t in study.get_trials(deepcopy=False))
 
 
-def best_fitting(study) -> float | None:
-    """The best validation accuracy (int8) of the measured trials that fit, or None."""
-    return max(
-        (r["val_accuracy"] for r in records(study, "measured") if r.get("fits")), default=None
-    )
+def best_fitting(study, step: int) -> float | None:
+    """What the best model that fits so far scored at this epoch (the fitting measured trial with
+    the best int8 validation accuracy), or None when nothing fits yet."""
+    from optuna.trial import TrialState
+
+    best = None
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        rec = t.user_attrs.get("record") or {}
+        if rec.get("outcome") == "measured" and rec.get("fits") and step in t.intermediate_values:
+            if best is None or rec["val_accuracy"] > best[0]:
+                best = (rec["val_accuracy"], t.intermediate_values[step])
+    return None if best is None else best[1]
 
 
 class PruneOnEpoch:
     """Reports each distillation epoch's validation accuracy and stops the trial when the pruner
-    says so and it is below the best model that fits so far (a Keras callback; built lazily so
-    this module loads without TensorFlow).
+    says so and it is behind the best model that fits so far at the same epoch (a Keras
+    callback; built lazily so this module loads without TensorFlow).
 
     The pruner ranks a trial against every trial at that epoch, those over budget included. At a
-    tight budget the big candidates set the bar, and ASHA would stop the small one that would
-    have been the best that fits; a trial already above that is never stopped. Until something
-    fits, nothing is."""
+    tight budget the big candidates set the bar, and ASHA would stop the small one on its way to
+    being the best that fits; a trial ahead of the best fitting one at that epoch is never
+    stopped. Until something fits, nothing is."""
 
     def __new__(cls, trial):
         import optuna
@@ -162,11 +169,11 @@ class PruneOnEpoch:
                 trial.report(float(acc), epoch + 1)
                 if reported(trial.study, epoch + 1) < PRUNE_AFTER or not trial.should_prune():
                     return
-                best = best_fitting(trial.study)
+                best = best_fitting(trial.study, epoch + 1)
                 if best is not None and acc < best:
                     raise optuna.TrialPruned(
-                        f"val accuracy {acc:.4f} after epoch {epoch + 1}, below the best that "
-                        f"fits ({best:.4f})"
+                        f"val accuracy {acc:.4f} after epoch {epoch + 1}, behind the best that "
+                        f"fits ({best:.4f} then)"
                     )
 
         return Callback()

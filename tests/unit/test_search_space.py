@@ -266,25 +266,28 @@ def test_zoo_seeds_are_queued_once_and_not_when_tried():
     assert space.candidate(params).key == "plain-w1-b5-k3-s1-3-none"
 
 
-def test_pruning_spares_a_trial_above_the_best_that_fits():
-    """ASHA alone would stop both trials below (four others scored 0.95 at epoch 1); the one at
-    0.90 is above the best model that fits (0.85, the 0.95 ones are over budget) and goes on."""
+def test_pruning_spares_a_trial_ahead_of_the_best_that_fits():
+    """ASHA alone would stop both trials below (four others scored 0.95 at epoch 1). The best
+    model that fits (0.90 in the end, the 0.95 ones are over budget) scored 0.85 at epoch 1: a
+    trial at 0.86 then is ahead of it and goes on; one at 0.80 is stopped."""
     import optuna
 
     from kdq_tf.search.study import PruneOnEpoch, best_fitting, pruner
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", pruner=pruner("asha"))
-    for acc, fits in [(0.95, False)] * 4 + [(0.85, True)]:
+    for at_1, final, fits in [(0.95, 0.96, False)] * 4 + [(0.85, 0.90, True), (0.88, 0.89, True)]:
         t = study.ask()
-        t.report(acc, 1)
+        t.report(at_1, 1)
         t.should_prune()  # the pruner files the trial's score at the rung
-        t.set_user_attr("record", {"outcome": "measured", "val_accuracy": acc, "fits": fits})
-        study.tell(t, acc)
-    assert best_fitting(study) == 0.85
-    PruneOnEpoch(study.ask()).on_epoch_end(0, {"val_accuracy": 0.90})  # goes on
-    with pytest.raises(optuna.TrialPruned, match="below the best that fits"):
+        rec = {"outcome": "measured", "val_accuracy": final, "fits": fits}
+        t.set_user_attr("record", rec)
+        study.tell(t, final)
+    assert best_fitting(study, 1) == 0.85  # the fitting trial with the best final accuracy
+    assert best_fitting(study, 2) is None
+    PruneOnEpoch(study.ask()).on_epoch_end(0, {"val_accuracy": 0.86})  # goes on
+    with pytest.raises(optuna.TrialPruned, match="behind the best that fits"):
         PruneOnEpoch(study.ask()).on_epoch_end(0, {"val_accuracy": 0.80})
-    control = study.ask()  # the pruner alone stops a trial at 0.90
-    control.report(0.90, 1)
+    control = study.ask()  # the pruner alone stops a trial at 0.86
+    control.report(0.86, 1)
     assert control.should_prune()
