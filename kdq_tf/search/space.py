@@ -2,6 +2,8 @@
 
 A candidate is a stack of the zoo's blocks (kdq_tf.models.students): a plain k x k conv stem,
 then plain or depthwise-separable blocks, some of them stride 2, then the GAP + 1x1-conv head.
+"hybrid" follows the Cortex-M profile's rule (docs/firmware.md): separable blocks before the
+last stage, where the maps are large and a plain k x k conv costs the most, plain ones in it.
 Every layer is one TF-MOT quantizes and TFLite-Micro runs in int8, so every candidate converts
 to full int8 and runs on the firmware.
 
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from kdq_tf.errors import ConfigError
 
-BLOCKS = ("plain", "separable")
+BLOCKS = ("plain", "separable", "hybrid")
 COMPRESSIONS = {"none": 0, "lut16": 16, "lut8": 8}  # clusters per kernel (0: no LUT)
 KERNEL_SETS = ("cmsis-nn", "reference")
 _BN_PARAMS = 4  # gamma, beta, moving mean, moving variance per channel (count_params counts all)
@@ -203,7 +205,7 @@ class Candidate:
     @property
     def key(self) -> str:
         """A readable name, also the trial's folder: "sep-w0.75-b5-k3-s1-3-lut16"."""
-        kind = "sep" if self.block == "separable" else "plain"
+        kind = {"plain": "plain", "separable": "sep", "hybrid": "hyb"}[self.block]
         return (
             f"{kind}-w{self.width:g}-b{self.blocks}-k{self.kernel}-"
             f"s{_stride_key(self.stride2) or 'none'}-{self.compression}"
@@ -212,6 +214,13 @@ class Candidate:
     @property
     def clusters(self) -> int:
         return COMPRESSIONS[self.compression]
+
+    def plain_at(self, i: int) -> bool:
+        """Whether block i is a plain k x k conv (else depthwise-separable). The stem always is:
+        a depthwise conv on 1-3 input channels would learn little."""
+        if i == 0 or self.block == "plain":
+            return True
+        return self.block == "hybrid" and i >= max(self.stride2, default=0)
 
     def widths(self) -> list[int]:
         out, stage = [], 0
@@ -242,7 +251,7 @@ def build_model(c: Candidate, input_shape, num_classes: int):
     x = inputs
     for i, w in enumerate(c.widths()):
         stride = 2 if i in c.stride2 else 1
-        if i == 0 or c.block == "plain":  # a depthwise stem on 1-3 channels would learn little
+        if c.plain_at(i):
             x = conv_bn_relu(x, w, kernel=c.kernel, stride=stride, name=f"b{i}")
         else:
             x = depthwise_bn_relu(x, stride, name=f"b{i}", kernel=c.kernel)
@@ -268,7 +277,7 @@ def estimate(c: Candidate, input_shape, num_classes: int) -> dict:
     for i, cout in enumerate(c.widths()):
         stride = 2 if i in c.stride2 else 1
         ho, wo = math.ceil(h / stride), math.ceil(w / stride)
-        if i == 0 or c.block == "plain":
+        if c.plain_at(i):
             k = c.kernel * c.kernel * cin * cout
             params += k + _BN_PARAMS * cout
             macs += ho * wo * k

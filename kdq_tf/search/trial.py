@@ -107,9 +107,10 @@ def floors(measured: list[dict]) -> dict:
 
 
 def _floor(c: Candidate, kernels: str, floor: dict, what: str) -> int:
-    # A separable candidate runs every op a plain one does, a LUT one every op an int8 one does
-    # (its LUT may also save nothing and ship without DECODE), so their floors bound it too.
-    blocks = ("plain", "separable") if c.block == "separable" else ("plain",)
+    # A separable or hybrid candidate runs every op a plain one does (and the same ops as each
+    # other), a LUT one every op an int8 one does (its LUT may also save nothing and ship without
+    # DECODE), so their floors bound it too.
+    blocks = ("plain",) if c.block == "plain" else ("plain", "separable", "hybrid")
     decodes = (False, True) if c.clusters else (False,)
     seen = [
         floor[(kernels, b, d)][what] for b in blocks for d in decodes if (kernels, b, d) in floor

@@ -61,7 +61,7 @@ def test_space_rejects_unknown_empty_and_contradictory():
         SearchSpace.from_dict({"compression": ["lut4"]})
     s = SearchSpace.from_dict({"width": [1.0, 1.0, 0.5], "stride2": [[1, 3]]})
     assert s.width == (1.0, 0.5)  # duplicates would weigh a value twice
-    assert s.size() == 2 * 3 * 2 * 2 * 1 * 3
+    assert s.size() == 2 * 3 * 3 * 2 * 1 * 3  # width, blocks, block, kernel, stride2, compression
 
 
 def test_candidate_from_params_is_small_cnn_at_width_one():
@@ -144,6 +144,8 @@ def test_estimate_matches_hand_counts():
         Candidate(0.75, 6, "separable", 5, (0, 2)),
         Candidate(1.25, 4, "separable", 3, (1, 2), "lut8"),
         Candidate(0.5, 3, "plain", 5, ()),
+        Candidate(1.0, 6, "hybrid", 3, (1, 3), "lut16"),
+        Candidate(0.75, 4, "hybrid", 5, ()),
     ],
     ids=lambda c: c.key,
 )
@@ -155,6 +157,19 @@ def test_built_model_has_the_estimated_params_and_macs(cand):
     e = estimate(cand, (28, 28, 1), 10)
     assert m.count_params() == e["params"]
     assert count_macs(m) == e["macs"]
+
+
+def test_hybrid_at_width_one_is_fast_cnn_up_to_its_head():
+    """The hybrid block is fast_cnn's rule: separable before the last stage, plain in it."""
+    from kdq_tf.models.students import STUDENTS
+    from kdq_tf.search.space import build_model
+
+    c = Candidate(1.0, 5, "hybrid", 3, (1, 3))
+    assert c.key == "hyb-w1-b5-k3-s1-3-none"
+    assert [c.plain_at(i) for i in range(5)] == [True, False, False, True, True]
+    got = build_model(c, (28, 28, 1), 10)
+    want = STUDENTS["fast_cnn"]((28, 28, 1), 10)
+    assert _layers(got) == _layers(want) and got.count_params() == want.count_params()
 
 
 def _rec(n, acc, flash, instr, fits=True, ram=1000):
