@@ -25,28 +25,17 @@ def setup(tmp_path_factory):
     return d, npz
 
 
-def test_cluster_under_distillation_then_cqat_then_lut_export(setup):
+def distill_qat(setup, out, *flags):
+    """`kdq_tf distill` from the fixture's teacher on its data, with one QAT epoch."""
     d, npz = setup
-    out = d / "run_cluster"
-    proc = run_cli(
-        "distill",
-        "--dataset",
-        f"npz:{npz}",
-        "--teacher",
-        d / "teacher.keras",
-        "--epochs",
-        "1",
-        "--cluster",
-        "8",
-        "--structure-epochs",
-        "1",
-        "--qat",
-        "--qat-epochs",
-        "1",
-        "--out",
-        out,
-    )
+    args = ["--dataset", f"npz:{npz}", "--teacher", d / "teacher.keras"]
+    proc = run_cli("distill", *args, *flags, "--qat", "--qat-epochs", "1", "--out", out)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_cluster_under_distillation_then_cqat_then_lut_export(setup):
+    out = setup[0] / "run_cluster"
+    distill_qat(setup, out, "--epochs", "1", "--cluster", "8", "--structure-epochs", "1")
     m = json.loads((out / "metrics.json").read_text())
     s = m["student_structured"]
     assert s["cluster"] == 8 and s["max_unique"] <= 8  # every float kernel holds <= 8 values
@@ -73,27 +62,8 @@ def test_cluster_under_distillation_then_cqat_then_lut_export(setup):
 
 
 def test_prune_under_distillation_keeps_zeros_through_pqat(setup):
-    d, npz = setup
-    out = d / "run_prune"
-    proc = run_cli(
-        "distill",
-        "--dataset",
-        f"npz:{npz}",
-        "--teacher",
-        d / "teacher.keras",
-        "--epochs",
-        "1",
-        "--prune",
-        "0.5",
-        "--structure-epochs",
-        "2",
-        "--qat",
-        "--qat-epochs",
-        "1",
-        "--out",
-        out,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = setup[0] / "run_prune"
+    distill_qat(setup, out, "--epochs", "1", "--prune", "0.5", "--structure-epochs", "2")
     s = json.loads((out / "metrics.json").read_text())["student_structured"]
     big = [k["zeros"] for k in s["kernels"] if k["size"] >= 100]
     assert big and min(big) >= 0.45, s["kernels"]
@@ -111,27 +81,9 @@ def test_shrink_from_a_trained_student_keeps_its_zeros_through_pqat(setup):
     then survive QAT and conversion."""
     from kdq_tf._keras import keras
 
-    d, npz = setup
+    d = setup[0]
     out = d / "run_shrink"
-    proc = run_cli(
-        "distill",
-        "--dataset",
-        f"npz:{npz}",
-        "--teacher",
-        d / "teacher.keras",
-        "--epochs",
-        "0",
-        "--student",
-        d / "teacher.keras",
-        "--shrink",
-        "0.1",
-        "--qat",
-        "--qat-epochs",
-        "1",
-        "--out",
-        out,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    distill_qat(setup, out, "--epochs", "0", "--student", d / "teacher.keras", "--shrink", "0.1")
     m = json.loads((out / "metrics.json").read_text())
     assert (
         m["student"]["accuracy"] == m["teacher"]["accuracy"]
@@ -154,27 +106,9 @@ def test_shrink_from_a_trained_student_keeps_its_zeros_through_pqat(setup):
 def test_dist_and_dkd_distill_and_go_through_qat(setup, kind):
     """The relation (DIST) and decoupled (DKD) losses drive distillation and the QAT that
     follows it, like KL; the run records the loss and its coefficients."""
-    d, npz = setup
-    out = d / f"run_{kind}"
+    out = setup[0] / f"run_{kind}"
     coef = ["--dist-gamma", "2"] if kind == "dist" else ["--dkd-beta", "4"]
-    proc = run_cli(
-        "distill",
-        "--dataset",
-        f"npz:{npz}",
-        "--teacher",
-        d / "teacher.keras",
-        "--soft-loss",
-        kind,
-        *coef,
-        "--epochs",
-        "3",
-        "--qat",
-        "--qat-epochs",
-        "1",
-        "--out",
-        out,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    distill_qat(setup, out, "--soft-loss", kind, *coef, "--epochs", "3")
 
     def soft(name):  # the soft loss of each epoch's training batches
         rows = (out / name).read_text().splitlines()
