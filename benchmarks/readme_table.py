@@ -23,7 +23,7 @@ BLOCKS = {
     "device": ("<!-- device:begin -->", "<!-- device:end -->"),
 }
 # The sections of <name>.md that the README's "Results" block shows; the others stay in the file.
-HEADLINE_SECTIONS = ("Quality",)  # the device table is device_zoo's
+HEADLINE_SECTIONS = ("Quality", "On the device")
 
 
 def pct(x: float) -> str:
@@ -228,12 +228,13 @@ def device_section(res: dict) -> str:
     tail = []
     if p:
         top = max(p["operators"], key=lambda o: o["instructions"])
+        per_mac = f", {top['instructions_per_mac']} per MAC" if top["instructions_per_mac"] else ""
         tail.append(
             f"Per operator ({p['model']}, Cortex-M4, CMSIS-NN): the operators add up to "
             f"{100 * p['operators_share']:.1f}% of the "
             f"{p['instructions_per_inference'] / 1e6:.2f} M "
             f"instructions of an inference; the largest is #{top['index']} {top['op']} "
-            f"({100 * top['share']:.1f}%, {top['instructions_per_mac']} per MAC); table and chart: "
+            f"({100 * (top['share'] or 0):.1f}%{per_mac}); table and chart: "
             f"[benchmarks/results/profile_{p['model']}.md](benchmarks/results/profile_{p['model']}.md)."
         )
     return "\n".join(rows) + ("\n\n" + "\n".join(tail) if tail else "")

@@ -214,7 +214,8 @@ def could_fit(images: dict) -> list[str]:
     out = []
     for b, budget in BUDGETS.items():
         for img in images.values():
-            loose = dict(img, instructions=(img["instructions"] or 0) / PROBE_SLACK)
+            instr = img["instructions"]  # unknown stays unknown: Budget.fits counts it a miss
+            loose = dict(img, instructions=None if instr is None else instr / PROBE_SLACK)
             if img["exact"] and budget.fits(loose):
                 out.append(b)
                 break

@@ -220,14 +220,6 @@ class DistillConfig:
             self.guidance,
             ("auto", "online", "cached", "cached-int8", "teacher-int8"),
         )
-
-    def soft_params(self) -> dict:
-        """The chosen soft loss's coefficients (kdq_tf.distill.losses.soft_loss's params)."""
-        if self.soft_loss == "dist":
-            return {"beta": self.dist_beta, "gamma": self.dist_gamma}
-        if self.soft_loss == "dkd":
-            return {"alpha": self.dkd_alpha, "beta": self.dkd_beta}
-        return {}
         _check(
             self.shrink is None or self.shrink >= 0,
             f"distill.shrink must be >= 0, got {self.shrink}",
@@ -247,6 +239,14 @@ class DistillConfig:
         )
         # Each view is one more teacher pass over the training set and one more copy of its logits.
         _check(0 <= self.views <= 64, f"distill.views must be in 0..64, got {self.views}")
+
+    def soft_params(self) -> dict:
+        """The chosen soft loss's coefficients (kdq_tf.distill.losses.soft_loss's params)."""
+        if self.soft_loss == "dist":
+            return {"beta": self.dist_beta, "gamma": self.dist_gamma}
+        if self.soft_loss == "dkd":
+            return {"alpha": self.dkd_alpha, "beta": self.dkd_beta}
+        return {}
 
 
 @dataclass(frozen=True)

@@ -97,14 +97,22 @@ def soft_loss(
     return loss * (temperature**2)
 
 
-def _pearson(a, b, eps: float = 1e-8):
+def _correlation(cov, var_a, var_b, eps: float = 1e-8):
+    """cov / sqrt(var_a * var_b), with eps inside the root: a constant row or a batch of one
+    has zero variance, where sqrt's gradient would be infinite and turn every weight into NaN."""
+    return cov / tf.sqrt(var_a * var_b + eps * eps)
+
+
+def _pearson(a, b):
     """Pearson correlation of the rows of a and b (batch, n) -> (batch,)."""
     a = a - tf.reduce_mean(a, axis=-1, keepdims=True)
     b = b - tf.reduce_mean(b, axis=-1, keepdims=True)
-    return tf.reduce_sum(a * b, -1) / tf.maximum(tf.norm(a, axis=-1) * tf.norm(b, axis=-1), eps)
+    return _correlation(
+        tf.reduce_sum(a * b, -1), tf.reduce_sum(a * a, -1), tf.reduce_sum(b * b, -1)
+    )
 
 
-def _class_correlation(p_s, p_t, eps: float = 1e-8):
+def _class_correlation(p_s, p_t):
     """Pearson correlation, per class, of the student's and the teacher's probabilities over the
     GLOBAL batch: under tf.distribute the replicas add their sums (means first, then centred
     products, which keeps float32 from cancelling), so each replica's loss is the one of the
@@ -128,7 +136,7 @@ def _class_correlation(p_s, p_t, eps: float = 1e-8):
             )
         )
     )
-    return cov / tf.maximum(tf.sqrt(var_s * var_t), eps)  # (classes,)
+    return _correlation(cov, var_s, var_t)  # (classes,)
 
 
 def dist_loss(teacher_logits, student_logits, temperature: float, beta=1.0, gamma=1.0):

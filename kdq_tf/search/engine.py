@@ -231,8 +231,10 @@ def seed_with_zoo(study, space) -> list[str]:
     names = []
     for name, params in space.zoo_seeds():
         if space.candidate(params).key not in tried:
+            before = len(study.trials)
             study.enqueue_trial(params, user_attrs={"zoo": name}, skip_if_exists=True)
-            names.append(name)
+            if len(study.trials) > before:  # not already waiting in the queue
+                names.append(name)
     return names
 
 
@@ -362,14 +364,17 @@ def finalize(s: SearchSettings, rec: dict) -> dict:
     shutil.rmtree(fw, ignore_errors=True)
     shutil.copytree(src, fw, ignore=shutil.ignore_patterns("build"))
     dev = build_and_run(fw, s.target, rec["kernels"], s.tflm)
-    # Where its instructions go: the per-operator profile, beside the firmware.
-    prof = device_profile.profile(fw, s.target, rec["kernels"], s.tflm)
-    device_profile.write(fw, prof)
+    # Where its instructions go: the per-operator profile, beside the firmware. A failure here
+    # costs the profile, not the search's results.
+    try:
+        device_profile.write(fw, device_profile.profile(fw, s.target, rec["kernels"], s.tflm))
+    except KdqError as e:
+        log.warning("no per-operator profile of the chosen firmware: %s", e)
     return {
         "run_dir": rec["run_dir"],
         "export": "chosen/export",
         "firmware": "chosen/firmware",
-        "profile": "chosen/firmware/profile.md",
+        "profile": "chosen/firmware/profile.md" if (fw / "profile.md").is_file() else None,
         "test_accuracy_int8": rep["test_accuracy_litert"],
         "bit_exact": f"{dev['bit_exact']}/{dev['samples']}",
         "ram_bytes": dev["memory"]["ram_bytes"],

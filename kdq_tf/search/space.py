@@ -165,10 +165,13 @@ class SearchSpace:
 
     def candidate(self, params: dict) -> "Candidate":
         stride2 = tuple(int(i) for i in params["stride2"].split("-") if i)
+        block = params["block"]
+        if block == "hybrid" and max(stride2, default=0) == 0:  # one stage: all of it plain
+            block = "plain"
         return Candidate(
             width=float(params["width"]),
             blocks=int(params["blocks"]),
-            block=params["block"],
+            block=block,
             kernel=int(params["kernel"]),
             stride2=stride2,
             compression=params["compression"],

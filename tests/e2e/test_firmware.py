@@ -181,7 +181,7 @@ def test_cortex_m4_profile_adds_up_to_the_inference(int8_firmware, capsys):
     for name in ("profile.json", "profile.md", "profile.png"):
         assert (fw_dir / name).stat().st_size > 0
     assert (fw_dir / "profile.png").read_bytes()[:4] == b"\x89PNG"
-    # the plain build is untouched: its folder is separate, and `run` still picks it
+    # the profile image has its own build folder: the plain build's stays as it was
     assert (fw_dir / "build" / "cortex-m4-cmsis-nn-profile").is_dir()
 
 

@@ -142,3 +142,18 @@ def test_soft_loss_dispatches_with_defaults_and_needs_labels_for_dkd():
         soft_loss(T_LOGITS, S_LOGITS, 2.0, "dkd")
     total, soft, _ = distillation_loss(Y, T_LOGITS, S_LOGITS, 2.0, soft_kind="dkd")
     np.testing.assert_allclose(soft.numpy(), dkd_loss(Y, T_LOGITS, S_LOGITS, 2.0).numpy())
+
+
+def test_dist_gradients_stay_finite_with_zero_variance():
+    """A batch of one (no spread over the batch) and a student whose logits are all equal (no
+    spread over the classes): DIST's correlations have zero variance there, and the gradient
+    must not turn into NaN."""
+    import tensorflow as tf
+
+    for s in (S_LOGITS[:1], np.zeros((5, 4), np.float32)):
+        teacher = T_LOGITS[: len(s)]
+        z = tf.Variable(s)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(dist_loss(teacher, z, 4.0))
+        grad = tape.gradient(loss, z).numpy()
+        assert np.isfinite(loss.numpy()) and np.all(np.isfinite(grad)), grad

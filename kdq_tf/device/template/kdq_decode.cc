@@ -5,7 +5,7 @@
 // 16-cluster LUT compression saves on small_cnn's weights. kdq_tf's models need one case: LUT
 // tables of any element size, indices of 1-7 bits. This kernel reads the same tensors (the
 // packed indices, and the ancillary tensor: a 16-byte header, then one value table per channel)
-// and writes the same bytes, in well under 1 KB.
+// and writes the same bytes, in under 2 KB.
 //
 // Layout, as TFLM's compression tool writes it:
 //   ancillary[0] = 0 (LUT), [1] = 1 (header version), [4] = 1 (LUT version),

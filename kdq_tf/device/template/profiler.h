@@ -48,7 +48,10 @@ class KdqProfiler : public tflite::MicroProfilerInterface {
   }
 
   void Print() const {
-    if (overflow_) printf("kdq: error the model has more than %u operators to profile\n", kMaxOps);
+    if (overflow_) {
+      printf("kdq: error the model has more than %u operators to profile\n",
+             static_cast<unsigned>(kMaxOps));
+    }
     for (uint32_t i = 0; i < ops_; ++i) {
       printf("kdq: op %u %s %llu\n", static_cast<unsigned>(i), tags_[i],
              static_cast<unsigned long long>(ticks_[i]));
