@@ -242,6 +242,8 @@ def device_section(res: dict) -> str:
 
 def replace_block(text: str, key: str, body: str, note: str) -> str:
     begin, end = BLOCKS[key]
+    if begin not in text or end not in text:
+        raise SystemExit(f"README.md has no {begin} ... {end} block: add one where it goes")
     head, rest = text.split(begin, 1)
     _, tail = rest.split(end, 1)
     return f"{head}{begin}\n{note}\n\n{body}\n{end}{tail}"
