@@ -3,9 +3,7 @@ byte for byte against the `tflite_micro` Python interpreter on the same inputs."
 
 import json
 import os
-import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -130,33 +128,6 @@ def test_cortex_m4_cmsis_nn_under_qemu_is_bit_exact(int8_firmware):
         m["flash_app_bytes"] >= m["flash_model_bytes"] + m["flash_test_images_bytes"]
         and m["flash_tflm_bytes"] > 0
     )
-
-
-@needs_tree
-@needs_arm
-@pytest.mark.parametrize(
-    "target, kernels",
-    [("cortex-m7", "reference"), ("cortex-m33", "reference"), ("cortex-m55", "cmsis-nn")],
-)
-def test_more_cores_under_qemu_are_bit_exact(int8_firmware, target, kernels):
-    """One small model per new core: the M55 with CMSIS-NN's Helium (MVE) kernels, the M7 and
-    M33 with the reference ones (their CMSIS-NN build is the M4's DSP code)."""
-    from kdq_tf.device.build import _unsupported
-
-    why = _unsupported(target, False) or _unsupported(target, True)
-    if why:
-        pytest.skip(why)
-    fw_dir, _ = int8_firmware
-    build(fw_dir, BuildOptions(target, kernels, str(TFLM)))
-    r = run(fw_dir, target, kernels)
-    _check_run(fw_dir, r)
-    assert r["target"] == target and r["instructions_per_inference"] > 1000
-    elf = Path(build(fw_dir, BuildOptions(target, kernels, str(TFLM)))["binary"])
-    if target == "cortex-m55":  # Helium instructions are in the image: the MVE kernels ran
-        dis = subprocess.run(
-            ["arm-none-eabi-objdump", "-d", str(elf)], capture_output=True, text=True, check=True
-        ).stdout
-        assert re.search(r"\tv\w+(\.\w+)*\tq[0-7]\b", dis)  # an MVE op on a Q register
 
 
 @needs_tree
