@@ -49,7 +49,12 @@ def add_parsers(sub) -> None:
     p.add_argument("--flash", help="flash budget of the whole image, e.g. 192KiB")
     p.add_argument("--ram", help="RAM budget of the whole image (arena + data + bss), e.g. 64KiB")
     p.add_argument("--instructions", help="instructions per inference, e.g. 12M")
-    p.add_argument("--target", default="cortex-m4", help="cortex-m4 (QEMU mps2-an386)")
+    p.add_argument(
+        "--target",
+        default="cortex-m4",
+        help="the board every image is measured on: cortex-m4 (QEMU mps2-an386, the default), "
+        "cortex-m7, cortex-m33 or cortex-m55 (docs/firmware.md#more-cores)",
+    )
     p.add_argument(
         "--kernels",
         default="auto",

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kdq_tf import files
+from kdq_tf.device.targets import CORTEX_M
 from kdq_tf.errors import KdqError
 from kdq_tf.search import front
 from kdq_tf.search import study as S
@@ -53,8 +54,8 @@ class SearchSettings:
     def __post_init__(self):
         if (self.teacher_logits is None) == (self.teacher is None):
             raise KdqError("give the teacher as --teacher-logits FILE.npz or --teacher PATH")
-        if self.target != "cortex-m4":
-            raise KdqError(f"--target must be cortex-m4 (the emulated board), got {self.target!r}")
+        if self.target not in CORTEX_M:  # every image is measured on an emulated board
+            raise KdqError(f"--target must be one of {', '.join(CORTEX_M)}, got {self.target!r}")
         if self.kernels not in ("auto", "cmsis-nn", "reference"):
             raise KdqError(f"--kernels must be cmsis-nn, reference or auto, got {self.kernels!r}")
         if self.kernels != "auto" and self.kernels not in self.space.kernels:

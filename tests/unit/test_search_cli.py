@@ -21,6 +21,7 @@ LOGITS = ROOT / "benchmarks" / "teachers" / "fashion_mnist_fused" / "logits.npz"
         (["--flash", "192KiB"], "[serch]\nwidth = [1.0]\n", "unknown table(s) serch"),
         (["--flash", "192KiB", "--kernels", "fast"], None, "--kernels must be"),
         (["--flash", "192KiB", "--time-limit", "soon"], None, "--time-limit"),
+        (["--flash", "192KiB", "--target", "host"], None, "--target must be one of cortex-m4"),
     ],
 )
 def test_bad_search_input_is_one_line_exit_2_nothing_written(tmp_path, flags, space, says):
