@@ -26,7 +26,7 @@ def add_parsers(sub) -> None:
         description="Samples students from a search space, rejects those whose estimate is "
         "over budget, distills and QAT-trains the rest on cached teacher logits (ASHA prunes "
         "the weak after one epoch), converts each to full int8 (LUT when sampled) and measures "
-        "its real Cortex-M4 image under QEMU. Exit 1 when nothing fits.",
+        "its real Cortex-M image (--target) under QEMU. Exit 1 when nothing fits.",
     )
     dataset_only(p)
     teacher = p.add_mutually_exclusive_group(required=True)
