@@ -7,25 +7,11 @@ import re
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
-from test_firmware import TFLM, _check_run, _tiny_model, needs_arm, needs_tree
+from test_firmware import TFLM, _check_run, int8_firmware, needs_arm, needs_tree  # noqa: F401 (its fixture)
 
-from kdq_tf.deploy.convert import to_tflite
-from kdq_tf.deploy.export import firmware_project
 from kdq_tf.device.build import BuildOptions, build
 from kdq_tf.device.run import run
-
-
-@pytest.fixture(scope="module")
-def int8_firmware(tmp_path_factory):
-    m, x = _tiny_model()
-    model = to_tflite(m, "int8", x[:32])
-    out = tmp_path_factory.mktemp("fw") / "firmware"
-    info = firmware_project(
-        model, out, "tiny", ["a", "b", "c"], x[32:], np.arange(32) % 3, samples=6
-    )
-    return out, info
 
 
 @needs_tree
@@ -34,7 +20,7 @@ def int8_firmware(tmp_path_factory):
     "target, kernels",
     [("cortex-m7", "reference"), ("cortex-m33", "reference"), ("cortex-m55", "cmsis-nn")],
 )
-def test_more_cores_under_qemu_are_bit_exact(int8_firmware, target, kernels):
+def test_more_cores_under_qemu_are_bit_exact(int8_firmware, target, kernels):  # noqa: F811
     """One small model per new core: the M55 with CMSIS-NN's Helium (MVE) kernels, the M7 and
     M33 with the reference ones (their CMSIS-NN build is the M4's DSP code)."""
     from kdq_tf.device.build import _unsupported
