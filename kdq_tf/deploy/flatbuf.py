@@ -81,8 +81,13 @@ def operator_sequence(data: bytes) -> list[str]:
     return [codes[op.opcodeIndex] for op in (model.subgraphs or [None])[0].operators or []]
 
 
-_ITEM_BYTES = {"int8": 1, "uint8": 1, "bool": 1, "int16": 2, "float16": 2, "int32": 4}
-_ITEM_BYTES.update(float32=4, int64=8, float64=8)
+def _item_bytes(dtype: str) -> int:
+    """Bytes per element of a TFLite tensor type named like numpy's; 1 for those numpy lacks
+    (string, int4, resource)."""
+    try:
+        return np.dtype(dtype).itemsize
+    except TypeError:
+        return 1
 
 
 def operators(data: bytes) -> list[dict]:
@@ -102,12 +107,11 @@ def operators(data: bytes) -> list[dict]:
         dtype = types.get(t.type, str(t.type))
         buf = model.buffers[t.buffer] if t.buffer < len(model.buffers or []) else None
         constant = buf is not None and (buf.data is not None and len(buf.data) > 0 or buf.size > 0)
-        n = int(np.prod(shape)) if shape else 1
         return {
             "index": i,
             "dtype": dtype,
             "shape": shape,
-            "bytes": n * _ITEM_BYTES.get(dtype, 1),
+            "bytes": int(np.prod(shape)) * _item_bytes(dtype),
             "constant": bool(constant),
         }
 

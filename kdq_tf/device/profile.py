@@ -13,7 +13,7 @@ timer.h at the DWT cycle counter (see the firmware README).
 """
 
 import io
-import logging
+import math
 from pathlib import Path
 
 from kdq_tf import files
@@ -24,8 +24,6 @@ from kdq_tf.device.targets import target as target_info
 from kdq_tf.errors import KdqError
 from kdq_tf.report import profile_markdown
 
-log = logging.getLogger(__name__)
-
 
 def macs(op: dict) -> int:
     """Multiply-accumulates of one operator, from its tensors' shapes (0 for ops without any).
@@ -35,11 +33,8 @@ def macs(op: dict) -> int:
     name = op["op"]
     if name not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") or len(op["inputs"]) < 2:
         return 0
-    out = op["outputs"][0]["shape"]
+    n_out = math.prod(op["outputs"][0]["shape"])
     w = op["inputs"][1]["shape"]
-    n_out = 1
-    for d in out:
-        n_out *= d
     if name == "CONV_2D":  # filter [Cout, KH, KW, Cin]
         return n_out * w[1] * w[2] * w[3]
     if name == "DEPTHWISE_CONV_2D":  # filter [1, KH, KW, Cout]

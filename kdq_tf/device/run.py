@@ -17,11 +17,18 @@ import numpy as np
 from kdq_tf.device.build import binary_path, build_dir, check_tools, firmware_info, last_kernels
 from kdq_tf.device.micro import MicroRunner
 from kdq_tf.device.targets import target as target_info
-from kdq_tf.device.tflm_tree import DECODE_KERNELS
 from kdq_tf.errors import KdqError
 
-# The firmware's own decoder (kdq_decode.cc), and TFLM's, which firmware exported before it used.
-DECODE_OBJECTS = ("kdq_decode", *DECODE_KERNELS)
+# The LUT decoder's objects in a link map: the firmware's own (kdq_decode.cc), and TFLM's DECODE
+# kernel with its states, which firmware exported before kdq_decode linked.
+DECODE_OBJECTS = (
+    "kdq_decode",
+    "decode",
+    "decode_state",
+    "decode_state_lut",
+    "decode_state_huffman",
+    "decode_state_prune",
+)
 
 HOST_ARENA = 32 << 20  # ample for any model a microcontroller runs
 

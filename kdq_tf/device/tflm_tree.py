@@ -53,17 +53,6 @@ _KERNEL_FILE = {
     "ARG_MAX": "arg_min_max",
     "ARG_MIN": "arg_min_max",
 }
-# The DECODE op of a compressed model (TFLM_DECODE) and its LUT/Huffman/pruning states. DECODE
-# expands the tensors in the graph, so neither the interpreter nor the kernels need TFLM's older
-# USE_TFLM_COMPRESSION path (metadata-driven decompression, and a flatc-generated header that
-# create_tflm_tree.py trees lack): it was measured to build and run bit-exact without it.
-DECODE_KERNELS = (
-    "decode",
-    "decode_state",
-    "decode_state_lut",
-    "decode_state_huffman",
-    "decode_state_prune",
-)
 # Always compiled: helpers every kernel calls.
 CORE_KERNEL_HELPERS = ("kernel_util", "micro_tensor_utils")
 REQUIRED = (
