@@ -256,9 +256,10 @@ def run_export(
     if e.compress == "lut":  # the firmware's model: DECODE -> CONV_2D fused, a smaller arena
         embedded, fused = fuse.fuse_lut_convs(device_bytes)
         if fused:
-            report["compressed"]["fused"] = fused
+            name = _FILE_FOR_MODE[e.mode].replace(".tflite", "_lut_fused.tflite")
+            report["compressed"].update(fused=fused, fused_file=name)
             arena = fuse.arena_bound(report.get("verify", {}).get("arena_bytes", 0), fused, arena)
-            outputs[_FILE_FOR_MODE[e.mode].replace(".tflite", "_lut_fused.tflite")] = embedded
+            outputs[name] = embedded
     if e.c_array or firmware_dir:
         generated = c_sources(
             device_bytes, e.name, data.info.class_names, x[0], int(y[0]), arena, model_bytes

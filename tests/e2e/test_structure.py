@@ -67,7 +67,9 @@ def test_cluster_under_distillation_then_cqat_then_lut_export(setup):
         "CUSTOM:TFLM_DECODE"
     ) - len(c["fused"])
     assert "kdq::Register_LUT_CONV()" in (exp / "model_ops.h").read_text()
-    assert "LUT-compressed device model" in (exp / "report.md").read_text()
+    md = (exp / "report.md").read_text()
+    assert "LUT-compressed device model" in md and "fused into KDQ_LUT_CONV" in md
+    assert c["fused_file"] == "model_int8_lut_fused.tflite"
 
 
 def test_prune_under_distillation_keeps_zeros_through_pqat(setup):
