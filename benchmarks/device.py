@@ -194,28 +194,33 @@ def zoo_model(name: str, data) -> tuple[bytes, str]:
     return to_tflite(m, "int8", x), "untrained (random initial weights), calibrated on 256 images"
 
 
+def zoo_firmware(a, data, name: str, fw: Path) -> str:
+    """Writes the student's firmware folder (`zoo_model`); returns where the model came from."""
+    from kdq_tf.deploy.export import firmware_project
+
+    model, source = zoo_model(name, data)
+    x = data.info.preprocess.apply(data.x_test[: a.samples])
+    firmware_project(model, fw, name, data.info.class_names, x, data.y_test[: a.samples], a.samples)
+    return source
+
+
 def measure_zoo(a, res: dict, save) -> None:
     from kdq_tf.config import DataConfig
     from kdq_tf.data.dataset import load_dataset
     from kdq_tf.deploy import flatbuf
-    from kdq_tf.deploy.export import firmware_project
     from kdq_tf.device.build import BuildOptions, build
     from kdq_tf.device.profile import macs
     from kdq_tf.device.run import run
     from kdq_tf.models.students import STUDENTS
 
     data = load_dataset(DataConfig(dataset=a.dataset))
-    x = data.info.preprocess.apply(data.x_test[: a.samples])
     zoo = res.setdefault("zoo", {})
     for name in STUDENTS:
         entry = zoo.get(name)
         fw = Path(a.work) / "zoo" / name
         if entry is None:
-            model, source = zoo_model(name, data)
-            info = firmware_project(
-                model, fw, name, data.info.class_names, x, data.y_test[: a.samples], a.samples
-            )
-            device = (fw / info["model_file"]).read_bytes()
+            source = zoo_firmware(a, data, name, fw)
+            device = (fw / "model_device.tflite").read_bytes()
             entry = zoo[name] = {
                 "source": source,
                 "macs": sum(macs(op) for op in flatbuf.operators(device)),
@@ -270,7 +275,11 @@ def main(argv=None) -> dict:
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--name", default="device")
     p.add_argument("--zoo", action="store_true", help="every zoo student on every Cortex-M core")
-    p.add_argument("--profile-student", default="small_cnn")
+    p.add_argument(
+        "--profile-student",
+        default="small_cnn,fast_cnn",
+        help="students profiled per operator (comma-separated; the first is the README's)",
+    )
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from kdq_tf import files
@@ -322,14 +331,24 @@ def main_zoo(a) -> dict:
         files.write_json(path, portable(res))
 
     measure_zoo(a, res, save)
-    fw = Path(a.work) / "zoo" / a.profile_student
-    prof = profile(fw, "cortex-m4", "cmsis-nn", a.tflm)
-    prof["source"] = res["zoo"][a.profile_student]["source"]
-    res["profile"] = {k: v for k, v in prof.items() if k != "run"}
+    from kdq_tf.config import DataConfig
+    from kdq_tf.data.dataset import load_dataset
+
+    data = load_dataset(DataConfig(dataset=a.dataset))
+    profiles = res.setdefault("profiles", {})
+    names = a.profile_student.split(",")
+    for name in names:
+        fw = Path(a.work) / "zoo" / name
+        # A folder from an earlier run may be gone; the counts do not depend on the weights.
+        source = zoo_firmware(a, data, name, fw) if not (fw / "firmware.json").is_file() else None
+        prof = profile(fw, "cortex-m4", "cmsis-nn", a.tflm)
+        prof["source"] = source or res["zoo"][name]["source"]
+        profiles[name] = {k: v for k, v in prof.items() if k != "run"}
+        files.write_bytes(out / f"profile_{name}.png", chart(prof))
+        files.write_text(out / f"profile_{name}.md", profile_markdown(prof))
+    res["profile"] = profiles[names[0]]  # the benchmark student's, for the README
     res["wall_time_s"] = round(res.get("wall_time_s", 0) + time.perf_counter() - t0, 1)
     save()
-    files.write_bytes(out / f"profile_{a.profile_student}.png", chart(prof))
-    files.write_text(out / f"profile_{a.profile_student}.md", profile_markdown(prof))
     md = "\n".join(
         [
             f"# Every zoo student on every core ({res['date']})",
@@ -341,7 +360,7 @@ def main_zoo(a) -> dict:
             "of the model's operators. Models: "
             + "; ".join(f"{n}: `{e['source']}`" for n, e in res["zoo"].items()),
             "",
-            profile_markdown(prof),
+            *(profile_markdown(profiles[n]) for n in names),
         ]
     )
     files.write_text(out / "device_zoo.md", portable(md))

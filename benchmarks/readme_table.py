@@ -23,7 +23,8 @@ BLOCKS = {
     "device": ("<!-- device:begin -->", "<!-- device:end -->"),
 }
 # The sections of <name>.md that the README's "Results" block shows; the others stay in the file.
-HEADLINE_SECTIONS = ("Quality", "On the device")
+# (Its "On the device" table is one student on the M4; the README's device block has the zoo.)
+HEADLINE_SECTIONS = ("Quality",)
 
 
 def pct(x: float) -> str:
@@ -105,7 +106,7 @@ def flash_section(res: dict) -> str:
                 f"of {n} seeds), {-r['loss_pts']:+.2f} pts of test accuracy (mean), bit-exact on "
                 f"TFLM on {r['bit_exact']} samples."
             )
-    for s in ("50", "75"):
+    for s in ("50",):  # 75% is in flash.md
         p, t = by.get(f"prune{s}"), by.get(f"shrink{s}")
         if p and t:
             lines.append(
@@ -115,32 +116,21 @@ def flash_section(res: dict) -> str:
                 f"zeros in the int8 kernels; gzip {p['gzip_ratio']:.3f}x and "
                 f"{t['gzip_ratio']:.3f}x of dense)."
             )
-    fw = {k: v for k, v in res.get("firmware", {}).items() if isinstance(v, dict)}
-    if "dense" in fw and "cluster16" in fw:
-        d, c = fw["dense"]["memory"], fw["cluster16"]["memory"]
-        lines.append(
-            "As Cortex-M4 firmware (CMSIS-NN), the 16-cluster model saves "
-            f"{d['flash_model_bytes'] - c['flash_model_bytes']:,} B of model but the DECODE "
-            f"kernel adds {c['flash_tflm_bytes'] - d['flash_tflm_bytes']:,} B of TFLM code: the "
-            f"whole image goes from {d['flash_bytes']:,} to {c['flash_bytes']:,} B of flash, and "
-            f"RAM from {d['ram_bytes']:,} to {c['ram_bytes']:,} B (the arena holds the decoded "
-            "tensors)."
-        )
-    full = ROOT / "benchmarks" / "results" / "full.json"
-    old = (
-        json.loads(full.read_text()).get("device", {}).get("device_model_bytes")
-        if full.is_file()
-        else None
-    )
-    new = res["rows"]["dense"][0]["flash_bytes"]
-    if old and old != new and res["settings"].get("from"):
-        # Named by file, not by place: the README shows full.md's device table elsewhere.
-        lines.append(
-            "The device flatbuffer now keeps one zero point per tensor (TFLM broadcasts it): the "
-            f'student that the "On the device" table of `benchmarks/results/full.md` shows at '
-            f"{old:,} B is {new:,} B here (same layers, its own QAT run); that table predates "
-            "the change."
-        )
+    lut = ROOT / "benchmarks" / "results" / "lut_device.json"
+    runs = json.loads(lut.read_text())["runs"] if lut.is_file() else {}
+    for key in ("small_cnn/cortex-m4/cmsis-nn",):
+        if key in runs:  # the whole image, from benchmarks/lut_device.py
+            d, dec, f = (runs[key][v] for v in ("dense", "lut_decode", "lut_fused"))
+            lines.append(
+                f"As Cortex-M4 firmware (CMSIS-NN), {key.split('/')[0]} with 16-cluster LUT "
+                f"([benchmarks/results/lut_device.md](benchmarks/results/lut_device.md)): with "
+                f"TFLM's DECODE, {dec['flash_vs_dense']:.3f}x the dense image's flash but "
+                f"{dec['ram_vs_dense']:.2f}x its RAM; with the fused LUT convolution, "
+                f"{f['flash_vs_dense']:.3f}x the flash ({100 * f['kept_of_model_saving']:.0f}% of "
+                f"what LUT saves on the model), {f['ram_vs_dense']:.3f}x the RAM and "
+                f"{f['instructions_vs_dense']:.2f}x the instructions, bit-exact "
+                f"{f['bit_exact']}/{f['samples']}."
+            )
     for c in res["checks"]:
         if not c["holds"]:
             lines.append(f"Not reached: {c['target']} (measured {c['measured']}).")
@@ -266,7 +256,8 @@ def main(name: str = "full") -> None:
     if name == "search":
         readme.write_text(replace_block(readme.read_text(), "search", search_section(res), note))
         return
-    if "checks" in res:  # benchmarks/flash.py
+    if "checks" in res:  # benchmarks/flash.py, and benchmarks/lut_device.py for the image
+        note = note.replace("`;", "` and `benchmarks/results/lut_device.json`;", 1)
         readme.write_text(replace_block(readme.read_text(), "flash", flash_section(res), note))
         return
     text = replace_block(readme.read_text(), "results", headline(md), note)

@@ -331,13 +331,16 @@ def compare(res: dict) -> dict:
     for b, budget in BUDGETS.items():
         rows = []
         for name, runs in by_name.items():
-            kernels = None
-            for k in ("cmsis-nn", "reference"):
-                if all(budget.fits(r["images"][k]) and r["images"][k]["exact"] for r in runs):
-                    kernels = kernels or k
-            if kernels is None:
+            # images every seed has (kernel sets; a LUT model's DECODE variant too) that fit for all
+            keys = set.intersection(*(set(r["images"]) for r in runs))
+            fitting = {
+                k: runs[0]["images"][k]
+                for k in sorted(keys)
+                if all(budget.fits(r["images"][k]) and r["images"][k]["exact"] for r in runs)
+            }
+            if not fitting:
                 continue
-            pick = pick_image(runs[0]["images"], budget)
+            pick = pick_image(fitting, budget)
             img = runs[0]["images"][pick]
             rows.append(
                 {

@@ -238,9 +238,15 @@ def export_markdown(report: dict, metrics: dict) -> str:
             f"B; {c['tensors_compressed']} tensors), "
             "bit-exact with the uncompressed one on TFLM on "
             f"{c['bit_exact_tflm']}/{c['samples']} samples, "
-            f"arena {c['arena_bytes']:,} B; the firmware "
-            "registers TFLM's DECODE kernel (kernels/decode.cc)"
+            f"arena {c['arena_bytes']:,} B with DECODE operators"
         )
+        if c.get("fused"):
+            groups = ", ".join(str(-(-f["cout"] // f["group"])) for f in c["fused"])
+            lines.append(
+                f"- in the firmware (model_data.cc, `{c['fused_file']}`): "
+                f"{len(c['fused'])} DECODE -> CONV_2D pairs fused into KDQ_LUT_CONV, which decodes "
+                f"its kernel a group of output channels at a time (groups per layer: {groups})"
+            )
     lines += [
         f"- float32/{report['mode']} size ratio: {s['float32_over_this']}x; gzip -9 of the .tflite "
         f"{s['gzip_bytes']:,} B; flatbuffer overhead "

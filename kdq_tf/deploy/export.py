@@ -18,7 +18,7 @@ from kdq_tf.config import Config, config_from_dict, load_config
 from kdq_tf.data.dataset import load_dataset
 from kdq_tf.deploy import compression, flatbuf
 from kdq_tf.deploy.convert import to_tflite
-from kdq_tf.device import carray
+from kdq_tf.device import carray, fuse
 from kdq_tf.device.micro import MicroRunner, find_arena_size
 from kdq_tf.device.project import write_firmware
 from kdq_tf.distill.qat import load_qat_model
@@ -253,6 +253,13 @@ def run_export(
         report.get("verify", {}).get("arena_bytes", 0),
         report.get("compressed", {}).get("arena_bytes", 0),
     )
+    if e.compress == "lut":  # the firmware's model: DECODE -> CONV_2D fused, a smaller arena
+        embedded, fused = fuse.fuse_lut_convs(device_bytes)
+        if fused:
+            name = _FILE_FOR_MODE[e.mode].replace(".tflite", "_lut_fused.tflite")
+            report["compressed"].update(fused=fused, fused_file=name)
+            arena = fuse.arena_bound(report.get("verify", {}).get("arena_bytes", 0), fused, arena)
+            outputs[name] = embedded
     if e.c_array or firmware_dir:
         generated = c_sources(
             device_bytes, e.name, data.info.class_names, x[0], int(y[0]), arena, model_bytes
@@ -296,6 +303,7 @@ def firmware_project(
     generated: dict | None = None,
     device_bytes: bytes | None = None,
     exact_arena: bool = False,
+    fuse_lut: bool = True,
 ) -> dict:
     """Writes a TFLite-Micro firmware folder for an integer `.tflite` (bytes in, files out).
 
@@ -305,13 +313,21 @@ def firmware_project(
     `exact_arena`: use `arena` as the tensor arena, without the margin `chosen_arena` adds (the
     search sizes it to what the target measured it uses).
 
+    `fuse_lut`: embed a LUT-compressed model with its DECODE -> CONV_2D pairs fused
+    (`kdq_tf.device.fuse`); False keeps TFLM's DECODE operators, as before the fused kernel.
+
     Returns:
         What the folder's firmware.json records.
     """
     device_bytes = device_bytes or flatbuf.strip_for_device(model_bytes)
-    arena = arena or find_arena_size(device_bytes)
+    embedded, fused = fuse.fuse_lut_convs(device_bytes) if fuse_lut else (device_bytes, [])
+    if not arena:
+        arena = find_arena_size(device_bytes)
+        if fused:  # the interpreter cannot load the fused model: bound its arena
+            dense = find_arena_size(flatbuf.strip_for_device(model_bytes))
+            arena = fuse.arena_bound(dense, fused, arena)
     generated = generated or c_sources(
-        device_bytes, name, class_names, x[0], int(y[0]), arena, model_bytes, exact_arena
+        device_bytes, name, class_names, x[0], int(y[0]), arena, model_bytes, exact_arena, fuse_lut
     )
     n = min(samples, len(x))
     x_q = Runner.from_bytes(model_bytes, reference=True).quantize(x[:n])
@@ -324,14 +340,15 @@ def firmware_project(
         out_dir,
         name,
         generated,
-        device_bytes,
+        embedded,
         x_q,
         y[:n],
-        flatbuf.op_names(device_bytes),
+        flatbuf.op_names(embedded),
         arena if exact_arena else chosen_arena(arena),
         class_names,
         export_report=export_report,
         mode=mode,
+        check_model=device_bytes if embedded != device_bytes else None,
     )
 
 
@@ -351,14 +368,17 @@ def c_sources(
     arena: int,
     io_model: bytes | None = None,
     exact_arena: bool = False,
+    fuse_lut: bool = True,
 ) -> dict[str, str]:
     """All generated C/C++ files for a model, keyed by file name.
 
     `io_model`: the model LiteRT reads the input/output tensors from, when `model_bytes` is
-    a LUT-compressed device model, which only TFLM loads.
+    a LUT-compressed device model, which only TFLM loads. The C array carries that model with
+    its DECODE -> CONV_2D pairs fused (`kdq_tf.device.fuse`) unless `fuse_lut` is False.
     """
     r = Runner.from_bytes(io_model or model_bytes)
-    header, source = carray.model_data(model_bytes, name)
+    embedded = fuse.fuse_lut_convs(model_bytes)[0] if fuse_lut else model_bytes
+    header, source = carray.model_data(embedded, name)
     margin = arena if exact_arena else chosen_arena(arena)
     return {
         "model_data.h": header,
@@ -370,7 +390,7 @@ def c_sources(
             list(class_names),
             margin,
         ),
-        "model_ops.h": carray.model_ops(name, flatbuf.op_names(model_bytes)),
+        "model_ops.h": carray.model_ops(name, flatbuf.op_names(embedded)),
         "sample_input.h": carray.sample_input(
             name, np.asarray(sample_x, np.float32), sample_y, class_names[sample_y]
         ),

@@ -93,7 +93,8 @@ def _item_bytes(dtype: str) -> int:
 def operators(data: bytes) -> list[dict]:
     """Every operator of the first subgraph, in execution order: its op name, and its inputs and
     outputs as dicts of tensor index, dtype, shape, bytes and `constant` (the tensor's data is in
-    the flatbuffer, like weights; otherwise it lives in the arena)."""
+    the flatbuffer, like weights; otherwise it lives in the arena); a custom operator's option
+    bytes as `custom_options`."""
     s = _schema()
     model = _model(data)
     codes = _code_names(model)
@@ -120,6 +121,7 @@ def operators(data: bytes) -> list[dict]:
             "op": codes[op.opcodeIndex],
             "inputs": [tensor(int(i)) for i in op.inputs if i >= 0],
             "outputs": [tensor(int(i)) for i in op.outputs if i >= 0],
+            **({"custom_options": bytes(op.customOptions)} if op.customOptions is not None else {}),
         }
         for op in g.operators or []
     ]

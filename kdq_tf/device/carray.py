@@ -144,14 +144,20 @@ def model_settings(
 
 
 # The DECODE operator that TFLM's compression tool inserts runs kdq_tf's own LUT decoder
-# (template/kdq_decode.cc), a fraction of the size of TFLM's general one.
+# (template/kdq_decode.cc), a fraction of the size of TFLM's general one; KDQ_LUT_CONV is a
+# DECODE -> CONV_2D pair fused by kdq_tf.device.fuse (template/kdq_lut_conv.cc).
 DECODE = "CUSTOM:TFLM_DECODE"
+LUT_CONV = "CUSTOM:KDQ_LUT_CONV"
+_OWN_KERNELS = {
+    DECODE: ('AddCustom("TFLM_DECODE", kdq::Register_DECODE())', "kdq_decode.h"),
+    LUT_CONV: ('AddCustom("KDQ_LUT_CONV", kdq::Register_LUT_CONV())', "kdq_lut_conv.h"),
+}
 
 
 def resolver_call(op: str) -> str:
     """The MicroMutableOpResolver call that registers `op`: CONV_2D -> AddConv2D()."""
-    if op == DECODE:
-        return 'AddCustom("TFLM_DECODE", kdq::Register_DECODE())'
+    if op in _OWN_KERNELS:
+        return _OWN_KERNELS[op][0]
     return resolver_method(op) + "()"
 
 
@@ -174,7 +180,7 @@ def model_ops(name: str, ops: list[str]) -> str:
         f"  if (resolver.{resolver_call(op)} != kTfLiteOk) return kTfLiteError;  // {op}"
         for op in unique
     )
-    decode = '#include "kdq_decode.h"\n' if DECODE in unique else ""
+    decode = "".join(f'#include "{_OWN_KERNELS[op][1]}"\n' for op in unique if op in _OWN_KERNELS)
     return (
         f"{_HEADER}#ifndef {g}\n#define {g}\n\n{decode}"
         '#include "tensorflow/lite/micro/micro_mutable_op_resolver.h"\n\n'

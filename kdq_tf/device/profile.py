@@ -18,6 +18,7 @@ from pathlib import Path
 
 from kdq_tf import files
 from kdq_tf.deploy import flatbuf
+from kdq_tf.device import fuse
 from kdq_tf.device.build import BuildOptions, build, firmware_info
 from kdq_tf.device.run import run
 from kdq_tf.device.targets import target as target_info
@@ -28,9 +29,18 @@ from kdq_tf.report import profile_markdown
 def macs(op: dict) -> int:
     """Multiply-accumulates of one operator, from its tensors' shapes (0 for ops without any).
 
-    CONV_2D: each output element sums KH x KW x Cin products; DEPTHWISE_CONV_2D: KH x KW (one
-    input channel per output channel); FULLY_CONNECTED: one product per input feature."""
+    CONV_2D (and kdq_tf's fused KDQ_LUT_CONV): each output element sums KH x KW x Cin products;
+    DEPTHWISE_CONV_2D: KH x KW (one input channel per output channel); FULLY_CONNECTED: one
+    product per input feature."""
     name = op["op"]
+    kernel = fuse.kernel_size(op)
+    if kernel is not None:  # KDQ_LUT_CONV: a CONV_2D whose kernel shape is in its options
+        return (
+            math.prod(op["outputs"][0]["shape"])
+            * kernel[0]
+            * kernel[1]
+            * op["inputs"][0]["shape"][-1]
+        )
     if name not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") or len(op["inputs"]) < 2:
         return 0
     n_out = math.prod(op["outputs"][0]["shape"])

@@ -21,6 +21,8 @@ TEMPLATE_FILES = (
     "profiler.h",
     "kdq_decode.cc",
     "kdq_decode.h",
+    "kdq_lut_conv.cc",
+    "kdq_lut_conv.h",
     "Makefile",
     "CMakeLists.txt",
     "README.md",
@@ -32,6 +34,7 @@ TEMPLATE_FILES = (
     "cortex_m/mps3_an547.ld",
 )
 DEVICE_MODEL = "model_device.tflite"
+CHECK_MODEL = "model_check.tflite"  # what the Python interpreter runs when it cannot run the above
 
 
 def render_template(name: str) -> dict[str, str]:
@@ -55,12 +58,16 @@ def write_firmware(
     class_names,
     export_report: Path | None = None,
     mode: str = "int8",
+    check_model: bytes | None = None,
 ) -> dict:
     """Writes template + generated files + the check data (each file atomically) into `out_dir`.
 
     Args:
         generated: export's C sources (model_data, model_settings, model_ops, sample_input).
-        device_model: the flatbuffer in model_data.cc, kept as a file for the comparison.
+        device_model: the flatbuffer in model_data.cc, kept as a file (the profile reads its
+            operators, and the comparison runs it unless `check_model` is given).
+        check_model: the model the Python TFLM interpreter runs for the comparison, when it
+            cannot run `device_model` (kdq_tf.device.fuse's operators): same outputs, bit for bit.
         x_q, labels: the test inputs embedded in test_samples.h, already quantized.
         arena_bytes: `kTensorArenaSize` of model_settings.h.
 
@@ -84,6 +91,7 @@ def write_firmware(
         "samples": len(x_q),
         "model_file": DEVICE_MODEL,
         "model_bytes": len(device_model),
+        **({"check_model_file": CHECK_MODEL} if check_model is not None else {}),
         "arena_bytes": int(arena_bytes),
         "class_names": list(class_names),
         "export_report": str(export_report) if export_report else None,
@@ -91,6 +99,8 @@ def write_firmware(
     for fname, text in texts.items():
         files.write_text(out / fname, text)
     files.write_bytes(out / DEVICE_MODEL, device_model)
+    if check_model is not None:
+        files.write_bytes(out / CHECK_MODEL, check_model)
     files.write_bytes(out / "test_samples.npz", blob.getvalue())
     files.write_json(out / "firmware.json", info)
     return {**info, "dir": str(out)}

@@ -19,10 +19,12 @@ from kdq_tf.device.micro import MicroRunner
 from kdq_tf.device.targets import target as target_info
 from kdq_tf.errors import KdqError
 
-# The LUT decoder's objects in a link map: the firmware's own (kdq_decode.cc), and TFLM's DECODE
-# kernel with its states, which firmware exported before kdq_decode linked.
+# The LUT decoder's objects in a link map: the firmware's own (kdq_decode.cc, and the fused LUT
+# convolution's glue, kdq_lut_conv.cc), and TFLM's DECODE kernel with its states, which firmware
+# exported before kdq_decode linked.
 DECODE_OBJECTS = (
     "kdq_decode",
+    "kdq_lut_conv",
     "decode",
     "decode_state",
     "decode_state_lut",
@@ -91,7 +93,7 @@ def parse_output(text: str) -> dict:
 def expected_outputs(fw_dir: Path, info: dict) -> tuple[np.ndarray, np.ndarray]:
     """The Python TFLM interpreter's raw outputs on the embedded inputs, and the labels."""
     blob = np.load(fw_dir / "test_samples.npz")
-    model = (fw_dir / info["model_file"]).read_bytes()
+    model = (fw_dir / info.get("check_model_file", info["model_file"])).read_bytes()
     try:
         runner = MicroRunner(model, info["arena_bytes"])
     except RuntimeError:  # an arena sized to a 32-bit target: the 64-bit host needs more, and

@@ -67,7 +67,7 @@ def kernel_files(ops: list[str]) -> list[str]:
     """Kernel file stems for the model's builtin ops, each once ("CONV_2D" -> "conv")."""
     stems = []
     for op in ops:
-        if op == "CUSTOM:TFLM_DECODE":  # the firmware's own LUT decoder (kdq_decode.cc)
+        if op in ("CUSTOM:TFLM_DECODE", "CUSTOM:KDQ_LUT_CONV"):  # the firmware's own kernels
             continue
         if op.startswith(("CUSTOM:", "UNKNOWN_")):
             raise KdqError(

@@ -355,7 +355,7 @@ def finalize(s: SearchSettings, rec: dict) -> dict:
 
     from kdq_tf.deploy.export import run_export
     from kdq_tf.device import profile as device_profile
-    from kdq_tf.search.trial import build_and_run
+    from kdq_tf.search.trial import build_and_run, kernel_set
 
     out = Path(s.out)
     run_dir = out / rec["run_dir"]
@@ -364,11 +364,13 @@ def finalize(s: SearchSettings, rec: dict) -> dict:
     fw = out / "chosen" / "firmware"
     shutil.rmtree(fw, ignore_errors=True)
     shutil.copytree(src, fw, ignore=shutil.ignore_patterns("build"))
-    dev = build_and_run(fw, s.target, rec["kernels"], s.tflm)
+    dev = build_and_run(fw, s.target, kernel_set(rec["kernels"]), s.tflm)
     # Where its instructions go: the per-operator profile, beside the firmware. A failure here
     # costs the profile, not the search's results.
     try:
-        device_profile.write(fw, device_profile.profile(fw, s.target, rec["kernels"], s.tflm))
+        device_profile.write(
+            fw, device_profile.profile(fw, s.target, kernel_set(rec["kernels"]), s.tflm)
+        )
     except KdqError as e:
         log.warning("no per-operator profile of the chosen firmware: %s", e)
     return {

@@ -212,8 +212,21 @@ def tight_arena(
     return best
 
 
+DECODE_VARIANT = "+decode"  # an image key's suffix: the LUT model with TFLM's DECODE operators
+
+
+def kernel_set(image_key: str) -> str:
+    """The kernel set an image was built with: "cmsis-nn+decode" -> "cmsis-nn"."""
+    return image_key.removesuffix(DECODE_VARIANT)
+
+
 def measure_images(folder: Path, conv: dict, data, kernel_sets, target: str, tflm) -> dict:
     """Builds and runs the real firmware for each kernel set; returns each image's figures.
+
+    A LUT-compressed model gets two images per kernel set: the firmware's default, each DECODE
+    -> CONV_2D pair fused (RAM near the dense model's, more instructions), and `<kernels>+decode`
+    with TFLM's DECODE operators (the decoded kernels in the arena, fewer instructions). Which
+    one ships is the budget's call (`pick_image`).
 
     Each kernel set gets its own folder, `firmware-<kernels>`, built first with the export's
     arena (the host's bisection plus a margin), then with the smallest arena the target runs
@@ -225,8 +238,11 @@ def measure_images(folder: Path, conv: dict, data, kernel_sets, target: str, tfl
     x = data.info.preprocess.apply(data.x_val[:FIRMWARE_SAMPLES])
     y = data.y_val[:FIRMWARE_SAMPLES]
     images = {}
-    for k in kernel_sets:
-        fw_dir = folder / f"firmware-{k}"
+    lut = bool((conv.get("compressed") or {}).get("tensors_compressed"))
+    keys = [v for k in kernel_sets for v in ((k, k + DECODE_VARIANT) if lut else (k,))]
+    for key in keys:
+        k, fused = kernel_set(key), not key.endswith(DECODE_VARIANT)
+        fw_dir = folder / f"firmware-{key}"
 
         def write(arena: int, exact: bool) -> None:
             if fw_dir.exists():  # the build folders stay: the second build reuses objects
@@ -244,13 +260,14 @@ def measure_images(folder: Path, conv: dict, data, kernel_sets, target: str, tfl
                 arena,
                 device_bytes=conv["device"],
                 exact_arena=exact,
+                fuse_lut=fused,
             )
 
         write(conv["arena_bytes"], exact=False)
         r = tight_arena(fw_dir, write, target, k, tflm, build_and_run(fw_dir, target, k, tflm))
         mem = r["memory"]
         extra = mem["flash_test_images_bytes"] * (r["samples"] - 1) // max(1, r["samples"])
-        images[k] = {
+        images[key] = {
             "flash": mem["flash_bytes"] - extra,
             "ram": mem["ram_bytes"],
             "instructions": r.get("instructions_per_inference"),
@@ -269,8 +286,9 @@ def measure_images(folder: Path, conv: dict, data, kernel_sets, target: str, tfl
 
 
 def pick_image(images: dict, budget: Budget) -> str:
-    """The kernel set to ship: among images that fit, the fewest instructions; if none fits, the
-    one that misses by the least (relative to the budget)."""
+    """The image to ship (a kernel set, `+decode` for a LUT model's DECODE variant): among images
+    that fit, the fewest instructions; if none fits, the one that misses by the least (relative
+    to the budget)."""
 
     def miss(k):
         return sum(max(0.0, v) for v in budget.constraints(images[k]))

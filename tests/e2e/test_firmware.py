@@ -63,9 +63,11 @@ def int8_firmware(tmp_path_factory):
 
 def _check_run(fw_dir: Path, r: dict):
     blob = np.load(fw_dir / "test_samples.npz")
-    want = MicroRunner(
-        (fw_dir / "model_device.tflite").read_bytes(), r["arena_chosen_bytes"]
-    ).run_raw(blob["x_q"])
+    check = fw_dir / "model_check.tflite"  # the interpreter cannot run the fused LUT model
+    model = check if check.is_file() else fw_dir / "model_device.tflite"
+    want = MicroRunner(model.read_bytes(), max(r["arena_chosen_bytes"], 64 * 1024)).run_raw(
+        blob["x_q"]
+    )
     assert r["samples"] == len(want) == 6
     assert r["bit_exact"] == 6, r
     assert r["predicted"] == [int(v) for v in want.argmax(1)]
@@ -283,10 +285,18 @@ def test_lut_compressed_firmware_is_bit_exact_with_the_uncompressed_model(tmp_pa
     small, plan = compress_lut(flatbuf.strip_for_device(model))
     assert [p["bits"] for p in plan if p["compress"]] == [4]
     fw = tmp_path / "fw"
-    info = firmware_project(
-        model, fw, "lut", ["a", "b", "c"], x[32:], np.arange(6) % 3, samples=6, device_bytes=small
+    info = firmware_project(  # TFLM's DECODE operator before the convolution, not fused
+        model,
+        fw,
+        "lut",
+        ["a", "b", "c"],
+        x[32:],
+        np.arange(6) % 3,
+        samples=6,
+        device_bytes=small,
+        fuse_lut=False,
     )
-    assert "CUSTOM:TFLM_DECODE" in info["ops"]
+    assert "CUSTOM:TFLM_DECODE" in info["ops"] and not (fw / "model_check.tflite").exists()
     assert "decode" not in (fw / "tflm_sources.mk").read_text()  # TFLM's DECODE is not built
     assert 'AddCustom("TFLM_DECODE", kdq::Register_DECODE())' in (fw / "model_ops.h").read_text()
     opts = BuildOptions(
@@ -315,10 +325,13 @@ def _clustered(layer, n):
 @needs_tree
 @needs_host
 def test_kdq_decoder_is_bit_exact_on_every_layout(tmp_path):
-    """The firmware's own LUT decoder against the Python interpreter (TFLM's DECODE): index
-    widths that straddle bytes (3 and 5 bits), a depthwise kernel (tables on the last axis) and
-    first-axis tables, on the host and, where the toolchain is, the Cortex-M4 with CMSIS-NN."""
+    """The firmware's own LUT kernels against the Python interpreter (TFLM's DECODE): index widths
+    that straddle bytes (3 and 5 bits), a depthwise kernel (tables on the last axis, kept as
+    DECODE), and convolutions fused with their decoder (kdq_lut_conv.cc), computed in groups of
+    output channels, one of them with channels that start mid-byte (63 x 3 bits each); on the
+    host and, where the toolchain is, the Cortex-M4 with CMSIS-NN."""
     from kdq_tf.deploy.compression import compress_lut
+    from kdq_tf.device.fuse import fuse_lut_convs
 
     keras.utils.set_random_seed(1)
     m = keras.Sequential(
@@ -327,25 +340,39 @@ def test_kdq_decoder_is_bit_exact_on_every_layout(tmp_path):
             keras.layers.Conv2D(32, 3, activation="relu"),
             keras.layers.DepthwiseConv2D(5, activation="relu"),  # 800 weights
             keras.layers.Conv2D(32, 3, activation="relu"),  # 9,216 weights
+            keras.layers.Conv2D(7, 1, activation="relu"),
+            keras.layers.Conv2D(64, 3, padding="same", activation="relu"),  # 64 x 63 weights
             keras.layers.Conv2D(3, 1),
             keras.layers.GlobalAveragePooling2D(),
         ]
     )
     _clustered(m.layers[1], 6)  # 6 values per channel: 3-bit indices, last-axis tables
     _clustered(m.layers[2], 20)  # 20: 5-bit indices, first-axis tables
+    _clustered(m.layers[4], 6)  # 3-bit, 189 bits per output channel
     x = np.random.default_rng(1).normal(size=(38, 12, 12, 2)).astype(np.float32)
     model = to_tflite(m, "int8", x[:32])
     small, plan = compress_lut(flatbuf.strip_for_device(model))
-    assert sorted(p["bits"] for p in plan if p["compress"]) == [3, 5]
+    assert sorted(p["bits"] for p in plan if p["compress"]) == [3, 3, 5]
+    fused = fuse_lut_convs(small)[1]
+    assert len(fused) == 2 and all(f["group"] < f["cout"] for f in fused)  # in groups
     fw = tmp_path / "fw"
-    firmware_project(
+    info = firmware_project(
         model, fw, "lut", ["a", "b", "c"], x[32:], np.arange(6) % 3, samples=6, device_bytes=small
     )
+    assert "CUSTOM:KDQ_LUT_CONV" in info["ops"] and "CUSTOM:TFLM_DECODE" in info["ops"]
+    assert (
+        flatbuf.operator_sequence((fw / "model_device.tflite").read_bytes()).count(
+            "CUSTOM:KDQ_LUT_CONV"
+        )
+        == 2
+    )
+    assert (fw / "model_check.tflite").read_bytes() == small  # what the interpreter runs
     build(fw, BuildOptions("host", "reference", str(TFLM)))
     _check_run(fw, run(fw, "host"))
     if shutil.which("arm-none-eabi-g++") and shutil.which("qemu-system-arm"):
         build(fw, BuildOptions("cortex-m4", "cmsis-nn", str(TFLM)))
         r = run(fw, "cortex-m4", "cmsis-nn")
         _check_run(fw, r)
-        # the decoder is the app's kdq_decode.o: well under TFLM's 21 KB
-        assert 0 < r["memory"]["flash_decode_bytes"] < 2048
+        # the decoder and the fused convolution's glue are the app's kdq_*.o: far under TFLM's
+        # 21 KB DECODE kernel
+        assert 0 < r["memory"]["flash_decode_bytes"] < 6144

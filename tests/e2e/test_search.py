@@ -32,15 +32,22 @@ def test_tiny_search_measures_every_candidate_and_exports_the_chosen(tmp_path):
     summary = json.loads((out / "pareto.json").read_text())
     assert summary["trained"] == 3 and summary["measured"] == 3
     recs = json.loads((out / "trials.json").read_text())
-    for rec in recs:  # every candidate: measured on its Cortex-M4 image, bit-exact
-        img = rec["images"]["cmsis-nn"]
-        assert img["bit_exact"] == "10/10"
+    for rec in recs:  # every candidate: measured on its Cortex-M4 images, bit-exact
+        assert all(i["bit_exact"] == "10/10" for i in rec["images"].values())
+        img = rec["images"][rec["kernels"]]  # the one that ships
         assert rec["fits"] == (img["flash"] <= 192 * 1024 and img["ram"] <= 64 * 1024)
         assert rec["figures"]["flash"] > rec["device_model_bytes"]  # the image holds the model
         # the estimate is a lower bound of what was measured
         assert rec["estimated"]["flash"] <= img["flash"] and rec["estimated"]["ram"] <= img["ram"]
     lut = [r for r in recs if r["candidate"]["compression"] == "lut16"]
     assert lut and lut[0]["compressed"]["bytes"] == lut[0]["device_model_bytes"]
+    # a LUT-compressed model: the fused firmware and the DECODE one, each measured (a model LUT
+    # does not shrink ships without DECODE: one image)
+    if lut[0]["compressed"]["tensors_compressed"]:
+        assert set(lut[0]["images"]) == {"cmsis-nn", "cmsis-nn+decode"}
+        assert lut[0]["images"]["cmsis-nn+decode"]["firmware"] == "firmware-cmsis-nn+decode"
+    else:
+        assert set(lut[0]["images"]) == {"cmsis-nn"}
     chosen = summary["chosen"]
     assert chosen["val_accuracy"] == max(r["val_accuracy"] for r in recs if r["fits"])
     ex = summary["chosen_export"]

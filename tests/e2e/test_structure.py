@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from conftest import run_cli, separable_npz
 
+from kdq_tf.deploy import flatbuf
+
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
@@ -55,10 +57,19 @@ def test_cluster_under_distillation_then_cqat_then_lut_export(setup):
         - (r["verify"]["device_model"]["saved_bytes"])
     )
     lut = (exp / "model_int8_lut.tflite").read_bytes()
-    assert len(lut) == c["bytes"]  # the C array carries the compressed model
-    assert f"g_model_model_data_size = {len(lut)};" in (exp / "model_data.h").read_text()
-    assert "kdq::Register_DECODE()" in (exp / "model_ops.h").read_text()
-    assert "LUT-compressed device model" in (exp / "report.md").read_text()
+    assert len(lut) == c["bytes"]
+    # the C array carries the compressed model with its DECODE -> CONV_2D pairs fused
+    fused = (exp / "model_int8_lut_fused.tflite").read_bytes()
+    assert f"g_model_model_data_size = {len(fused)};" in (exp / "model_data.h").read_text()
+    ops = flatbuf.operator_sequence(fused)
+    assert ops.count("CUSTOM:KDQ_LUT_CONV") == len(c["fused"]) >= 1
+    assert ops.count("CUSTOM:TFLM_DECODE") == flatbuf.operator_sequence(lut).count(
+        "CUSTOM:TFLM_DECODE"
+    ) - len(c["fused"])
+    assert "kdq::Register_LUT_CONV()" in (exp / "model_ops.h").read_text()
+    md = (exp / "report.md").read_text()
+    assert "LUT-compressed device model" in md and "fused into KDQ_LUT_CONV" in md
+    assert c["fused_file"] == "model_int8_lut_fused.tflite"
 
 
 def test_prune_under_distillation_keeps_zeros_through_pqat(setup):

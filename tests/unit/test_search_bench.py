@@ -87,3 +87,24 @@ def test_a_found_zoo_student_is_compared_as_itself():
     assert b["found"] == "small_cnn+lut16" == b["best_zoo"]
     assert b["verdict"]["gain_pts"] == 0 and b["verdict"]["at_least_as_accurate"]
     assert not b["verdict"]["beats"]
+
+
+def test_a_lut_model_fits_through_whichever_image_meets_the_budget():
+    """A LUT model's fused image is lean in RAM, its DECODE variant in instructions: at C
+    (12 M instructions) only the DECODE variant fits, at A (40 KiB RAM) only the fused one; a
+    variant counts only when every seed's image of it fits."""
+    fused, decode = image(120, 35, 12.5), image(118, 60, 10.5)
+    runs = {"cmsis-nn": fused, "cmsis-nn+decode": decode}
+    res = {
+        "search": {},
+        "final": {f"lut/seed{i}": {"test_accuracy": 0.9, "images": runs} for i in range(3)},
+    }
+    out = bench.compare(res)
+    assert out["C"]["rows"][0]["kernels"] == "cmsis-nn+decode"
+    assert out["A"]["rows"][0]["kernels"] == "cmsis-nn"
+    # seed 2's DECODE image misses C: the model does not fit C at all
+    res["final"]["lut/seed2"] = {
+        "test_accuracy": 0.9,
+        "images": {"cmsis-nn": fused, "cmsis-nn+decode": image(118, 60, 12.4)},
+    }
+    assert bench.compare(res)["C"]["rows"] == []

@@ -306,3 +306,21 @@ def test_pruning_spares_a_trial_ahead_of_the_best_that_fits():
     control = study.ask()  # the pruner alone stops a trial at 0.86
     control.report(0.86, 1)
     assert control.should_prune()
+
+
+def test_pick_image_takes_the_fewest_instructions_that_fit_and_names_its_kernel_set():
+    from kdq_tf.search.budget import Budget
+    from kdq_tf.search.trial import kernel_set, pick_image
+
+    img = lambda flash, ram, instr: {  # noqa: E731
+        "flash": flash, "ram": ram, "instructions": instr, "exact": True,
+    }  # fmt: skip
+    images = {
+        "cmsis-nn": img(100, 30, 9_000_000),  # fused LUT: lean RAM
+        "cmsis-nn+decode": img(99, 50, 7_000_000),  # DECODE: lean instructions
+        "reference": img(80, 30, 30_000_000),
+    }
+    assert pick_image(images, Budget(flash=1000, ram=64)) == "cmsis-nn+decode"
+    assert pick_image(images, Budget(flash=1000, ram=40)) == "cmsis-nn"
+    assert pick_image(images, Budget(flash=90, ram=40)) == "reference"
+    assert kernel_set("cmsis-nn+decode") == "cmsis-nn" and kernel_set("reference") == "reference"

@@ -82,24 +82,6 @@ TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
   return kTfLiteOk;
 }
 
-// Reads the MSB-first index stream front to back, a byte at a time.
-class Indices {
- public:
-  Indices(const uint8_t* p, uint32_t bits) : p_(p), bits_(bits), mask_((1u << bits) - 1) {}
-  uint32_t Next() {
-    if (have_ < bits_) {
-      acc_ = ((acc_ & ((1u << have_) - 1)) << 8) | *p_++;
-      have_ += 8;
-    }
-    have_ -= bits_;
-    return (acc_ >> have_) & mask_;
-  }
-
- private:
-  const uint8_t* p_;
-  uint32_t bits_, mask_, acc_ = 0, have_ = 0;
-};
-
 // One value per element: `size` bytes from the table of the element's channel. The int8 case
 // (every kernel kdq_tf compresses) gets its own loops: a call to memcpy would cost more than the
 // lookup.
@@ -126,21 +108,13 @@ void Decode(const LutState& s, uint8_t* out) {
     }
     return;
   }
-  const uint8_t* table = s.tables;
-  if (kSize == 1 && s.bits == 4 && s.per_channel % 2 == 0) {
-    // 16 clusters, the usual case: two indices per byte, each channel starting on a byte.
-    const uint8_t* p = s.indices;
-    for (uint32_t c = 0; c < s.channels; ++c, table += table_bytes) {
-      for (uint32_t n = s.per_channel / 2; n > 0; --n) {
-        const uint8_t b = *p++;
-        out[0] = table[b >> 4];
-        out[1] = table[b & 0x0F];
-        out += 2;
-      }
-    }
+  if (kSize == 1) {
+    DecodeChannels(s.indices, s.bits, s.tables, s.stride, s.per_channel, 0, s.channels,
+                   reinterpret_cast<int8_t*>(out));
     return;
   }
   Indices indices(s.indices, s.bits);
+  const uint8_t* table = s.tables;
   for (uint32_t c = 0; c < s.channels; ++c, table += table_bytes) {
     for (uint32_t n = s.per_channel; n > 0; --n) {
       Put<kSize>(out, table, indices.Next(), s.element_size);
@@ -163,6 +137,29 @@ TfLiteStatus Eval(TfLiteContext* context, TfLiteNode* node) {
 }
 
 }  // namespace
+
+void DecodeChannels(const uint8_t* indices, uint32_t bits, const uint8_t* tables,
+                    uint32_t entries, uint32_t per_channel, uint32_t first, uint32_t count,
+                    int8_t* out) {
+  const uint8_t* table = tables + first * entries;
+  const uint32_t start_bit = first * per_channel * bits;
+  if (bits == 4 && start_bit % 8 == 0 && per_channel % 2 == 0) {
+    // 16 clusters, the usual case: two indices per byte, each channel starting on a byte.
+    const uint8_t* p = indices + start_bit / 8;
+    for (uint32_t c = 0; c < count; ++c, table += entries) {
+      for (uint32_t n = per_channel / 2; n > 0; --n) {
+        const uint8_t b = *p++;
+        *out++ = static_cast<int8_t>(table[b >> 4]);
+        *out++ = static_cast<int8_t>(table[b & 0x0F]);
+      }
+    }
+    return;
+  }
+  Indices next(indices, bits, start_bit);
+  for (uint32_t c = 0; c < count; ++c, table += entries) {
+    for (uint32_t n = per_channel; n > 0; --n) *out++ = static_cast<int8_t>(table[next.Next()]);
+  }
+}
 
 const TFLMRegistration* Register_DECODE() {
   static TFLMRegistration registration = tflite::micro::RegisterOp(nullptr, Prepare, Eval);
