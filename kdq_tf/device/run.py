@@ -61,6 +61,20 @@ def command(binary: Path, target: str) -> list[str]:
     ]
 
 
+_ARENA_MISS = re.compile(r"Requested: (\d+), available (\d+), missing: (\d+)")
+
+
+def arena_advice(text: str, arena: int) -> str:
+    """How large kTensorArenaSize must at least be, from TFLM's allocation failure in a run's
+    output ("... Requested: R, available A, missing: M"); "" when the output has no such line.
+    A target's kernels can need more scratch than the host the arena was sized on (CMSIS-NN's
+    Helium depthwise kernels do)."""
+    m = _ARENA_MISS.search(text)
+    if not m:
+        return ""
+    return f" (TFLM is {int(m.group(3)):,} B short: at least {arena + int(m.group(3)):,})"
+
+
 def parse_output(text: str) -> dict:
     """The `kdq:` lines of a firmware run -> samples, outputs, arena used, ticks, and a profile
     build's ticks per operator (`ops`: index, tag, ticks over every inference)."""
@@ -252,6 +266,8 @@ def run(
             got.get("error")
             or (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
         )
+        if "kTensorArenaSize" in why:
+            why += arena_advice(proc.stdout + proc.stderr, info["arena_bytes"])
         raise KdqError(f"the {target} firmware failed: {why} (log: {logs / 'run.log'})")
     want, labels = expected_outputs(fw_dir, info)
     out = np.array([s["out"] for s in got["samples"]])

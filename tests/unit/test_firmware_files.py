@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from kdq_tf.device import carray, tflm_tree
-from kdq_tf.device.run import map_shares, parse_output
+from kdq_tf.device.run import arena_advice, map_shares, parse_output
 from kdq_tf.errors import KdqError
 
 
@@ -192,3 +192,12 @@ def test_makefile_and_target_table_agree():
         assert (flags.strip(), board) == (t.cpu_flags, t.board)
         assert t.machine == board.replace("_", "-")
         assert f"cortex_m/{board}.ld" in TEMPLATE_FILES
+
+
+def test_arena_advice_reads_how_many_bytes_tflm_missed():
+    text = (
+        "kdq: error AllocateTensors failed: raise kTensorArenaSize in model_settings.h\n"
+        "Failed to resize buffer. Requested: 17552, available 15608, missing: 1944\n"
+    )
+    assert arena_advice(text, 17504) == " (TFLM is 1,944 B short: at least 19,448)"
+    assert arena_advice("kdq: error something else\n", 17504) == ""
