@@ -204,16 +204,13 @@ def zoo_firmware(a, data, name: str, fw: Path) -> str:
     return source
 
 
-def measure_zoo(a, res: dict, save) -> None:
-    from kdq_tf.config import DataConfig
-    from kdq_tf.data.dataset import load_dataset
+def measure_zoo(a, data, res: dict, save) -> None:
     from kdq_tf.deploy import flatbuf
     from kdq_tf.device.build import BuildOptions, build
     from kdq_tf.device.profile import macs
     from kdq_tf.device.run import run
     from kdq_tf.models.students import STUDENTS
 
-    data = load_dataset(DataConfig(dataset=a.dataset))
     zoo = res.setdefault("zoo", {})
     for name in STUDENTS:
         entry = zoo.get(name)
@@ -314,6 +311,8 @@ def main(argv=None) -> dict:
 def main_zoo(a) -> dict:
     """`--zoo`: the zoo on every core, and the benchmark student's per-operator profile."""
     from kdq_tf import files
+    from kdq_tf.config import DataConfig
+    from kdq_tf.data.dataset import load_dataset
     from kdq_tf.device.profile import chart, profile
     from kdq_tf.report import profile_markdown
 
@@ -330,11 +329,8 @@ def main_zoo(a) -> dict:
         )
         files.write_json(path, portable(res))
 
-    measure_zoo(a, res, save)
-    from kdq_tf.config import DataConfig
-    from kdq_tf.data.dataset import load_dataset
-
     data = load_dataset(DataConfig(dataset=a.dataset))
+    measure_zoo(a, data, res, save)
     profiles = res.setdefault("profiles", {})
     names = a.profile_student.split(",")
     for name in names:

@@ -106,31 +106,30 @@ def flash_section(res: dict) -> str:
                 f"of {n} seeds), {-r['loss_pts']:+.2f} pts of test accuracy (mean), bit-exact on "
                 f"TFLM on {r['bit_exact']} samples."
             )
-    for s in ("50",):  # 75% is in flash.md
-        p, t = by.get(f"prune{s}"), by.get(f"shrink{s}")
-        if p and t:
-            lines.append(
-                f"At {s}% sparsity, magnitude pruning keeps {pct(p['accuracy']['mean'])}% and the "
-                f"soft threshold {pct(t['accuracy']['mean'])}% "
-                f"({100 * p['int8_zeros']['mean']:.1f}% and {100 * t['int8_zeros']['mean']:.1f}% "
-                f"zeros in the int8 kernels; gzip {p['gzip_ratio']:.3f}x and "
-                f"{t['gzip_ratio']:.3f}x of dense)."
-            )
+    p, t = by.get("prune50"), by.get("shrink50")  # 75% is in flash.md
+    if p and t:
+        lines.append(
+            f"At 50% sparsity, magnitude pruning keeps {pct(p['accuracy']['mean'])}% and the "
+            f"soft threshold {pct(t['accuracy']['mean'])}% "
+            f"({100 * p['int8_zeros']['mean']:.1f}% and {100 * t['int8_zeros']['mean']:.1f}% "
+            f"zeros in the int8 kernels; gzip {p['gzip_ratio']:.3f}x and "
+            f"{t['gzip_ratio']:.3f}x of dense)."
+        )
     lut = ROOT / "benchmarks" / "results" / "lut_device.json"
     runs = json.loads(lut.read_text())["runs"] if lut.is_file() else {}
-    for key in ("small_cnn/cortex-m4/cmsis-nn",):
-        if key in runs:  # the whole image, from benchmarks/lut_device.py
-            d, dec, f = (runs[key][v] for v in ("dense", "lut_decode", "lut_fused"))
-            lines.append(
-                f"As Cortex-M4 firmware (CMSIS-NN), {key.split('/')[0]} with 16-cluster LUT "
-                f"([benchmarks/results/lut_device.md](benchmarks/results/lut_device.md)): with "
-                f"TFLM's DECODE, {dec['flash_vs_dense']:.3f}x the dense image's flash but "
-                f"{dec['ram_vs_dense']:.2f}x its RAM; with the fused LUT convolution, "
-                f"{f['flash_vs_dense']:.3f}x the flash ({100 * f['kept_of_model_saving']:.0f}% of "
-                f"what LUT saves on the model), {f['ram_vs_dense']:.3f}x the RAM and "
-                f"{f['instructions_vs_dense']:.2f}x the instructions, bit-exact "
-                f"{f['bit_exact']}/{f['samples']}."
-            )
+    key = "small_cnn/cortex-m4/cmsis-nn"
+    if key in runs:  # the whole image, from benchmarks/lut_device.py
+        dec, f = runs[key]["lut_decode"], runs[key]["lut_fused"]
+        lines.append(
+            f"As Cortex-M4 firmware (CMSIS-NN), {key.split('/')[0]} with 16-cluster LUT "
+            f"([benchmarks/results/lut_device.md](benchmarks/results/lut_device.md)): with "
+            f"TFLM's DECODE, {dec['flash_vs_dense']:.3f}x the dense image's flash but "
+            f"{dec['ram_vs_dense']:.2f}x its RAM; with the fused LUT convolution, "
+            f"{f['flash_vs_dense']:.3f}x the flash ({100 * f['kept_of_model_saving']:.0f}% of "
+            f"what LUT saves on the model), {f['ram_vs_dense']:.3f}x the RAM and "
+            f"{f['instructions_vs_dense']:.2f}x the instructions, bit-exact "
+            f"{f['bit_exact']}/{f['samples']}."
+        )
     for c in res["checks"]:
         if not c["holds"]:
             lines.append(f"Not reached: {c['target']} (measured {c['measured']}).")

@@ -148,7 +148,7 @@ def model_settings(
 # DECODE -> CONV_2D pair fused by kdq_tf.device.fuse (template/kdq_lut_conv.cc).
 DECODE = "CUSTOM:TFLM_DECODE"
 LUT_CONV = "CUSTOM:KDQ_LUT_CONV"
-_OWN_KERNELS = {
+OWN_KERNELS = {
     DECODE: ('AddCustom("TFLM_DECODE", kdq::Register_DECODE())', "kdq_decode.h"),
     LUT_CONV: ('AddCustom("KDQ_LUT_CONV", kdq::Register_LUT_CONV())', "kdq_lut_conv.h"),
 }
@@ -156,8 +156,8 @@ _OWN_KERNELS = {
 
 def resolver_call(op: str) -> str:
     """The MicroMutableOpResolver call that registers `op`: CONV_2D -> AddConv2D()."""
-    if op in _OWN_KERNELS:
-        return _OWN_KERNELS[op][0]
+    if op in OWN_KERNELS:
+        return OWN_KERNELS[op][0]
     return resolver_method(op) + "()"
 
 
@@ -180,7 +180,7 @@ def model_ops(name: str, ops: list[str]) -> str:
         f"  if (resolver.{resolver_call(op)} != kTfLiteOk) return kTfLiteError;  // {op}"
         for op in unique
     )
-    decode = "".join(f'#include "{_OWN_KERNELS[op][1]}"\n' for op in unique if op in _OWN_KERNELS)
+    decode = "".join(f'#include "{OWN_KERNELS[op][1]}"\n' for op in unique if op in OWN_KERNELS)
     return (
         f"{_HEADER}#ifndef {g}\n#define {g}\n\n{decode}"
         '#include "tensorflow/lite/micro/micro_mutable_op_resolver.h"\n\n'

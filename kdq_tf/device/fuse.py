@@ -17,14 +17,15 @@ Depthwise kernels keep their DECODE: theirs are small (KH x KW x C), and so is w
 save. Bytes in, bytes out; no TensorFlow.
 """
 
+import functools
 import math
 from dataclasses import dataclass
 
 from kdq_tf.deploy.flatbuf import _model, _schema, operators
-from kdq_tf.device import arena_plan
+from kdq_tf.device import arena_plan, carray
 
-FUSED = "KDQ_LUT_CONV"
-DECODE = "TFLM_DECODE"
+# Operator names as flatbuf.operators reports them, kept where the resolver registers them.
+FUSED, DECODE = carray.LUT_CONV, carray.DECODE
 MIN_GROUP = 4  # output channels per group at least: CMSIS-NN computes 2 (4 with Helium) at once
 SLACK = 20  # the arena may grow by 1/SLACK of the dense peak for the groups' scratch
 OPTIONS_VERSION = 1
@@ -42,7 +43,7 @@ def options(padding: int, activation: int, stride, dilation, kernel, group: int)
 def kernel_size(op: dict) -> tuple[int, int] | None:
     """(KH, KW) of a fused operator from `flatbuf.operators`, None for any other operator."""
     o = op.get("custom_options")
-    if op["op"] != f"CUSTOM:{FUSED}" or not o:
+    if op["op"] != FUSED or not o:
         return None
     return o[7], o[8]
 
@@ -91,9 +92,7 @@ def _layers(model, ops: list[dict]) -> list[_Layer]:
     axis, not grouped."""
     s = _schema()
     g = model.subgraphs[0]
-    decoded = {
-        o["outputs"][0]["index"]: i for i, o in enumerate(ops) if o["op"] == f"CUSTOM:{DECODE}"
-    }
+    decoded = {o["outputs"][0]["index"]: i for i, o in enumerate(ops) if o["op"] == DECODE}
     readers: dict[int, int] = {}
     for o in ops:
         for t in o["inputs"]:
@@ -127,7 +126,7 @@ def planned_arena(
     """The arena TFLM's planner would lay out (`arena_plan`) for the model with `layers` fused at
     `groups` channels per group (by operator index), or with no DECODE at all (every kernel a
     constant) when `groups` is None: the dense model the LUT one is compared with."""
-    decoders = [i for i, o in enumerate(ops) if o["op"] == f"CUSTOM:{DECODE}"]
+    decoders = [i for i, o in enumerate(ops) if o["op"] == DECODE]
     if groups is None:
         removed = set(decoders)
         skip = {ops[i]["outputs"][0]["index"] for i in decoders}
@@ -167,6 +166,7 @@ def choose_groups(
     return groups
 
 
+@functools.lru_cache(maxsize=4)  # export, its C sources and its firmware fuse the same model
 def fuse_lut_convs(data: bytes) -> tuple[bytes, list[dict]]:
     """The model with every int8 CONV_2D whose kernel a DECODE operator produces (for it alone)
     computed by KDQ_LUT_CONV; the model unchanged, and an empty list, when there is none.
@@ -178,7 +178,7 @@ def fuse_lut_convs(data: bytes) -> tuple[bytes, list[dict]]:
     import flatbuffers
 
     ops = operators(data)
-    if not any(o["op"] == f"CUSTOM:{DECODE}" for o in ops):
+    if not any(o["op"] == DECODE for o in ops):
         return data, []
     model = _model(data)
     layers = _layers(model, ops)
@@ -221,7 +221,7 @@ def _fuse(model, conv_index: int, decode_index: int, group: int) -> None:
     w.shape = [cout, 1, 1, 1]
     w.shapeSignature = None
     w.buffer = len(model.buffers) - 1
-    conv.opcodeIndex = _custom_code(model, FUSED)
+    conv.opcodeIndex = _custom_code(model, FUSED.removeprefix("CUSTOM:"))
     conv.inputs = [x, k, b, *dec.inputs[:2]]
     conv.builtinOptionsType = s.BuiltinOptions.NONE
     conv.builtinOptions = None

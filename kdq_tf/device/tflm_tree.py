@@ -10,6 +10,7 @@ import os
 import tomllib
 from pathlib import Path
 
+from kdq_tf.device import carray
 from kdq_tf.errors import KdqError
 
 # Builtin ops whose kernel file is not the op name in lower case (tensorflow/lite/micro/kernels/).
@@ -67,7 +68,7 @@ def kernel_files(ops: list[str]) -> list[str]:
     """Kernel file stems for the model's builtin ops, each once ("CONV_2D" -> "conv")."""
     stems = []
     for op in ops:
-        if op in ("CUSTOM:TFLM_DECODE", "CUSTOM:KDQ_LUT_CONV"):  # the firmware's own kernels
+        if op in carray.OWN_KERNELS:  # the firmware's own kernels (kdq_decode.cc, kdq_lut_conv.cc)
             continue
         if op.startswith(("CUSTOM:", "UNKNOWN_")):
             raise KdqError(
