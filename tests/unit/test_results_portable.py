@@ -27,10 +27,17 @@ def test_the_pattern_finds_absolute_paths_and_nothing_else():
     )
 
 
+ELSEWHERE = f"/not-{ROOT.parent.name or 'root'}-elsewhere"
+
+
 def test_portable_rewrites_every_absolute_path():
     assert portable(
         {
-            "a": [f"--model {ROOT}/runs/x.tflite --work /tmp/w", f"{ROOT.parent}/shared/tflm"],
+            # a folder outside the checkout's parent (a clone may itself live under /tmp)
+            "a": [
+                f"--model {ROOT}/runs/x.tflite --work {ELSEWHERE}/w",
+                f"{ROOT.parent}/shared/tflm",
+            ],
             "b": "/home/ann/kdq_runs/t/teacher.keras",
             "n": 3,
         }
