@@ -17,7 +17,13 @@ not run again):
    barely depend on the weights, so a student whose probe images fit no budget (with 2% slack
    on instructions) is not trained further; the probe's figures are kept in the results.
    Runs go seed by seed, so an interrupted phase has every model's first seed before any
-   third one.
+   third one. Seeds after the first go to the finalists only: each found model, and the zoo
+   students that, at some budget their first seed fits, are within --screen-pts of the best zoo
+   student's validation accuracy there (int8, seed 0: selection never looks at test), plus
+   small_cnn and fast_cnn, which issue "Close to the metal" compares. A LUT variant starts from
+   its dense sibling's distilled student of the same seed when that run is in --work (the
+   distillation is the same run: same seed, config and data, op determinism on), so it trains
+   only its clustering and QAT.
 3. report (also after each phase): per budget, the found model against the best zoo student
    whose images fit (every seed), on test accuracy (mean and std over seeds); each search's
    plot is copied next to the results.
@@ -67,6 +73,12 @@ def parse(argv):
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--final-epochs", type=int, default=12)
     p.add_argument("--final-qat-epochs", type=int, default=2)
+    p.add_argument(
+        "--screen-pts",
+        type=float,
+        default=0.5,
+        help="zoo students this far below the best one's seed-0 validation accuracy get 1 seed",
+    )
     p.add_argument("--limit", type=int, help="a slice, for trying the script")
     p.add_argument("--resume", action="store_true")
     p.add_argument(
@@ -255,6 +267,42 @@ def zoo_name(key: str) -> str | None:
     return name if name and not name.endswith("+lut8") else None
 
 
+ALWAYS_FINAL = ("small_cnn", "fast_cnn")  # issue #20: the fast student against the benchmark one
+
+
+def contenders(res: dict, pts: float) -> list[str]:
+    """The zoo students that get every seed (see the module docstring), from their first seed's
+    validation accuracy and images."""
+    first = {
+        k.split("/")[0]: r
+        for k, r in (res.get("final") or {}).items()
+        if k.endswith("/seed0") and not k.startswith("found:")
+    }
+    keep = {n for n in ALWAYS_FINAL if n in first}
+    for budget in BUDGETS.values():
+        fit = {
+            n: r["val_accuracy"]
+            for n, r in first.items()
+            if any(budget.fits(i) and i["exact"] for i in r["images"].values())
+        }
+        if fit:
+            top = max(fit.values())
+            keep |= {n for n, v in fit.items() if v >= top - pts / 100}
+    return sorted(keep)
+
+
+def share_distillation(dense: Path, lut: Path) -> bool:
+    """Starts a LUT variant's run from its dense sibling's distilled student (its "student"
+    stage, which --resume then skips). Not when the variant's run has begun already."""
+    src, dst = dense / "run", lut / "run"
+    metrics = files.read_json(src / "metrics.json")
+    if "student" not in metrics or (dst / "metrics.json").is_file():
+        return False
+    files.write_bytes(dst / "student.keras", (src / "student.keras").read_bytes())
+    files.write_json(dst / "metrics.json", {"student": metrics["student"]})
+    return True
+
+
 def phase_final(a, res: dict) -> None:
     from kdq_tf.data.dataset import load_dataset
     from kdq_tf.runtime.runner import Runner
@@ -267,14 +315,23 @@ def phase_final(a, res: dict) -> None:
     phase_probe(a, res, finalists)
     final = res.setdefault("final", {})
     for seed in range(a.seeds):
+        if seed:
+            res["screen"] = {"pts": a.screen_pts, "all_seeds": contenders(res, a.screen_pts)}
+            _save(a, res)
         for name, (builder, clusters) in finalists.items():
             key = f"{name}/seed{seed}"
             if key in final or not (name.startswith("found:") or res["probe"][name]["fits"]):
+                continue
+            if seed and not name.startswith("found:") and name not in res["screen"]["all_seeds"]:
                 continue
             full = load_dataset(_data_cfg(a, sched), seed=seed)
             data = val_view(full)
             s = _settings(a, seed)
             folder = Path(a.work) / "final" / name.replace(":", "_") / f"seed{seed}"
+            dense = Path(a.work) / "final" / name.removesuffix("+lut16") / f"seed{seed}"
+            shared = clusters and not name.startswith("found:")
+            if shared and share_distillation(dense, folder):
+                log.info("%s: starts from %s's distilled student", key, dense.parent.name)
             rec = measure_student(lambda b=builder: b(data.info), clusters, folder, s, sched, data)
             model = (folder / "model_int8.tflite").read_bytes()
             x = full.info.preprocess.apply(full.x_test)
@@ -291,6 +348,9 @@ def phase_final(a, res: dict) -> None:
                 )
             }
             final[key]["schedule"] = vars(sched)
+            student = files.read_json(folder / "run" / "metrics.json").get("student")
+            if shared and student == files.read_json(dense / "run" / "metrics.json").get("student"):
+                final[key]["distilled_from"] = f"{dense.parent.name}/seed{seed}"
             _save(a, res)
             log.info(
                 "%s: test %.2f%%, %s",
@@ -428,6 +488,15 @@ def markdown(res: dict) -> str:
             ]
             lines.append(f"| {name} | {' | '.join(cells)} | {', '.join(p['fits']) or 'none'} |")
         lines += ["", "A student that fits no budget is not trained with the final schedule.", ""]
+    if res.get("screen"):
+        sc = res["screen"]
+        lines += [
+            f"Seeds after the first: the found models and {', '.join(sc['all_seeds'])} (within "
+            f"{sc['pts']} pt of the best zoo student's seed-0 validation accuracy at a budget "
+            f"they fit, and {', '.join(ALWAYS_FINAL)} for issue #20); the other zoo students "
+            "have one seed (n=1).",
+            "",
+        ]
     for b, c in (res.get("comparison") or {}).items():
         if not c["rows"]:
             continue

@@ -108,3 +108,44 @@ def test_a_lut_model_fits_through_whichever_image_meets_the_budget():
         "images": {"cmsis-nn": fused, "cmsis-nn+decode": image(118, 60, 12.4)},
     }
     assert bench.compare(res)["C"]["rows"] == []
+
+
+def test_later_seeds_go_to_students_near_the_best_on_validation():
+    """Screening reads seed 0's validation accuracy (never test) at each budget a student fits;
+    small_cnn and fast_cnn always get every seed."""
+
+    def first(val, img):  # test accuracies that would reverse the order: they must not count
+        return {"val_accuracy": val, "test_accuracy": 1 - val, "images": {"cmsis-nn": img}}
+
+    a_img, b_img = image(100, 30, 10), image(180, 60, 30)  # fits A/B/C; fits B only
+    res = {
+        "final": {
+            "tiny_cnn/seed0": first(0.905, a_img),  # best at A and C
+            "ds_cnn/seed0": first(0.901, a_img),  # 0.4 pt behind: kept
+            "resnet8/seed0": first(0.930, b_img),  # best at B
+            "mobilenetv2/seed0": first(0.924, b_img),  # 0.6 pt behind at B: screened out
+            "small_cnn/seed0": first(0.80, b_img),  # far behind, kept for issue #20
+            "found:x/seed0": first(0.99, a_img),  # found models are not zoo students
+            "ds_cnn/seed1": first(0.5, a_img),
+        }
+    }
+    assert bench.contenders(res, 0.5) == ["ds_cnn", "resnet8", "small_cnn", "tiny_cnn"]
+    assert "mobilenetv2" in bench.contenders(res, 0.7)
+    # at A, tiny_cnn is best; with a tiny margin only the best of each budget stays
+    assert bench.contenders(res, 0.1) == ["resnet8", "small_cnn", "tiny_cnn"]
+
+
+def test_a_lut_variant_starts_from_its_dense_siblings_distillation(tmp_path):
+    dense, lut = tmp_path / "tiny_cnn" / "seed0", tmp_path / "tiny_cnn+lut16" / "seed0"
+    assert not bench.share_distillation(dense, lut)  # nothing distilled yet
+    assert not (lut / "run").exists()
+    (dense / "run").mkdir(parents=True)
+    (dense / "run" / "student.keras").write_bytes(b"weights")
+    bench.files.write_json(dense / "run" / "metrics.json", {"teacher": {}, "student": {"a": 1}})
+    assert bench.share_distillation(dense, lut)
+    assert (lut / "run" / "student.keras").read_bytes() == b"weights"
+    assert bench.files.read_json(lut / "run" / "metrics.json") == {"student": {"a": 1}}
+    # a variant whose own run has begun is left as it is
+    bench.files.write_json(lut / "run" / "metrics.json", {"student": {"a": 2}, "student_qat": {}})
+    assert not bench.share_distillation(dense, lut)
+    assert bench.files.read_json(lut / "run" / "metrics.json")["student"] == {"a": 2}
