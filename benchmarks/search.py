@@ -17,7 +17,7 @@ not run again):
    barely depend on the weights, so a student whose probe images fit no budget (with 2% slack
    on instructions) is not trained further; the probe's figures are kept in the results.
    Runs go seed by seed, so an interrupted phase has every model's first seed before any
-   third one. Seeds after the first go to the finalists only: each found model, and the zoo
+   third one; within a seed the found models go first, then the zoo, cheapest first. Seeds after the first go to the finalists only: each found model, and the zoo
    students that, at some budget their first seed fits, are within --screen-pts of the best zoo
    student's validation accuracy there (int8, seed 0: selection never looks at test), plus
    small_cnn and fast_cnn, which issue "Close to the metal" compares. A LUT variant starts from
@@ -303,6 +303,17 @@ def share_distillation(dense: Path, lut: Path) -> bool:
     return True
 
 
+def run_order(finalists: dict, probe: dict) -> list[str]:
+    """The found models first (they are the point), then the zoo cheapest first by its probe's
+    time, each LUT variant right after its dense sibling (whose distillation it starts from)."""
+
+    def rank(name):
+        dense = name.removesuffix("+lut16")
+        return (dense in probe, probe.get(dense, {}).get("seconds", 0), dense, name != dense)
+
+    return sorted(finalists, key=rank)
+
+
 def phase_final(a, res: dict) -> None:
     from kdq_tf.data.dataset import load_dataset
     from kdq_tf.runtime.runner import Runner
@@ -318,7 +329,8 @@ def phase_final(a, res: dict) -> None:
         if seed:
             res["screen"] = {"pts": a.screen_pts, "all_seeds": contenders(res, a.screen_pts)}
             _save(a, res)
-        for name, (builder, clusters) in finalists.items():
+        for name in run_order(finalists, res["probe"]):
+            builder, clusters = finalists[name]
             key = f"{name}/seed{seed}"
             if key in final or not (name.startswith("found:") or res["probe"][name]["fits"]):
                 continue

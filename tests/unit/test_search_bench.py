@@ -149,3 +149,21 @@ def test_a_lut_variant_starts_from_its_dense_siblings_distillation(tmp_path):
     bench.files.write_json(lut / "run" / "metrics.json", {"student": {"a": 2}, "student_qat": {}})
     assert not bench.share_distillation(dense, lut)
     assert bench.files.read_json(lut / "run" / "metrics.json")["student"] == {"a": 2}
+
+
+def test_found_models_run_first_then_the_zoo_cheapest_first_lut_after_dense():
+    finalists = dict.fromkeys(["big", "big+lut16", "small", "small+lut16", "found:x", "found:y"])
+    probe = {
+        "big": {"seconds": 500},
+        "big+lut16": {"seconds": 20},
+        "small": {"seconds": 100},
+        "small+lut16": {"seconds": 900},
+    }
+    assert bench.run_order(finalists, probe) == [
+        "found:x",
+        "found:y",
+        "small",
+        "small+lut16",
+        "big",
+        "big+lut16",
+    ]
