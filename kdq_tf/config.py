@@ -274,6 +274,10 @@ class ExportConfig:
     # lut: TFLite-Micro LUT compression of weight tensors with few distinct values (a clustered
     # student); the device model (C array, firmware) carries it (kdq_tf.deploy.compression).
     compress: str = "none"
+    # With LUT: the C array and firmware carry each DECODE -> CONV_2D pair fused into the
+    # firmware's own KDQ_LUT_CONV (about the dense model's RAM); False keeps TFLM's DECODE
+    # operators (fewer instructions, the decoded kernels in the arena).
+    fuse_lut: bool = True
 
     def __post_init__(self):
         _one_of("export.mode", self.mode, ("int8", "int16x8", "float16", "float32"))

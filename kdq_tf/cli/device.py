@@ -77,6 +77,15 @@ def add_parsers(sub) -> None:
         choices=["none", "lut"],
         help="lut: TFLite-Micro LUT compression of clustered weight tensors for the device model",
     )
+    e.add_argument(
+        "--fuse-lut",
+        dest="export.fuse_lut",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="with --compress lut: fuse each DECODE -> CONV_2D pair into one operator, about "
+        "the dense model's RAM (default); --no-fuse-lut keeps TFLM's DECODE: fewer "
+        "instructions, more RAM",
+    )
     e.add_argument("--firmware", metavar="DIR", help="write a TFLite-Micro firmware project here")
     e.add_argument(
         "--firmware-samples",

@@ -253,7 +253,7 @@ def run_export(
         report.get("verify", {}).get("arena_bytes", 0),
         report.get("compressed", {}).get("arena_bytes", 0),
     )
-    if e.compress == "lut":  # the firmware's model: DECODE -> CONV_2D fused, a smaller arena
+    if e.compress == "lut" and e.fuse_lut:  # the firmware's model: fused, a smaller arena
         embedded, fused = fuse.fuse_lut_convs(device_bytes)
         if fused:
             name = _FILE_FOR_MODE[e.mode].replace(".tflite", "_lut_fused.tflite")
@@ -262,7 +262,14 @@ def run_export(
             outputs[name] = embedded
     if e.c_array or firmware_dir:
         generated = c_sources(
-            device_bytes, e.name, data.info.class_names, x[0], int(y[0]), arena, model_bytes
+            device_bytes,
+            e.name,
+            data.info.class_names,
+            x[0],
+            int(y[0]),
+            arena,
+            model_bytes,
+            fuse_lut=e.fuse_lut,
         )
     for fname, blob in outputs.items():
         files.write_bytes(out / fname, blob)
@@ -282,6 +289,7 @@ def run_export(
             (out / "report.json").resolve(),
             generated,
             device_bytes,
+            fuse_lut=e.fuse_lut,
         )
     files.write_json(out / "report.json", report)
     files.write_text(

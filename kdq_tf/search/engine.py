@@ -355,11 +355,17 @@ def finalize(s: SearchSettings, rec: dict) -> dict:
 
     from kdq_tf.deploy.export import run_export
     from kdq_tf.device import profile as device_profile
-    from kdq_tf.search.trial import build_and_run, kernel_set
+    from kdq_tf.search.trial import DECODE_VARIANT, build_and_run, kernel_set
 
     out = Path(s.out)
     run_dir = out / rec["run_dir"]
-    rep = run_export(run_dir, out / "chosen" / "export", overrides={"export.name": "model"})
+    # The export's C arrays are the chosen image's model: fused, or with TFLM's DECODE.
+    fuse_lut = not rec["kernels"].endswith(DECODE_VARIANT)
+    rep = run_export(
+        run_dir,
+        out / "chosen" / "export",
+        overrides={"export.name": "model", "export.fuse_lut": fuse_lut},
+    )
     src = run_dir.parent / rec["images"][rec["kernels"]]["firmware"]
     fw = out / "chosen" / "firmware"
     shutil.rmtree(fw, ignore_errors=True)

@@ -70,6 +70,18 @@ def test_cluster_under_distillation_then_cqat_then_lut_export(setup):
     md = (exp / "report.md").read_text()
     assert "LUT-compressed device model" in md and "fused into KDQ_LUT_CONV" in md
     assert c["fused_file"] == "model_int8_lut_fused.tflite"
+    # --no-fuse-lut: the C array is the DECODE model itself, which TFLM's own DECODE reads
+    plain = out / "export_decode"
+    proc = run_cli(
+        "export", "--run", out, "--int8", "--compress", "lut", "--no-fuse-lut", "--out", plain
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (plain / "model_int8_lut.tflite").read_bytes() == lut
+    assert not (plain / "model_int8_lut_fused.tflite").exists()
+    assert f"g_model_model_data_size = {len(lut)};" in (plain / "model_data.h").read_text()
+    ops_h = (plain / "model_ops.h").read_text()
+    assert "kdq::Register_DECODE()" in ops_h and "Register_LUT_CONV" not in ops_h
+    assert "fused" not in json.loads((plain / "report.json").read_text())["compressed"]
 
 
 def test_prune_under_distillation_keeps_zeros_through_pqat(setup):
