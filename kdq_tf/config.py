@@ -58,6 +58,9 @@ class DataConfig:
     flip: bool = True  # horizontal flip when augmenting
     translate: int = 2  # max shift in pixels when augmenting
     erase: float = 0.0  # random-erasing probability when augmenting (Zhong et al. 2017)
+    # Beta(a, a) mixup with a second training image when augmenting and in --views (function
+    # matching, Beyer et al. 2022); 0: off. Mixed images have no one label: needs --lam 0.
+    mixup: float = 0.0
 
     def __post_init__(self):
         _check(self.limit is None or self.limit > 0, f"data.limit must be > 0, got {self.limit}")
@@ -71,6 +74,7 @@ class DataConfig:
             0.0 <= self.erase <= 1.0,
             f"data.erase must be a probability in [0, 1], got {self.erase}",
         )
+        _check(self.mixup >= 0, f"data.mixup must be >= 0 (Beta's a; 0 is off), got {self.mixup}")
 
 
 @dataclass(frozen=True)
@@ -302,6 +306,17 @@ class Config:
     distill: DistillConfig = field(default_factory=DistillConfig)
     qat: QATConfig = field(default_factory=QATConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+
+    def __post_init__(self):
+        d = self.distill
+        # The hard loss's weight, as kdq_tf.distill.losses.LossWeights.from_config maps it.
+        hard = d.alpha if d.alpha is not None else (0.5 if d.lam is None else d.lam)
+        _check(
+            not (self.data.mixup and (self.data.augment or d.views)) or hard == 0,
+            f"--mixup {self.data.mixup} mixes two images, which then have no one label for the "
+            f"hard loss (weight {hard}): pass --lam 0, so that the student matches the teacher "
+            "alone (function matching)",
+        )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

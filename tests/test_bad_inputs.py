@@ -281,6 +281,14 @@ CASES = {
         [D, "--dataset", "npz:{good}", "--erase", "1.5"],
         "probability",
     ),
+    "distill: negative mixup": (
+        [D, "--dataset", "npz:{good}", "--augment", "--mixup", "-0.2", "--lam", "0"],
+        "data.mixup must be >= 0",
+    ),
+    "distill: mixup with a hard loss": (
+        [D, "--dataset", "npz:{good}", "--views", "2", "--mixup", "0.4"],
+        "pass --lam 0",
+    ),
     "teacher: save-logits to a folder": (
         [T, "--dataset", "npz:{good}", "--save-logits", "{d}"],
         "is a folder",

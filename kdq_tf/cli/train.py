@@ -90,6 +90,14 @@ def _data_args(g) -> None:
         metavar="P",
         help="random-erasing probability when augmenting (and in --views)",
     )
+    g.add_argument(
+        "--mixup",
+        dest="data.mixup",
+        type=float,
+        metavar="A",
+        help="mix each augmented image (and each of --views) with another training image, "
+        "weight ~ Beta(A, A); needs --lam 0 (function matching). Default 0: off",
+    )
 
 
 def _teacher_args(p: argparse.ArgumentParser, prefix: str = "") -> None:

@@ -68,7 +68,18 @@ class Dataset:
         from kdq_tf.data.augment import Augment
 
         c = self.config
-        return Augment(flip=c.flip, translate=c.translate, erase=c.erase)
+        return Augment(flip=c.flip, translate=c.translate, erase=c.erase, mixup=c.mixup)
+
+    def resolve_augment(self, augment: "bool | Augment | None", training: bool):
+        """An `Augment` or None: `augment` itself, the config's for True, none for False; None
+        follows `config.augment` when training."""
+        from kdq_tf.data.augment import Augment
+
+        if augment is None:
+            augment = self.config.augment and training
+        if isinstance(augment, Augment):
+            return augment
+        return self.augmentation() if augment else None
 
     def pipeline(
         self,
@@ -79,6 +90,7 @@ class Dataset:
         augment: "bool | Augment | None" = None,
         batch_size: int | None = None,
         seed: int = 0,
+        soft_labels: bool = False,
     ):
         """Returns a batched `tf.data.Dataset` of `(x, y)`, or `(x, (y, extra))`.
 
@@ -90,30 +102,43 @@ class Dataset:
                 `config.augment` when training. Each sample gets a fresh seed per epoch.
             batch_size: defaults to `config.batch_size`.
             seed: shuffle and augmentation seed.
+            soft_labels: `y` as one-hot rows, mixed like the images under mixup (the scratch
+                twin's targets; a mixed image has no one label). Without extra only.
         """
         from kdq_tf._keras import tf
-        from kdq_tf.data.augment import Augment, augment_image
+        from kdq_tf.data.augment import mixed_view
 
         x, y = self.split(split)
-        if augment is None:
-            augment = self.config.augment and training
-        aug = (
-            augment if isinstance(augment, Augment) else (self.augmentation() if augment else None)
-        )
+        aug = self.resolve_augment(augment, training)
+        if aug is not None and aug.mixup and split != "train":
+            raise ValueError(f"mixup mixes training images; the {split} split is not augmented")
+        if soft_labels and extra is not None:
+            raise ValueError("soft_labels replaces y; it does not carry an extra array")
         items = (x, y) if extra is None else (x, (y, extra))
         ds = tf.data.Dataset.from_tensor_slices(items)
         if training:
             ds = ds.shuffle(min(len(x), 10_000), seed=seed, reshuffle_each_iteration=True)
         normalize = self._normalizer()
+        k = self.info.num_classes
         if aug is not None and aug.active:
+            partners = tf.constant(x) if aug.mixup else None
+            labels = tf.one_hot(y, k) if aug.mixup else None
+
+            def view(item, s):
+                v, j, lam = mixed_view(item[0], s, aug, partners, normalize)
+                if not soft_labels:
+                    return v, item[1]
+                own = tf.one_hot(item[1], k)
+                return v, own if labels is None else lam * own + (1 - lam) * labels[j]
+
             # A fresh stateless seed per sample and epoch: (x, rest), (2,) int64.
             seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-            ds = tf.data.Dataset.zip((ds, seeds)).map(
-                lambda item, s: (augment_image(normalize(item[0]), s, aug), item[1]),
+            ds = tf.data.Dataset.zip((ds, seeds)).map(view, num_parallel_calls=tf.data.AUTOTUNE)
+        else:
+            ds = ds.map(
+                lambda xi, rest: (normalize(xi), tf.one_hot(rest, k) if soft_labels else rest),
                 num_parallel_calls=tf.data.AUTOTUNE,
             )
-        else:
-            ds = ds.map(lambda xi, rest: (normalize(xi), rest), num_parallel_calls=tf.data.AUTOTUNE)
         return ds.batch(batch_size or self.config.batch_size).prefetch(tf.data.AUTOTUNE)
 
     def _normalizer(self):
@@ -131,16 +156,18 @@ class Dataset:
         """View `view` of every training image, in order, as in a K-view cache: `(x, y)` batches.
 
         The seed of each image depends only on (base_seed, view, index), so the same
-        bytes come back on every call.
+        bytes come back on every call. Under mixup the partners are this split's training
+        images: mixed views belong to one split.
         """
         from kdq_tf._keras import tf
-        from kdq_tf.data.augment import augment_image, view_seed
+        from kdq_tf.data.augment import mixed_view, view_seed
 
         normalize = self._normalizer()
+        partners = tf.constant(self.x_train) if aug.mixup else None
         ds = tf.data.Dataset.from_tensor_slices((self.x_train, self.y_train, self._raw_rows()))
         ds = ds.map(
             lambda xi, yi, i: (
-                augment_image(normalize(xi), view_seed(base_seed, view, i), aug),
+                mixed_view(xi, view_seed(base_seed, view, i), aug, partners, normalize)[0],
                 yi,
             ),
             num_parallel_calls=tf.data.AUTOTUNE,
@@ -167,7 +194,7 @@ class Dataset:
             seed: shuffle seed.
         """
         from kdq_tf._keras import tf
-        from kdq_tf.data.augment import augment_image, view_seed
+        from kdq_tf.data.augment import mixed_view, view_seed
 
         k, n = view_logits.shape[0], len(self.x_train)
         x, y, rows = (
@@ -185,9 +212,9 @@ class Dataset:
             )
             return idx.map(
                 lambda i: (
-                    augment_image(
-                        normalize(tf.gather(x, i)), view_seed(base_seed, v, rows[i]), aug
-                    ),
+                    mixed_view(
+                        tf.gather(x, i), view_seed(base_seed, v, rows[i]), aug, x, normalize
+                    )[0],
                     (tf.gather(y, i), logits[v, i]),
                 ),
                 num_parallel_calls=tf.data.AUTOTUNE,

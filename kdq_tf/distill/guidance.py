@@ -240,6 +240,12 @@ def save_logits(
     serves any seed's split. Returns `(npz bytes, max int8 error)`.
     """
     aug = aug or data.augmentation()
+    if views and aug.mixup:
+        raise ConfigError(
+            f"--views {views} with --mixup {aug.mixup}: a mixed view's partner is one of its "
+            "split's training images, and a logits file serves every split; cache mixed views "
+            "in the run instead (kdq_tf distill --teacher ... --guidance cached-int8 --views K)"
+        )
     n = data.info.n_train + data.info.n_val
     train = _predict(teacher, data.pipeline("train", augment=False, batch_size=PREDICT_BATCH))
     rows = np.zeros((n, train.shape[1]), np.float32)

@@ -83,20 +83,29 @@ def train_student(
 
 
 def fit_hard(cfg, run, data, model, stage: str, epochs: int, lr: float, aug) -> None:
-    """Fits `model` on hard labels only (the scratch twin), same schedule as the student."""
+    """Fits `model` on hard labels only (the scratch twin), same schedule as the student.
+
+    Under mixup the twin trains as mixup does (Zhang et al. 2018): on the mixed images with
+    their labels mixed by the same weight.
+    """
+    resolved = data.resolve_augment(aug, training=True)
+    mix = resolved is not None and resolved.mixup > 0
+    L, K = keras.losses, keras.metrics
 
     def prepare(m):
         m.compile(
             optimizer=cosine_adam(lr, epochs, steps_per_epoch(cfg, data)),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+            loss=(L.CategoricalCrossentropy if mix else L.SparseCategoricalCrossentropy)(
+                from_logits=True
+            ),
+            metrics=[(K.CategoricalAccuracy if mix else K.SparseCategoricalAccuracy)("accuracy")],
         )
 
-    val = data.pipeline("val") if data.info.n_val else None
+    val = data.pipeline("val", soft_labels=mix) if data.info.n_val else None
     fit_phases(
         model,
         [Phase("train", epochs, prepare)],
-        data.pipeline("train", training=True, augment=aug, seed=cfg.run.seed),
+        data.pipeline("train", training=True, augment=aug, seed=cfg.run.seed, soft_labels=mix),
         val,
         run_dir=run.path,
         stage=stage,

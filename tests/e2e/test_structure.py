@@ -146,3 +146,26 @@ def test_dist_and_dkd_distill_and_go_through_qat(setup, kind):
     assert (d_cfg["dist_gamma"] if kind == "dist" else d_cfg["dkd_beta"]) == (
         2.0 if kind == "dist" else 4.0
     )
+
+
+def test_function_matching_on_mixed_views_and_a_mixup_twin(setup):
+    """--mixup with --views: the teacher's cached logits are of the mixed views, the student
+    matches them (--lam 0), QAT follows, and the scratch twin trains with mixup on mixed
+    labels."""
+    out = setup[0] / "run_mixup"
+    flags = ["--views", "2", "--mixup", "0.4", "--lam", "0", "--epochs", "4", "--baseline"]
+    distill_qat(setup, out, *flags)
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["guidance"]["views"] == 2 and not m["guidance"]["reused"]
+    assert json.loads((out / "config.json").read_text())["data"]["mixup"] == 0.4
+
+    def column(name, col):
+        rows = (out / name).read_text().splitlines()
+        i = rows[0].split(",").index(col)
+        return [float(r.split(",")[i]) for r in rows[1:]]
+
+    soft = column("distill_history.csv", "soft_loss")
+    assert len(soft) == 4 and soft[-1] < soft[0], soft
+    twin = column("baseline_history.csv", "loss")
+    assert twin[-1] < twin[0], twin  # mixed one-hot targets under categorical cross-entropy
+    assert "baseline" in m and "student_qat" in m

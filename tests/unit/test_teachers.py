@@ -8,10 +8,10 @@ from conftest import separable_npz
 
 from kdq_tf._keras import keras, tf
 from kdq_tf.config import DataConfig
-from kdq_tf.data.augment import Augment, augment_image
+from kdq_tf.data.augment import Augment, augment_image, mix_draw, mixed_view
 from kdq_tf.data.dataset import load_dataset
 from kdq_tf.distill import guidance as G
-from kdq_tf.errors import DataError, ModelError
+from kdq_tf.errors import ConfigError, DataError, ModelError
 from kdq_tf.teacher import fusion as TS
 from kdq_tf.teacher import logits_file as LF
 
@@ -89,17 +89,105 @@ def test_erase_zeroes_one_rectangle_of_bounded_area():
     assert erased == 30
 
 
+def test_mixup_draws_follow_beta_and_pick_any_partner():
+    """lam ~ Beta(a, a): mean 1/2, variance 1/(4(2a+1)) (1/12 for a = 1); a small a puts
+    most of the mass near 0 and 1. Partners are spread over [0, n)."""
+    for a, var in ((1.0, 1 / 12), (0.2, 1 / (4 * 1.4))):
+        draws = [mix_draw(tf.constant([s, 9]), 50, a) for s in range(1500)]
+        lam = np.array([float(d[1]) for d in draws])
+        j = np.array([int(d[0]) for d in draws])
+        assert lam.min() >= 0 and lam.max() <= 1
+        assert abs(lam.mean() - 0.5) < 0.03 and abs(lam.var() - var) < 0.015, (a, lam.var())
+        assert j.min() >= 0 and j.max() < 50 and len(set(j)) == 50
+    small = np.array([float(mix_draw(tf.constant([s, 1]), 5, 0.2)[1]) for s in range(500)])
+    assert np.mean((small < 0.1) | (small > 0.9)) > 0.5
+    # the same seed, the same draws
+    assert [float(v) for v in mix_draw(tf.constant([3, 4]), 50, 0.4)[:2]] == [
+        float(v) for v in mix_draw(tf.constant([3, 4]), 50, 0.4)[:2]
+    ]
+
+
+def test_a_mixed_view_is_the_weighted_sum_of_two_augmented_views():
+    """The image's own view is exactly its view without mixup; the partner is another image
+    of the set, augmented with its own seed."""
+    imgs = np.random.default_rng(0).integers(0, 256, (7, 6, 6, 1)).astype(np.uint8)
+    norm = lambda x: tf.cast(x, tf.float32) / 255.0  # noqa: E731 - a test's normaliser
+    aug = Augment(flip=True, translate=2, erase=0.5, mixup=0.4)
+    plain = dataclasses.replace(aug, mixup=0.0)
+    for s in range(12):
+        seed = tf.constant([s, 2], tf.int64)
+        view, j, lam = mixed_view(tf.constant(imgs[3]), seed, aug, tf.constant(imgs), norm)
+        j2, lam2, partner_seed = mix_draw(seed, 7, 0.4)
+        assert int(j) == int(j2) and float(lam) == float(lam2)
+        own = augment_image(norm(imgs[3]), seed, plain).numpy()
+        other = augment_image(norm(imgs[int(j)]), partner_seed, plain).numpy()
+        np.testing.assert_allclose(
+            view.numpy(), float(lam) * own + (1 - float(lam)) * other, atol=1e-6
+        )
+        alone, j0, lam0 = mixed_view(tf.constant(imgs[3]), seed, plain, None, norm)
+        np.testing.assert_array_equal(alone.numpy(), own)
+        assert int(j0) == -1 and float(lam0) == 1.0
+
+
+def test_the_twins_mixup_labels_mix_like_its_images(data):
+    """Without crop or flip a mixed image is lam * x_i + (1 - lam) * x_j exactly; its one-hot
+    target must carry the same lam and the same partner's label."""
+    x, y = data.split("train")
+    xs = x.astype(np.float32) / 255.0
+    aug = Augment(flip=False, translate=0, mixup=1.0)
+    batches = list(data.pipeline("train", augment=aug, soft_labels=True, seed=3))
+    imgs = np.concatenate([b[0].numpy() for b in batches])
+    targets = np.concatenate([b[1].numpy() for b in batches])
+    np.testing.assert_allclose(targets.sum(1), 1, atol=1e-6)
+    mixed = 0
+    for i, (img, t) in enumerate(zip(imgs, targets)):
+        # the partner j and weight lam that explain the image (least squares over every j)
+        best = None
+        for j in range(len(xs)):
+            d = xs[i] - xs[j]
+            lam = float((d * (img - xs[j])).sum() / max((d * d).sum(), 1e-12)) if j != i else 1.0
+            err = np.abs(lam * xs[i] + (1 - lam) * xs[j] - img).max()
+            if best is None or err < best[0]:
+                best = (err, j, lam)
+        err, j, lam = best
+        assert err < 1e-5
+        want = lam * np.eye(3)[y[i]] + (1 - lam) * np.eye(3)[y[j]]
+        np.testing.assert_allclose(t, want, atol=1e-4)
+        mixed += y[i] != y[j] and 0.05 < lam < 0.95
+    assert mixed > len(xs) // 4  # the check saw real mixes of two classes
+    # no augmentation: one-hot labels, as the validation split gets them
+    _, t = next(iter(data.pipeline("val", soft_labels=True)))
+    np.testing.assert_array_equal(t.numpy(), np.eye(3)[data.y_val[:16]])
+    with pytest.raises(ValueError, match="training images"):
+        data.pipeline("val", augment=aug)
+
+
+def test_mixup_needs_function_matching_and_stays_out_of_logits_files(data):
+    from kdq_tf.config import load_config
+
+    with pytest.raises(ConfigError, match="pass --lam 0"):
+        load_config(overrides={"data.mixup": 0.4, "data.augment": True})
+    load_config(overrides={"data.mixup": 0.4, "data.augment": True, "distill.lam": 0.0})
+    load_config(overrides={"data.mixup": 0.4})  # nothing mixes: no augmentation, no views
+    teacher = linear_teacher(
+        data.info.input_shape, np.ones((144, 3), np.float32), np.zeros(3, np.float32), "t"
+    )
+    with pytest.raises(ConfigError, match="cache mixed views in the run"):
+        G.save_logits(teacher, data, views=2, aug=Augment(mixup=0.4))
+
+
 # 2. K-view cache.
 
 
-def test_view_cache_rebuilds_the_same_bytes(data, tmp_path):
+@pytest.mark.parametrize("mixup", [0.0, 0.4])
+def test_view_cache_rebuilds_the_same_bytes(data, tmp_path, mixup):
     teacher = linear_teacher(
         data.info.input_shape,
         np.random.default_rng(1).normal(size=(144, 3)).astype(np.float32),
         np.zeros(3, np.float32),
         "t",
     )
-    aug = data.augmentation()
+    aug = dataclasses.replace(data.augmentation(), mixup=mixup)
     assert aug.erase == 0.5
     views = [
         np.concatenate([b[0].numpy() for b in data.view_pipeline(aug, v, 5)]) for v in range(3)
@@ -110,8 +198,8 @@ def test_view_cache_rebuilds_the_same_bytes(data, tmp_path):
     for a, b in zip(views, again):
         assert a.tobytes() == b.tobytes()
     assert not np.array_equal(views[0], views[1])  # the views differ from each other
-    g = G.build_guidance("cached", teacher, data, tmp_path, views=3, view_seed=5)
-    reloaded = G.build_guidance("cached", teacher, data, tmp_path, views=3, view_seed=5)
+    g = G.build_guidance("cached", teacher, data, tmp_path, views=3, aug=aug, view_seed=5)
+    reloaded = G.build_guidance("cached", teacher, data, tmp_path, views=3, aug=aug, view_seed=5)
     assert reloaded.reused and reloaded.views == 3 and reloaded.view_aug == aug
     # The cached logits are the teacher's on exactly those bytes (int8: within half a step).
     for v in range(3):
