@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-import kd_study as KD  # noqa: E402 - a sibling script, importable once the folder is on the path
+import kd_runs as KD  # noqa: E402 - a sibling script, importable once the folder is on the path
 
 log = logging.getLogger("bench")
 

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench import _save, portable, pyplot  # noqa: E402 - sibling scripts, importable once the folder is on the path
-from kd_study import mean_std  # noqa: E402
+from kd_runs import mean_std  # noqa: E402
 
 # What a user would read in the table.
 LABELS = {

@@ -1,379 +1,286 @@
-"""The distillation study behind bench.py: teacher logits, sweep, seeds, guidance modes, KD gain.
+"""Within reach of the teacher: the KD gain at three student sizes, and KL against DIST and DKD.
 
-Every student here learns from a teacher logits file (kdq_tf.teacher.logits_file), so the
-expensive teacher is trained once and its product reused: the artifact under
-benchmarks/teachers/ for the full benchmark, a small teacher trained in the work
-folder for --quick.
+    python benchmarks/kd_study.py --part sizes --resume    # ds_cnn, tiny_cnn, small_cnn
+    python benchmarks/kd_study.py --part losses --resume   # small_cnn with kl, dist, dkd
+    python benchmarks/kd_study.py --part report            # tables and plot from the results
+
+Every student is distilled from the stored fused teacher's logits and QAT-trained, then scored
+as a full-int8 .tflite on LiteRT over the test split. "sizes" trains each student's scratch twin
+too (hard labels, same seed, epochs, schedule and augmentation, QAT, int8), so the KD gain is
+distilled minus scratch, mean over --seeds seeds, against the two standard deviations added.
+
+The schedule is the full benchmark's (benchmarks/results/full.json: epochs, QAT epochs,
+learning rate, batch), with the T and lambda its validation sweep chose: nothing here is tuned on
+the test split. DIST and DKD keep the coefficients of their papers (kdq_tf's defaults).
+
+Runs go seed by seed; each is recorded in the results file as it finishes, so --resume skips
+what is there even on a machine where the work folder is gone. small_cnn's KL runs serve both
+parts. Progress goes to stderr: redirect it to a log file and commit it with the results.
+
+Results: benchmarks/results/kd_study.json, .md and kd_study_sizes.png.
 """
 
+import argparse
+import json
 import logging
+import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
-import numpy as np
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import kd_runs as KD  # noqa: E402 - a sibling script
+from bench import machine, portable  # noqa: E402
 
-log = logging.getLogger("bench")
+from kdq_tf import files  # noqa: E402
 
+log = logging.getLogger("kd_study")
 
-def student_sets(a, *, epochs=None, temperature=None, lam=None, limit=None) -> list[str]:
-    limit = a.limit if limit is None else limit
-    sets = [
-        f"data.dataset={a.dataset}",
-        f"data.batch_size={a.batch_size}",
-        f"distill.student={a.student}",
-        f"distill.epochs={epochs or a.epochs}",
-        f"distill.lr={a.lr}",
-        f"distill.temperature={temperature or a.temperature}",
-        f"distill.lam={a.lam if lam is None else lam}",
-        f"qat.epochs={a.qat_epochs}",
-        "run.resume=true",
-    ]
-    return sets + ([f"data.limit={limit}"] if limit else [])
+RESULTS = ROOT / "benchmarks" / "results"
+LOGITS = ROOT / "benchmarks" / "teachers" / "fashion_mnist_fused" / "logits.npz"
+SIZES = ("ds_cnn", "tiny_cnn", "small_cnn")
+LOSSES = ("kl", "dist", "dkd")
+# issue "Within reach of the teacher": int8 test accuracy, mean of 3 seeds
+TARGETS = {"small_cnn": 0.936, "tiny_cnn": 0.925}
 
 
-def quick_teacher(a, work: Path) -> tuple[Path, Path]:
-    """--quick: trains a short ResNet50 on the slice and writes its logits file. Returns
-    (logits, teacher.keras)."""
-    from kdq_tf import load_config, run_teacher
-
-    out = work / "teacher"
-    logits = work / "teacher_logits.npz"
-    cfg = load_config(
-        sets=[
-            f"data.dataset={a.dataset}",
-            f"data.limit={a.limit}",
-            f"run.out={out}",
-            "run.resume=true",
-            f"teacher.epochs={a.teacher_epochs}",
-            "teacher.batch_size=64",
-            "teacher.precision=auto",
-            f"distill.views={a.views}",
-        ]
-    )
-    if not logits.is_file():
-        run_teacher(cfg, save_logits=str(logits))
-    return logits, out / "teacher.keras"
+def plan(parts) -> list[tuple[str, str, bool]]:
+    """(student, soft loss, with its scratch twin) of every model the parts need, once each."""
+    out = []
+    if "sizes" in parts:
+        out += [(s, "kl", True) for s in SIZES]
+    if "losses" in parts:
+        out += [("small_cnn", loss, loss == "kl") for loss in LOSSES]
+    return list(dict.fromkeys(out))
 
 
-def int8_accuracy(qat_path: Path, data) -> dict:
-    """Full-int8 .tflite of a QAT model, scored on LiteRT over the whole test split."""
-    from kdq_tf.deploy.convert import to_tflite
-    from kdq_tf.device.micro import find_arena_size
-    from kdq_tf.distill.qat import load_qat_model
-    from kdq_tf.report import classification_metrics
-    from kdq_tf.runtime.runner import Runner
-
-    blob = to_tflite(load_qat_model(qat_path), "int8")
-    pred = (
-        Runner.from_bytes(blob).predict_logits(data.info.preprocess.apply(data.x_test)).argmax(-1)
-    )
-    m = classification_metrics(data.y_test, pred, data.info.num_classes)
+def schedule(full: dict) -> dict:
+    """The full benchmark's schedule and its validation-chosen T and lambda."""
+    s, best = full["settings"], full["sweep"]["best"]
     return {
-        "accuracy": m.accuracy,
-        "f1": m.f1,
-        "tflite_bytes": len(blob),
-        "arena_bytes": find_arena_size(blob),
-        "blob": blob,
+        "epochs": s["epochs"],
+        "qat_epochs": s["qat_epochs"],
+        "lr": s["lr"],
+        "batch_size": s["batch_size"],
+        "temperature": best["temperature"],
+        "lam": best["lam"],
+        "views": best["views"],
     }
 
 
-def distill_run(
-    a,
-    out: Path,
-    logits: Path,
-    seed: int = 0,
-    views: int = 0,
-    qat=False,
-    baseline=False,
-    augment=False,
-    erase: float = 0.0,
-    guidance="cached",
-    **kw,
-) -> dict:
-    from kdq_tf import load_config, run_distill
-
-    sets = student_sets(a, **kw) + [
-        f"run.out={out}",
-        f"run.seed={seed}",
-        f"teacher.logits={logits}",
-        f"distill.views={views}",
-        f"qat.enabled={qat}",
-        f"distill.baseline={baseline}",
-        f"data.augment={augment}",
-        f"data.erase={erase}",
-        f"distill.guidance={guidance}",
-    ]
-    _, m = run_distill(load_config(sets=sets))
-    return m
-
-
-def sweep(a, work: Path, logits: Path) -> dict:
-    """T, lambda, then K views or none, on the validation split (seed 0, float students,
-    `a.sweep_epochs`): never the test set.
-
-    Views against none is part of the sweep because it decides the regime: augmented
-    views fight over-fitting, un-augmented cached logits let the teacher do it.
-    """
-    rows = []
-
-    def run(t, lam, views):
-        name = f"T{t:g}_lam{lam:g}" + ("" if views == a.views else f"_views{views}")
-        m = distill_run(
-            a,
-            work / "sweep" / name,
-            logits,
-            views=views,
-            epochs=a.sweep_epochs,
-            temperature=t,
-            lam=lam,
-            erase=a.view_erase if views else 0.0,
-        )
-        rows.append(
-            {
-                "temperature": t,
-                "lam": lam,
-                "views": views,
-                "val_accuracy": m["student"]["val_accuracy"],
-                "epochs": a.sweep_epochs,
-            }
-        )
-        log.info("sweep %s: val %.4f", name, rows[-1]["val_accuracy"])
-        return rows[-1]["val_accuracy"]
-
-    best_t = max(a.sweep_t, key=lambda t: run(t, a.lam, a.views))
-    lams = [v for v in a.sweep_lam if v != a.lam]
-    scores = {a.lam: max(r["val_accuracy"] for r in rows if r["temperature"] == best_t)}
-    scores.update({lam: run(best_t, lam, a.views) for lam in lams})
-    best_lam = max(scores, key=scores.get)
-    best_views = a.views
-    if a.views:
-        best_views = max(
-            (a.views, 0),
-            key=lambda v: scores[best_lam] if v == a.views else run(best_t, best_lam, 0),
-        )
-    return {
-        "rows": rows,
-        "best": {"temperature": best_t, "lam": best_lam, "views": best_views},
-        "split": "val",
-        "seed": 0,
-    }
-
-
-def seeds(a, work: Path, logits: Path, t: float, lam: float, views: int) -> dict:
-    """Per seed: the distilled student (K views, or none) and its scratch twin (same augmentation),
-    both QAT, int8."""
+def run_one(a, sched: dict, student: str, loss: str, seed: int, twin: bool) -> dict:
     from kdq_tf import load_config
     from kdq_tf.data.dataset import load_dataset
 
-    rows = {k: [] for k in ("scratch", "distilled", "scratch_qat_int8", "distilled_qat_int8")}
-    curves = {}
-    for seed in range(a.seeds):
-        out = work / f"seed{seed}"
-        m = distill_run(
-            a,
-            out,
-            logits,
-            seed=seed,
-            views=views,
-            qat=True,
-            baseline=True,
-            erase=a.view_erase if views else 0.0,
-            temperature=t,
-            lam=lam,
-        )
-        data = load_dataset(
-            load_config(sets=student_sets(a) + [f"run.seed={seed}"]).data, seed=seed
-        )
-        rows["scratch"].append(m["baseline"])
-        rows["distilled"].append(m["student"])
-        for key, f in (
-            ("scratch_qat_int8", "baseline_qat.h5"),
-            ("distilled_qat_int8", "student_qat.h5"),
-        ):
-            r = int8_accuracy(out / f, data)
-            blob = r.pop("blob")
-            rows[key].append({**r, "params": m["student_qat"]["params"]})
-            if seed == 0 and key == "distilled_qat_int8":
-                (work / "seed0_int8.tflite").write_bytes(blob)
-        log.info(
-            "seed %d: scratch int8 %.4f, distilled int8 %.4f",
-            seed,
-            rows["scratch_qat_int8"][-1]["accuracy"],
-            rows["distilled_qat_int8"][-1]["accuracy"],
-        )
-        if seed == 0:
-            curves = _curves(out)
-            from kdq_tf.deploy.convert import to_tflite
-            from kdq_tf.runs import load_student
-
-            (work / "seed0_float32.tflite").write_bytes(
-                to_tflite(load_student(out / "student.keras"), "float32")
-            )
-    return {"rows": rows, "curves": curves, "teacher": m["teacher"]}
+    t0 = time.perf_counter()
+    s = SimpleNamespace(
+        dataset="fashion_mnist",
+        student=student,
+        limit=a.limit,
+        **{k: sched[k] for k in ("epochs", "qat_epochs", "lr", "batch_size")},
+        temperature=sched["temperature"],
+        lam=sched["lam"],
+    )
+    out = Path(a.work) / f"{student}_{loss}" / f"seed{seed}"
+    m = KD.distill_run(
+        s,
+        out,
+        LOGITS,
+        seed=seed,
+        views=sched["views"],
+        qat=True,
+        baseline=twin,
+        sets=[f"distill.soft_loss={loss}"],
+    )
+    data = load_dataset(load_config(sets=KD.student_sets(s) + [f"run.seed={seed}"]).data, seed)
+    rec = {
+        "distilled_int8": KD.int8_accuracy(out / "student_qat.h5", data)["accuracy"],
+        "distilled_val": m["student"]["val_accuracy"],
+        "params": m["student_qat"]["params"],
+    }
+    if twin:
+        rec["scratch_int8"] = KD.int8_accuracy(out / "baseline_qat.h5", data)["accuracy"]
+    rec["seconds"] = round(time.perf_counter() - t0, 1)
+    return rec
 
 
-def _curves(out: Path) -> dict:
-    import csv
-
-    curves = {}
-    for stage in ("baseline", "distill", "qat", "baseline_qat"):
-        path = out / f"{stage}_history.csv"
-        if path.is_file():
-            with open(path) as f:
-                curves[stage] = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
-    return curves
-
-
-def guidance_modes(
-    a,
-    work: Path,
-    logits: Path,
-    teacher_model: str | None,
-    t: float,
-    lam: float,
-    teacher_sets: tuple[str, ...] = (),
-) -> dict:
-    """Accuracy and s/epoch on a slice: no augmentation + cached, K views cached, online
-    (keras-io style).
-
-    `teacher_model`: the teacher(s) for the online row (`teacher.path`), None to leave it out;
-    `teacher_sets`: more teacher settings for it (a fused teacher's mode and weights).
-    """
-    rows = []
-    common = dict(epochs=a.mode_epochs, limit=a.mode_limit, temperature=t, lam=lam)
-    plans = [
-        ("cached, no augmentation", dict(guidance="cached")),
-        (f"cached, {a.views} views", dict(guidance="cached", views=a.views, erase=a.view_erase)),
-    ]
-    if teacher_model:
-        plans.append(
-            (
-                "online (keras-io: teacher every step, augmented)",
-                dict(guidance="online", augment=True, erase=a.view_erase, teacher=teacher_model),
-            )
-        )
-    first = True
-    for label, kw in plans:
-        out = work / "modes" / label.split(",")[0].split(" ")[0] / str(kw.get("views", 0))
-        teacher = kw.pop("teacher", None)
-        if teacher is not None:
-            m = _online_run(a, out, teacher, teacher_sets, **common, **kw)
-        else:
-            m = distill_run(a, out, logits, baseline=first, **common, **kw)
-        s = m["student"]
+def summarize(runs: dict) -> dict:
+    """The sizes table (KD gain per student) and the losses table (small_cnn), from the runs
+    recorded as "student/loss/seedN"."""
+    by: dict[tuple, list] = {}
+    for key, r in runs.items():
+        student, loss, _ = key.split("/")
+        by.setdefault((student, loss), []).append(r)
+    sizes = []
+    for student in SIZES:
+        rs = [r for r in by.get((student, "kl"), []) if "scratch_int8" in r]
+        if not rs:
+            continue
+        kd = KD.mean_std([r["distilled_int8"] for r in rs])
+        scratch = KD.mean_std([r["scratch_int8"] for r in rs])
+        gain, noise = kd["mean"] - scratch["mean"], kd["std"] + scratch["std"]
         row = {
-            "mode": label,
-            "accuracy": s["accuracy"],
-            "val_accuracy": s["val_accuracy"],
-            "epoch_s": s["train_time_s"] / a.mode_epochs,
-            "cache_bytes": m["guidance"]["cache_bytes"],
+            "student": student,
+            "params": rs[0]["params"],
+            "scratch_int8": scratch,
+            "distilled_int8": kd,
+            "gain_pts": round(100 * gain, 2),
+            "two_stds_pts": round(100 * noise, 2),
+            "beats_noise": gain > noise,
         }
-        if first:
-            row["hard_only_epoch_s"] = m["baseline"]["train_time_s"] / a.mode_epochs
-            first = False
-        rows.append(row)
-    return {
-        "rows": rows,
-        "samples": a.mode_limit,
-        "epochs": a.mode_epochs,
-        "online_note": None
-        if len(plans) == 3
-        else "online needs the teacher's weights, which the repository "
-        "does not keep; run with --teacher-model or TEACHER=retrain",
-    }
-
-
-def _online_run(a, out, teacher, teacher_sets, guidance, augment, erase, **kw):
-    from kdq_tf import load_config, run_distill
-
-    sets = student_sets(a, **kw) + [
-        f"run.out={out}",
-        f"teacher.path={teacher}",
-        f"distill.guidance={guidance}",
-        f"data.augment={augment}",
-        f"data.erase={erase}",
-        *teacher_sets,
-    ]
-    return run_distill(load_config(sets=sets))[1]
-
-
-def kd_gain(a, work: Path, files: list[tuple[str, float, Path]], t: float, lam: float) -> dict:
-    """KD gain against teacher accuracy, with teachers taken at several points of one run.
-
-    Seed 0, cached guidance without augmentation for every teacher; the scratch twin is
-    trained once. Gain = distilled - scratch, test accuracy of float students.
-    """
-    rows, scratch = [], None
-    for i, (name, teacher_acc, path) in enumerate(files):
-        m = distill_run(
-            a,
-            work / "kd_gain" / f"teacher{i:02d}",
-            path,
-            baseline=i == 0,
-            epochs=a.gain_epochs,
-            temperature=t,
-            lam=lam,
-        )
-        if i == 0:
-            scratch = m["baseline"]["accuracy"]
-        rows.append(
-            {
-                "teacher": name,
-                "teacher_accuracy": teacher_acc,
-                "student_accuracy": m["student"]["accuracy"],
-                "gain_pts": 100 * (m["student"]["accuracy"] - scratch),
-            }
-        )
-        log.info("kd gain %s (teacher %.4f): %+.2f pts", name, teacher_acc, rows[-1]["gain_pts"])
-    return {"rows": rows, "scratch_accuracy": scratch, "epochs": a.gain_epochs}
-
-
-def scaling(a, work: Path, logits: Path) -> dict:
-    """One epoch of cached distillation at 25/50/100% of a slice: seconds per epoch against data
-    size."""
-    from kdq_tf._keras import keras, tf
-    from kdq_tf.config import DataConfig
-    from kdq_tf.data.dataset import load_dataset
-    from kdq_tf.distill import guidance as G
-    from kdq_tf.distill.distiller import Distiller
-    from kdq_tf.models.students import build_student
-
-    data = load_dataset(DataConfig(dataset=a.dataset, batch_size=a.batch_size, limit=a.cost_limit))
-    g = G.from_file(logits, data, "cached")
-    points = []
-    for frac in (0.25, 0.5, 1.0):
-        n = int(data.info.n_train * frac)
-        ds = (
-            tf.data.Dataset.from_tensor_slices(
-                (
-                    data.info.preprocess.apply(data.x_train[:n]),
-                    (data.y_train[:n], g.train_logits[:n]),
-                )
+        if student in TARGETS:
+            row["target"] = TARGETS[student]
+            row["target_met"] = kd["mean"] >= TARGETS[student]
+        sizes.append(row)
+    losses = []
+    for loss in LOSSES:
+        rs = by.get(("small_cnn", loss), [])
+        if rs:
+            losses.append(
+                {"loss": loss, "distilled_int8": KD.mean_std([r["distilled_int8"] for r in rs])}
             )
-            .shuffle(n, seed=0)
-            .batch(a.batch_size)
-            .prefetch(2)
+    kl = next((r["distilled_int8"]["mean"] for r in losses if r["loss"] == "kl"), None)
+    for r in losses:
+        r["vs_kl_pts"] = None if kl is None else round(100 * (r["distilled_int8"]["mean"] - kl), 2)
+    return {"sizes": sizes, "losses": losses}
+
+
+def _verdict(row: dict) -> str:
+    if row["gain_pts"] <= 0:
+        return " (no gain)"
+    return "" if row["beats_noise"] else " (gain within the noise)"
+
+
+def _pct(ms: dict) -> str:
+    return f"{100 * ms['mean']:.2f} ± {100 * ms['std']:.2f}% (n={ms['n']})"
+
+
+def markdown(res: dict) -> str:
+    s = res.get("schedule", {})
+    lines = [
+        "# Within reach of the teacher: KD gain by student size, KL against DIST and DKD",
+        "",
+        f"Teacher: `{LOGITS.relative_to(ROOT)}` (CNN-48 + ResNet50, fused). Schedule (the full "
+        f"benchmark's): {s.get('epochs')} epochs + {s.get('qat_epochs')} QAT, T "
+        f"{s.get('temperature')}, lambda {s.get('lam')}, {s.get('views')} views; int8 test "
+        "accuracy on LiteRT.",
+        "",
+    ]
+    summ = res.get("summary", {})
+    if summ.get("sizes"):
+        lines += [
+            "## KD gain by student size",
+            "",
+            "| student | params | scratch + QAT, int8 | distilled + QAT, int8 | gain | two stds |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in summ["sizes"]:
+            lines.append(
+                f"| {r['student']} | {r['params']:,} | {_pct(r['scratch_int8'])} | "
+                f"{_pct(r['distilled_int8'])} | {r['gain_pts']:+.2f} pt | {r['two_stds_pts']:.2f} "
+                f"pt{_verdict(r)} |"
+            )
+        for r in summ["sizes"]:
+            if "target" in r:
+                lines.append(
+                    f"\n{r['student']}: target {100 * r['target']:.1f}% "
+                    f"{'met' if r['target_met'] else 'not met'}."
+                )
+        lines.append("")
+    if summ.get("losses"):
+        lines += [
+            "## Soft loss (small_cnn)",
+            "",
+            "| loss | distilled + QAT, int8 | against KL |",
+            "|---|---|---|",
+        ]
+        for r in summ["losses"]:
+            vs = "" if r["vs_kl_pts"] is None else f"{r['vs_kl_pts']:+.2f} pt"
+            lines.append(f"| {r['loss']} | {_pct(r['distilled_int8'])} | {vs} |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def plot(res: dict, path: Path) -> str | None:
+    sizes = res.get("summary", {}).get("sizes")
+    if not sizes:
+        return None
+    from bench import pyplot
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    x = [r["params"] for r in sizes]
+    for key, label in (("scratch_int8", "scratch + QAT"), ("distilled_int8", "distilled + QAT")):
+        ax.errorbar(
+            x,
+            [100 * r[key]["mean"] for r in sizes],
+            yerr=[100 * r[key]["std"] for r in sizes],
+            marker="o",
+            capsize=3,
+            label=label,
         )
-        keras.utils.set_random_seed(0)
-        d = Distiller(build_student(a.student, data.info.input_shape, data.info.num_classes))
-        d.compile(keras.optimizers.Adam(1e-3), temperature=a.temperature)
-        d.fit(ds.take(3), epochs=1, verbose=0)  # trace outside the timing
-        t0 = time.perf_counter()
-        d.fit(ds, epochs=1, verbose=0)
-        points.append({"fraction": frac, "samples": n, "epoch_s": time.perf_counter() - t0})
-    per = [p["epoch_s"] / p["samples"] for p in points]
-    return {
-        "points": points,
-        "per_sample_ms": [1e3 * p for p in per],
-        "max_over_min_per_sample": max(per) / min(per),
-    }
+    for r in sizes:
+        ax.annotate(r["student"], (r["params"], 100 * r["distilled_int8"]["mean"]), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters")
+    ax.set_ylabel("int8 test accuracy (%)")
+    ax.set_title("KD gain by student size (Fashion-MNIST)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return str(path.relative_to(ROOT))
 
 
-def mean_std(values) -> dict:
-    v = np.asarray(values, np.float64)
-    return {
-        "mean": float(v.mean()),
-        "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
-        "n": len(v),
-        "values": [float(x) for x in v],
-    }
+def parse(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--part", default="all", choices=("all", "sizes", "losses", "report"))
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--work", default=str(Path.home() / "kdq_runs" / "kd_study"))
+    p.add_argument("--limit", type=int, help="a slice, for trying the script")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--name", default="kd_study", help="results file stem")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    a = parse(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    path = RESULTS / f"{a.name}.json"
+    res = json.loads(path.read_text()) if a.resume and path.is_file() else {}
+    res.setdefault("machine", machine())
+    res["schedule"] = schedule(json.loads((RESULTS / "full.json").read_text()))
+    res.setdefault("runs", {})
+    parts = ("sizes", "losses") if a.part == "all" else (a.part,)
+
+    def save():
+        res["summary"] = summarize(res["runs"])
+        res["plot"] = plot(res, RESULTS / f"{a.name}_sizes.png")
+        res["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        files.write_json(path, portable(res))
+        files.write_text(RESULTS / f"{a.name}.md", markdown(res))
+
+    for seed in range(a.seeds):
+        for student, loss, twin in plan(parts):
+            key = f"{student}/{loss}/seed{seed}"
+            if key in res["runs"]:
+                continue
+            res["runs"][key] = run_one(a, res["schedule"], student, loss, seed, twin)
+            r = res["runs"][key]
+            log.info(
+                "%s: distilled int8 %.2f%%%s (%.0f s)",
+                key,
+                100 * r["distilled_int8"],
+                f", scratch int8 {100 * r['scratch_int8']:.2f}%" if twin else "",
+                r["seconds"],
+            )
+            save()
+    save()
+    print(markdown(res))
+    return res
+
+
+if __name__ == "__main__":
+    main()

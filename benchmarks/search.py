@@ -17,13 +17,14 @@ not run again):
    barely depend on the weights, so a student whose probe images fit no budget (with 2% slack
    on instructions) is not trained further; the probe's figures are kept in the results.
    Runs go seed by seed, so an interrupted phase has every model's first seed before any
-   third one; within a seed the found models go first, then the zoo, cheapest first. Seeds after the first go to the finalists only: each found model, and the zoo
-   students that, at some budget their first seed fits, are within --screen-pts of the best zoo
+   third one; within a seed the found models go first, then the zoo, cheapest first.
+   Seeds after the first go to the finalists only: each found model, and the zoo students
+   that, at some budget their first seed fits, are within --screen-pts of the best zoo
    student's validation accuracy there (int8, seed 0: selection never looks at test), plus
-   small_cnn and fast_cnn, which issue "Close to the metal" compares. A LUT variant starts from
-   its dense sibling's distilled student of the same seed when that run is in --work (the
-   distillation is the same run: same seed, config and data, op determinism on), so it trains
-   only its clustering and QAT.
+   small_cnn and fast_cnn, which issue "Close to the metal" compares. A LUT variant starts
+   from its dense sibling's distilled student of the same seed when that run is in --work
+   (the distillation is the same run: same seed, config and data, op determinism on), so it
+   trains only its clustering and QAT.
 3. report (also after each phase): per budget, the found model against the best zoo student
    whose images fit (every seed), on test accuracy (mean and std over seeds); each search's
    plot is copied next to the results.

@@ -1,0 +1,85 @@
+"""benchmarks/kd_study.py's plan and tables, on hand-made run records."""
+
+import importlib.util
+
+import pytest
+from conftest import ROOT
+
+spec = importlib.util.spec_from_file_location("kd_study", ROOT / "benchmarks" / "kd_study.py")
+study = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(study)
+
+
+def test_plan_trains_small_cnns_kl_run_once_for_both_parts():
+    assert study.plan(["sizes"]) == [
+        ("ds_cnn", "kl", True),
+        ("tiny_cnn", "kl", True),
+        ("small_cnn", "kl", True),
+    ]
+    both = study.plan(["sizes", "losses"])
+    assert both.count(("small_cnn", "kl", True)) == 1 and len(both) == 5
+    # the losses part alone still trains KL's twin, so that sizes can reuse the run
+    assert study.plan(["losses"]) == [
+        ("small_cnn", "kl", True),
+        ("small_cnn", "dist", False),
+        ("small_cnn", "dkd", False),
+    ]
+
+
+def test_schedule_is_the_full_benchmarks_with_its_validation_choice():
+    full = {
+        "settings": {"epochs": 12, "qat_epochs": 2, "lr": 0.002, "batch_size": 128, "lam": 0.9},
+        "sweep": {"best": {"temperature": 2.0, "lam": 0.5, "views": 0}},
+    }
+    s = study.schedule(full)
+    assert s == {
+        "epochs": 12,
+        "qat_epochs": 2,
+        "lr": 0.002,
+        "batch_size": 128,
+        "temperature": 2.0,
+        "lam": 0.5,  # the sweep's, not the sweep's starting point
+        "views": 0,
+    }
+
+
+def rec(kd, scratch=None, params=1000):
+    r = {"distilled_int8": kd, "params": params}
+    return r if scratch is None else {**r, "scratch_int8": scratch}
+
+
+def test_kd_gain_against_two_stds_and_losses_against_kl():
+    runs = {
+        # tiny_cnn: distilled 92.0/92.2/92.4 (std 0.2), scratch 91.0 x3 (std 0): +1.2 > 0.2
+        **{
+            f"tiny_cnn/kl/seed{i}": rec(kd, 0.91, 50_000)
+            for i, kd in enumerate((0.920, 0.922, 0.924))
+        },
+        # ds_cnn: +0.1 against stds of 0.1 + 0.1: within the noise
+        **{
+            f"ds_cnn/kl/seed{i}": rec(kd, sc, 22_000)
+            for i, (kd, sc) in enumerate(((0.90, 0.90), (0.902, 0.901), (0.904, 0.902)))
+        },
+        **{f"small_cnn/kl/seed{i}": rec(0.93, 0.92, 97_000) for i in range(3)},
+        **{f"small_cnn/dist/seed{i}": rec(0.935) for i in range(3)},
+        "small_cnn/dkd/seed0": rec(0.925),
+    }
+    s = study.summarize(runs)
+    sizes = {r["student"]: r for r in s["sizes"]}
+    assert list(sizes) == ["ds_cnn", "tiny_cnn", "small_cnn"]  # by size, as SIZES
+    t = sizes["tiny_cnn"]
+    assert t["gain_pts"] == pytest.approx(1.2) and t["two_stds_pts"] == pytest.approx(0.2)
+    assert t["beats_noise"] and not t["target_met"]  # 92.2% < 92.5%
+    d = sizes["ds_cnn"]
+    assert d["gain_pts"] == pytest.approx(0.1) and d["two_stds_pts"] == pytest.approx(0.3)
+    assert not d["beats_noise"] and "target" not in d
+    assert sizes["small_cnn"]["gain_pts"] == pytest.approx(1.0)
+    losses = {r["loss"]: r for r in s["losses"]}
+    assert losses["kl"]["vs_kl_pts"] == 0
+    assert losses["dist"]["vs_kl_pts"] == pytest.approx(0.5)
+    assert losses["dkd"]["distilled_int8"]["n"] == 1 and losses["dkd"]["vs_kl_pts"] == -0.5
+    md = study.markdown({"summary": s, "schedule": {"epochs": 12}})
+    assert "| tiny_cnn | 50,000 |" in md and "(gain within the noise)" in md
+    assert "tiny_cnn: target 92.5% not met." in md
+    # runs without a twin do not enter the KD-gain table
+    assert study.summarize({"small_cnn/dist/seed0": rec(0.9)})["sizes"] == []
