@@ -89,6 +89,15 @@ def add_parsers(sub) -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--pruner", default="asha", help="asha, hyperband or none")
     p.add_argument(
+        "--finalists",
+        type=int,
+        default=3,
+        help="after the search (and its --time-limit), train the best N fitting candidates "
+        "again on the long schedule and ship the best of them (default 3; 0: off)",
+    )
+    p.add_argument("--final-epochs", type=int, default=12, help="the finalists' distillation")
+    p.add_argument("--final-qat-epochs", type=int, default=2, help="the finalists' QAT")
+    p.add_argument(
         "--no-export",
         action="store_true",
         help="do not export the chosen model (and do not score the test split)",
@@ -158,6 +167,9 @@ def settings_from(args):
         pruner=args.pruner,
         resume=args.resume,
         finalize=not args.no_export,
+        finalists=args.finalists,
+        final_epochs=args.final_epochs,
+        final_qat_epochs=args.final_qat_epochs,
     )
     tflm_tree.check_tree(s.tflm, [], "cmsis-nn" in s.kernel_sets)
     return s
@@ -183,8 +195,9 @@ def cmd_search(args) -> int:
         print(f"every trial: {out / 'trials.json'}")
         return 1
     f = c["figures"]
+    rung = f" after {s.final_epochs} epochs (final rung)" if c.get("rung") else ""
     print(
-        f"chosen: trial {c['trial']} {c['candidate']['key']} [{c['kernels']}]: val int8 "
+        f"chosen{rung}: trial {c['trial']} {c['candidate']['key']} [{c['kernels']}]: val int8 "
         f"{100 * c['val_accuracy']:.2f}%, flash {f['flash']:,} B, RAM {f['ram']:,} B, "
         f"{(f['instructions'] or 0) / 1e6:.2f} M instructions, bit-exact {c['bit_exact']}"
     )

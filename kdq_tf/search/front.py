@@ -13,11 +13,16 @@ def _point(r: dict) -> tuple:
     return (-r["val_accuracy"], f["flash"], f["instructions"] or 0)
 
 
+def ranked(measured: list[dict]) -> list[dict]:
+    """The records whose measured image fits, bit-exact, most accurate (validation, int8)
+    first; ties go to the smaller flash, then the fewer instructions."""
+    return sorted((r for r in measured if r.get("fits")), key=_point)
+
+
 def choose(measured: list[dict]) -> dict | None:
-    """The most accurate (validation, int8) candidate whose measured image fits, bit-exact;
-    ties go to the smaller flash, then the fewer instructions."""
-    fitting = [r for r in measured if r.get("fits")]
-    return min(fitting, key=_point) if fitting else None
+    """The first of `ranked`: the model the search ships."""
+    fitting = ranked(measured)
+    return fitting[0] if fitting else None
 
 
 def pareto(measured: list[dict]) -> list[dict]:
@@ -29,11 +34,12 @@ def pareto(measured: list[dict]) -> list[dict]:
         p = _point(r)
         dominated = any(all(a <= b for a, b in zip(_point(o), p)) and _point(o) != p for o in pts)
         if not dominated:
-            keep.append(_row(r))
+            keep.append(row(r))
     return sorted(keep, key=lambda row: -row["val_accuracy"])
 
 
-def _row(r: dict) -> dict:
+def row(r: dict) -> dict:
+    """A measured record as one row of the front's tables."""
     return {
         "trial": r["trial"],
         "candidate": r["candidate"]["key"],
@@ -110,6 +116,22 @@ def markdown(summary: dict, budget: Budget) -> str:
                 f"{100 * r['val_accuracy']:.2f}% | {fmt_bytes(r['flash'])} | {fmt_bytes(r['ram'])} "
                 f"| {_fmt('instructions', r['instructions'])} | {fmt_bytes(r['model_bytes'])} | "
                 f"{r['bit_exact']} |"
+            )
+    if summary.get("final_rung"):
+        lines += [
+            "",
+            "## Final rung: the best fitting candidates on the long schedule",
+            "",
+            "| candidate | kernels | val acc (int8), search | val acc (int8), final | flash | "
+            "RAM | instructions | fits |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in summary["final_rung"]:
+            lines.append(
+                f"| `{r['candidate']}` | {r['kernels']} | {100 * r['search_val_accuracy']:.2f}% "
+                f"| {100 * r['val_accuracy']:.2f}% | {fmt_bytes(r['flash'])} | "
+                f"{fmt_bytes(r['ram'])} | {_fmt('instructions', r['instructions'])} | "
+                f"{'yes' if r['fits'] else 'no'} |"
             )
     c = summary["chosen"]
     if c:

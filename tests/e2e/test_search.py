@@ -26,12 +26,29 @@ def test_tiny_search_measures_every_candidate_and_exports_the_chosen(tmp_path):
             "3",
             "--pruner",
             "none",
+            "--finalists",
+            "1",
+            "--final-epochs",
+            "2",
+            "--final-qat-epochs",
+            "1",
         )
     )
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((out / "pareto.json").read_text())
     assert summary["trained"] == 3 and summary["measured"] == 3
     recs = json.loads((out / "trials.json").read_text())
+    # the final rung: the best fitting candidate of the search, trained again for 2 epochs
+    best = max((r for r in recs if r["fits"]), key=lambda r: r["val_accuracy"])
+    (rung,) = summary["final_rung"]
+    assert rung["candidate"] == best["candidate"]["key"]
+    assert rung["search_val_accuracy"] == best["val_accuracy"]
+    key = best["candidate"]["key"]
+    final = json.loads((out / "final" / key / "record.json").read_text())
+    assert final["rung"] == "final" and final["schedule"]["epochs"] == 2
+    history = (out / "final" / key / "run" / "distill_history.csv").read_text().splitlines()
+    assert len(history) == 1 + 2  # header and two epochs, from scratch
+    assert all(i["bit_exact"] == "10/10" for i in final["images"].values())
     for rec in recs:  # every candidate: measured on its Cortex-M4 images, bit-exact
         assert all(i["bit_exact"] == "10/10" for i in rec["images"].values())
         img = rec["images"][rec["kernels"]]  # the one that ships
@@ -48,8 +65,10 @@ def test_tiny_search_measures_every_candidate_and_exports_the_chosen(tmp_path):
         assert lut[0]["images"]["cmsis-nn+decode"]["firmware"] == "firmware-cmsis-nn+decode"
     else:
         assert set(lut[0]["images"]) == {"cmsis-nn"}
-    chosen = summary["chosen"]
-    assert chosen["val_accuracy"] == max(r["val_accuracy"] for r in recs if r["fits"])
+    chosen = summary["chosen"]  # the finalist, which fits, exported from its own run
+    assert chosen["rung"] == "final" and chosen["run_dir"] == f"final/{key}/run"
+    assert chosen["val_accuracy"] == final["val_accuracy"]
+    assert "chosen after 2 epochs (final rung)" in r.stdout
     ex = summary["chosen_export"]
     assert ex["bit_exact"] == "10/10" and (out / ex["firmware"] / "Makefile").is_file()
     prof = json.loads((out / ex["firmware"] / "profile.json").read_text())  # where time goes
