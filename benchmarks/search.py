@@ -8,7 +8,7 @@ Phases, each resumable (every run trains in its own folder under --work, and a f
 not run again):
 1. search: `kdq_tf search` at each budget on Fashion-MNIST from the stored fused teacher's
    logits, time-limited; its wall time on this machine is recorded.
-2. final: every zoo student, with and without 16-cluster LUT, and each budget's found model, all
+2. final: every zoo student, with and without 16-cluster LUT, and each search's finalists, all
    distilled and QAT-trained with the same final schedule for --seeds seeds; each seed's int8
    model is scored on the test split (LiteRT) and its firmware images are measured on the
    emulated Cortex-M4 with both kernel sets (flash, RAM, instructions, bit-exact 10/10).
@@ -16,9 +16,15 @@ not run again):
    Flash and RAM follow from the architecture alone and the int8 kernels' instruction counts
    barely depend on the weights, so a student whose probe images fit no budget (with 2% slack
    on instructions) is not trained further; the probe's figures are kept in the results.
+   The searches' finalists are kdq_tf search's final rung, replayed here on the final
+   schedule (T 4, as every model here) rather than in the search: each finalist's seed-0 run
+   is then its first seed in the comparison too. The found model of a budget is the finalist
+   whose seed 0 fits it with the best validation accuracy; a search's wall time is reported
+   with its rung's.
    Runs go seed by seed, so an interrupted phase has every model's first seed before any
-   third one; within a seed the found models go first, then the zoo, cheapest first.
-   Seeds after the first go to the finalists only: each found model, and the zoo students
+   third one; within a seed the searches' own picks go first, then the zoo, cheapest first,
+   then the other finalists.
+   Seeds after the first go to the chosen ones only: each found model, and the zoo students
    that, at some budget their first seed fits, are within --screen-pts of the best zoo
    student's validation accuracy there (int8, seed 0: selection never looks at test), plus
    small_cnn and fast_cnn, which issue "Close to the metal" compares. A LUT variant starts
@@ -132,6 +138,7 @@ def phase_search(a, res: dict) -> None:
             limit=a.limit,
             resume=out.is_dir(),
             finalize=False,
+            finalists=0,  # the final phase runs the rung, on the schedule every model gets
         )
         t0 = time.time()
         summary = run_search(s)
@@ -157,10 +164,21 @@ def phase_search(a, res: dict) -> None:
             "found_figures": c["figures"] if c else None,
             "found_kernels": c["kernels"] if c else None,
             "pareto": summary["pareto"],
+            "finalists": finalist_rows(out),
             "finished": True,
         }
         _save(a, res)
         log.info("budget %s: %s", b, c["candidate"]["key"] if c else "nothing fits")
+
+
+def finalist_rows(search_dir: Path) -> list[dict]:
+    """The search's RUNG best fitting candidates, from every trial it recorded."""
+    from kdq_tf.search import front
+    from kdq_tf.search.rung import finalists
+
+    recs = json.loads((search_dir / "trials.json").read_text())
+    measured = [r for r in recs if r["outcome"] == "measured"]
+    return [front.row(r) for r in finalists(measured, RUNG)]
 
 
 def copy_plots(a, res: dict) -> None:
@@ -173,10 +191,57 @@ def copy_plots(a, res: dict) -> None:
             r["plot"] = f"benchmarks/results/{a.name}_{b}.png"
 
 
+RUNG = 3  # finalists per search, as kdq_tf search's --finalists default
+
+
+def rung_keys(r: dict) -> list[str]:
+    """A search's finalists: its RUNG most accurate fitting candidates. Searches recorded
+    before the rung kept only their front: its RUNG most accurate rows, which for budgets A, B
+    and C are those of every fitting trial too (checked against search_<budget>.log)."""
+    rows = r.get("finalists") or sorted(r.get("pareto") or [], key=lambda x: -x["val_accuracy"])
+    return list(dict.fromkeys(row["candidate"] for row in rows))[:RUNG]
+
+
+def _candidate_dict(key: str) -> dict:
+    """A candidate's fields from its key ("hyb-w0.5-b6-k5-s0-2-lut16")."""
+    kind, w, b, k, rest = key.split("-", 4)
+    stride, compression = rest.rsplit("-", 1)
+    return {
+        "block": {"plain": "plain", "sep": "separable", "hyb": "hybrid"}[kind],
+        "width": float(w[1:]),
+        "blocks": int(b[1:]),
+        "kernel": int(k[1:]),
+        "stride2": [int(i) for i in stride[1:].split("-") if i and i != "none"],
+        "compression": compression,
+    }
+
+
+def rung_name(key: str) -> str:
+    return zoo_name(key) or f"found:{key}"
+
+
+def found_key(res: dict, b: str) -> str | None:
+    """Budget b's found model: of its search's finalists, the one whose seed-0 run on the final
+    schedule fits b with the best validation accuracy (kdq_tf search's final rung, replayed on
+    the benchmark's schedule). None until every finalist's seed 0 has run."""
+    r = (res.get("search") or {}).get(b)
+    if not r:
+        return None
+    runs = [(n, (res.get("final") or {}).get(f"{n}/seed0")) for n in map(rung_name, rung_keys(r))]
+    if not runs or any(rec is None for _, rec in runs):
+        return None
+    fit = [
+        (rec["val_accuracy"], n)
+        for n, rec in runs
+        if any(BUDGETS[b].fits(i) and i["exact"] for i in rec["images"].values())
+    ]
+    return max(fit)[1] if fit else None
+
+
 def _finalists(a, res: dict) -> dict:
-    """name -> (builder, clusters): the zoo with and without LUT, and each found model."""
+    """name -> (builder, clusters): the zoo with and without LUT, and each search's finalists."""
     from kdq_tf.models.students import STUDENTS
-    from kdq_tf.search.space import Candidate, build_model
+    from kdq_tf.search.space import build_model
 
     out = {}
     for z in ZOO:
@@ -185,17 +250,15 @@ def _finalists(a, res: dict) -> dict:
                 lambda info, z=z: STUDENTS[z](info.input_shape, info.num_classes),
                 clusters,
             )
-    for b, r in (res.get("search") or {}).items():
-        if r.get("found") and not zoo_name(r["found"]["key"]):  # a zoo student trains once
-            f = r["found"]
-            c = Candidate(
-                f["width"],
-                f["blocks"],
-                f["block"],
-                f["kernel"],
-                tuple(f["stride2"]),
-                f["compression"],
-            )
+    from kdq_tf.search.rung import params_of
+    from kdq_tf.search.space import SearchSpace
+
+    space = SearchSpace()
+    for r in (res.get("search") or {}).values():
+        for key in rung_keys(r):
+            if zoo_name(key):  # a zoo student trains once, under its own name
+                continue
+            c = space.candidate(params_of(_candidate_dict(key)))
             out[f"found:{c.key}"] = (
                 lambda info, c=c: build_model(c, info.input_shape, info.num_classes),
                 c.clusters,
@@ -304,13 +367,15 @@ def share_distillation(dense: Path, lut: Path) -> bool:
     return True
 
 
-def run_order(finalists: dict, probe: dict) -> list[str]:
-    """The found models first (they are the point), then the zoo cheapest first by its probe's
-    time, each LUT variant right after its dense sibling (whose distillation it starts from)."""
+def run_order(finalists: dict, probe: dict, picks=()) -> list[str]:
+    """The searches' own picks first (they are the point), then the zoo cheapest first by its
+    probe's time, each LUT variant right after its dense sibling (whose distillation it starts
+    from), then the other finalists of the rung."""
 
     def rank(name):
         dense = name.removesuffix("+lut16")
-        return (dense in probe, probe.get(dense, {}).get("seconds", 0), dense, name != dense)
+        group = 0 if name in picks else (1 if dense in probe else 2)
+        return (group, probe.get(dense, {}).get("seconds", 0), dense, name != dense)
 
     return sorted(finalists, key=rank)
 
@@ -330,12 +395,14 @@ def phase_final(a, res: dict) -> None:
         if seed:
             res["screen"] = {"pts": a.screen_pts, "all_seeds": contenders(res, a.screen_pts)}
             _save(a, res)
-        for name in run_order(finalists, res["probe"]):
+        picks = [rung_name(r["found"]["key"]) for r in res["search"].values() if r.get("found")]
+        for name in run_order(finalists, res["probe"], picks):
             builder, clusters = finalists[name]
             key = f"{name}/seed{seed}"
             if key in final or not (name.startswith("found:") or res["probe"][name]["fits"]):
                 continue
-            if seed and not name.startswith("found:") and name not in res["screen"]["all_seeds"]:
+            found = {found_key(res, b) for b in res["search"]}
+            if seed and name not in found and name not in res["screen"]["all_seeds"]:
                 continue
             full = load_dataset(_data_cfg(a, sched), seed=seed)
             data = val_view(full)
@@ -426,8 +493,7 @@ def compare(res: dict) -> dict:
                     "instructions": img["instructions"],
                 }
             )
-        found = (res.get("search") or {}).get(b, {}).get("found")
-        fkey = (zoo_name(found["key"]) or f"found:{found['key']}") if found else None
+        fkey = found_key(res, b)
         zoo = [r for r in rows if not r["name"].startswith("found:")]  # the found one may be too
         best = max(zoo, key=lambda r: r["test_accuracy"]["mean"], default=None)
         mine = next((r for r in rows if r["name"] == fkey), None)
@@ -446,8 +512,24 @@ def compare(res: dict) -> dict:
                     or (mine["instructions"] or 0) <= 0.8 * (best["instructions"] or 0)
                 ),
             }
+        search = (res.get("search") or {}).get(b) or {}
+        rung = []
+        for key in rung_keys(search):
+            rec = (res.get("final") or {}).get(f"{rung_name(key)}/seed0")
+            rows_of = search.get("finalists") or search.get("pareto") or []
+            row = next((r for r in rows_of if r["candidate"] == key), {})
+            rung.append(
+                {
+                    "name": rung_name(key),
+                    "search_val_accuracy": row.get("val_accuracy"),
+                    "final_val_accuracy": rec["val_accuracy"] if rec else None,
+                    "seconds": rec.get("seconds") if rec else None,
+                }
+            )
         out[b] = {
             "rows": sorted(rows, key=lambda r: -r["test_accuracy"]["mean"]),
+            "rung": rung,
+            "rung_seconds": sum(r["seconds"] or 0 for r in rung),
             "found": fkey,
             "best_zoo": best["name"] if best else None,
             "verdict": verdict,
@@ -526,6 +608,22 @@ def markdown(res: dict) -> str:
                 f"{100 * t['std']:.2f}% (n={t['n']}) | {fmt_bytes(row['flash'])} | "
                 f"{fmt_bytes(row['ram'])} | {(row['instructions'] or 0) / 1e6:.2f} M |"
             )
+        if c.get("rung"):
+            lines += [
+                "",
+                "Final rung (the search's most accurate fitting candidates, seed 0 on the final "
+                "schedule; the best on validation is the found model):",
+                "",
+                "| finalist | val (search schedule) | val (final schedule) |",
+                "|---|---|---|",
+            ]
+            for r in c["rung"]:
+                cells = [
+                    "—" if v is None else f"{100 * v:.2f}%"
+                    for v in (r["search_val_accuracy"], r["final_val_accuracy"])
+                ]
+                star = " (found)" if r["name"] == c["found"] else ""
+                lines.append(f"| {r['name']}{star} | {cells[0]} | {cells[1]} |")
         v = c["verdict"]
         if v:
             lines += [

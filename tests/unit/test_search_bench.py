@@ -37,15 +37,25 @@ def test_could_fit_reads_every_kernel_set_and_budget():
     ]
 
 
-def run(acc, img):
-    return {"test_accuracy": acc, "images": {"cmsis-nn": img, "reference": img}}
+def run(acc, img, val=0.9):
+    return {
+        "test_accuracy": acc,
+        "val_accuracy": val,
+        "images": {"cmsis-nn": img, "reference": img},
+    }
+
+
+def search(*keys_vals):
+    """A search record whose finalists are these (candidate key, search val) rows."""
+    rows = [{"candidate": k, "val_accuracy": v} for k, v in keys_vals]
+    return {"found": {"key": keys_vals[0][0]}, "finalists": rows}
 
 
 def test_compare_judges_found_against_best_fitting_zoo():
     small = image(100, 30, 10)  # fits A, B and C
     big = image(250, 90, 11)  # fits C only
     res = {
-        "search": {"C": {"found": {"key": "f"}}, "A": {"found": {"key": "g"}}},
+        "search": {"C": search(("f", 0.9)), "A": search(("g", 0.9))},
         "final": {
             **{f"zoo_small/seed{i}": run(a, small) for i, a in enumerate((0.90, 0.91, 0.92))},
             **{f"zoo_big/seed{i}": run(a, big) for i, a in enumerate((0.925, 0.925, 0.925))},
@@ -77,7 +87,7 @@ def test_a_found_zoo_student_is_compared_as_itself():
     assert bench.zoo_name(key) == "small_cnn+lut16"
     assert bench.zoo_name("plain-w1-b5-k3-s1-3-lut8") is None  # not a zoo finalist
     res = {
-        "search": {"B": {"found": {"key": key}}},
+        "search": {"B": search((key, 0.9))},
         "final": {
             **{f"small_cnn+lut16/seed{i}": run(a, img) for i, a in enumerate((0.92, 0.93, 0.94))},
             **{f"tiny_cnn/seed{i}": run(a, img) for i, a in enumerate((0.91, 0.91, 0.91))},
@@ -151,7 +161,7 @@ def test_a_lut_variant_starts_from_its_dense_siblings_distillation(tmp_path):
     assert bench.files.read_json(lut / "run" / "metrics.json")["student"] == {"a": 2}
 
 
-def test_found_models_run_first_then_the_zoo_cheapest_first_lut_after_dense():
+def test_search_picks_run_first_then_the_zoo_cheapest_first_lut_after_dense():
     finalists = dict.fromkeys(["big", "big+lut16", "small", "small+lut16", "found:x", "found:y"])
     probe = {
         "big": {"seconds": 500},
@@ -159,11 +169,56 @@ def test_found_models_run_first_then_the_zoo_cheapest_first_lut_after_dense():
         "small": {"seconds": 100},
         "small+lut16": {"seconds": 900},
     }
-    assert bench.run_order(finalists, probe) == [
+    # found:x is a search's own pick; found:y another finalist of the rung: after the zoo
+    assert bench.run_order(finalists, probe, picks=["found:x"]) == [
         "found:x",
-        "found:y",
         "small",
         "small+lut16",
         "big",
         "big+lut16",
+        "found:y",
     ]
+
+
+def test_the_found_model_is_the_finalist_best_on_validation_that_fits():
+    """The replayed final rung: of a search's finalists, the one whose seed 0 (final schedule)
+    fits with the best validation accuracy, whatever the search's own order or test scores;
+    none until every finalist has its seed 0."""
+    fits_c, too_big = image(200, 60, 10), image(300, 60, 10)
+    res = {
+        "search": {"C": search(("p", 0.92), ("q", 0.91), ("r", 0.90))},
+        "final": {
+            "found:p/seed0": run(0.99, fits_c, val=0.925),
+            "found:q/seed0": run(0.80, fits_c, val=0.930),  # best on val: found, despite test
+        },
+    }
+    assert bench.found_key(res, "C") is None  # r has not run yet
+    res["final"]["found:r/seed0"] = run(0.95, too_big, val=0.940)  # best, but over budget
+    assert bench.found_key(res, "C") == "found:q"
+    assert bench.found_key(res, "A") is None  # no search at A
+    c = bench.compare(res)["C"]
+    assert c["found"] == "found:q"
+    assert [r["name"] for r in c["rung"]] == ["found:p", "found:q", "found:r"]
+    assert c["rung"][1]["search_val_accuracy"] == 0.91
+    assert c["rung"][1]["final_val_accuracy"] == 0.930
+
+
+def test_rung_keys_from_finalists_or_the_front_and_keys_parsed_back():
+    assert bench.rung_keys(search(("a", 0.9), ("a", 0.9), ("b", 0.8))) == ["a", "b"]
+    front = {
+        "pareto": [
+            {"candidate": k, "val_accuracy": v}
+            for k, v in (("x", 0.80), ("y", 0.95), ("z", 0.90), ("w", 0.85))
+        ]
+    }
+    assert bench.rung_keys(front) == ["y", "z", "w"]  # the 3 most accurate rows
+    from kdq_tf.search.rung import params_of
+    from kdq_tf.search.space import SearchSpace
+
+    space = SearchSpace()
+    for key in (
+        "hyb-w0.5-b6-k5-s0-2-lut16",
+        "sep-w1-b6-k5-s1-3-none",
+        "plain-w0.75-b4-k3-s2-3-lut8",
+    ):
+        assert space.candidate(params_of(bench._candidate_dict(key))).key == key
