@@ -165,7 +165,7 @@ def search_section(res: dict) -> str:
             g = r["found_figures"]
             instr = f", {g['instructions'] / 1e6:.2f} M instructions" if g["instructions"] else ""
             head += (
-                f"; best: `{f['key']}` with {r['found_kernels']} kernels, "
+                f"; its pick: `{f['key']}` with {r['found_kernels']} kernels, "
                 f"{pct(r['found_val_accuracy'])}% validation accuracy (int8, search schedule), "
                 f"flash {_kib(g['flash'])}, RAM {_kib(g['ram'])}{instr}, bit-exact."
             )
@@ -173,6 +173,11 @@ def search_section(res: dict) -> str:
             head += "; nothing fit."
         lines.append(head)
         c = (res.get("comparison") or {}).get(b) or {}
+        if c.get("found"):
+            lines.append(
+                f"Final rung ({len(c['rung'])} finalists retrained on the final schedule, "
+                f"{c['rung_seconds'] / 60:.0f} min): found `{c['found'].removeprefix('found:')}`."
+            )
         v = c.get("verdict")
         if v:
             lines.append(
