@@ -59,7 +59,7 @@ class DataConfig:
     translate: int = 2  # max shift in pixels when augmenting
     erase: float = 0.0  # random-erasing probability when augmenting (Zhong et al. 2017)
     # Beta(a, a) mixup with a second training image when augmenting and in --views (function
-    # matching, Beyer et al. 2022); 0: off. Mixed images have no one label: needs --lam 0.
+    # matching, Beyer et al. 2022); 0: off. Mixed images have no one label: needs --lambda 0.
     mixup: float = 0.0
 
     def __post_init__(self):
@@ -311,11 +311,17 @@ class Config:
         d = self.distill
         # The hard loss's weight, as kdq_tf.distill.losses.LossWeights.from_config maps it.
         hard = d.alpha if d.alpha is not None else (0.5 if d.lam is None else d.lam)
+        mixing = self.data.mixup and (self.data.augment or d.views)
         _check(
-            not (self.data.mixup and (self.data.augment or d.views)) or hard == 0,
+            not mixing or hard == 0,
             f"--mixup {self.data.mixup} mixes two images, which then have no one label for the "
-            f"hard loss (weight {hard}): pass --lam 0, so that the student matches the teacher "
-            "alone (function matching)",
+            f"hard loss (weight {hard}): pass --lambda 0, so that the student matches the "
+            "teacher alone (function matching)",
+        )
+        _check(
+            not mixing or d.soft_loss != "dkd",
+            f"--mixup {self.data.mixup} with --soft-loss dkd: DKD splits the target class from "
+            "the others by the image's label, which a mixed image does not have; use kl or dist",
         )
 
     def to_dict(self) -> dict:

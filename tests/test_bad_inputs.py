@@ -282,12 +282,27 @@ CASES = {
         "probability",
     ),
     "distill: negative mixup": (
-        [D, "--dataset", "npz:{good}", "--augment", "--mixup", "-0.2", "--lam", "0"],
+        [D, "--dataset", "npz:{good}", "--augment", "--mixup", "-0.2", "--lambda", "0"],
         "data.mixup must be >= 0",
+    ),
+    "distill: mixup with dkd": (
+        [
+            D,
+            "--dataset",
+            "npz:{good}",
+            "--augment",
+            "--mixup",
+            "0.4",
+            "--lambda",
+            "0",
+            "--soft-loss",
+            "dkd",
+        ],
+        "use kl or dist",
     ),
     "distill: mixup with a hard loss": (
         [D, "--dataset", "npz:{good}", "--views", "2", "--mixup", "0.4"],
-        "pass --lam 0",
+        "pass --lambda 0",
     ),
     "teacher: save-logits to a folder": (
         [T, "--dataset", "npz:{good}", "--save-logits", "{d}"],

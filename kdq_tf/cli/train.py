@@ -96,7 +96,7 @@ def _data_args(g) -> None:
         type=float,
         metavar="A",
         help="mix each augmented image (and each of --views) with another training image, "
-        "weight ~ Beta(A, A); needs --lam 0 (function matching). Default 0: off",
+        "weight ~ Beta(A, A); needs --lambda 0 (function matching). Default 0: off",
     )
 
 

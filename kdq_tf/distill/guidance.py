@@ -207,6 +207,12 @@ def from_file(path: str | Path, data, mode: str, views: int = 0) -> Guidance:
             f"--teacher-logits gives precomputed logits; --guidance {mode} needs a teacher model "
             "(use cached or cached-int8)"
         )
+    if views and data.config.mixup:
+        raise ConfigError(
+            f"--views {views} from {p}: a logits file holds unmixed views, so --mixup "
+            f"{data.config.mixup} would not reach the student; cache mixed views in the run "
+            "from a teacher model (--teacher ... --guidance cached-int8 --views K)"
+        )
     t = LF.for_split(LF.from_bytes(p.read_bytes(), str(p)), data, str(p))
     have = 0 if t.views is None else len(t.views)
     if views > have:

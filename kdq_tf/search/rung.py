@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 
 from kdq_tf import files
+from kdq_tf.errors import KdqError
 from kdq_tf.search import front
 from kdq_tf.search.space import build_model
 from kdq_tf.search.trial import TrialSchedule, measure_student
@@ -54,32 +55,62 @@ def params_of(candidate: dict) -> dict:
 
 def run_rung(s, sched: TrialSchedule, data, measured: list[dict]) -> list[dict]:
     """Trains and measures the `s.finalists` best fitting candidates on `sched`. Resumable, and
-    shared by workers: a finalist is trained once, under a lock, and its record read back.
-    Returns their records, the fitting ones best first."""
+    shared by workers: each finalist trains once, under its lock, and a worker that finds one
+    taken goes on to the next and reads its record back at the end. A finalist that fails
+    (a firmware build, say) is left out with a warning. Returns the records, the fitting ones
+    best first."""
     picks = finalists(measured, s.finalists)
-    out = []
-    for i, r in enumerate(picks, 1):
-        c = s.space.candidate(params_of(r["candidate"]))
-        folder = Path(s.out) / "final" / c.key
-        folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # another worker's finalist: wait for its record
-            done = folder / "record.json"
-            if done.is_file():
-                rec = files.read_json(done)
-            else:
-                log.info(
-                    "final rung %d/%d: %s (val int8 %.2f%% after %d epochs), %d epochs now",
-                    i,
-                    len(picks),
-                    c.key,
-                    100 * r["val_accuracy"],
-                    s.schedule.epochs,
-                    sched.epochs,
+    recs: dict[str, dict] = {}
+    for blocking in (False, True):  # first the free finalists, then wait for the others
+        for i, r in enumerate(picks, 1):
+            key = r["candidate"]["key"]
+            if key not in recs:
+                rec = _finalist(s, sched, data, r, f"{i}/{len(picks)}", blocking)
+                if rec is not None:
+                    recs[key] = rec
+    out = [recs[r["candidate"]["key"]] for r in picks if r["candidate"]["key"] in recs]
+    out = [r for r in out if r.get("outcome") == "measured"]
+    return front.ranked(out) + [r for r in out if not r.get("fits")]
+
+
+def _finalist(s, sched: TrialSchedule, data, r: dict, which: str, blocking: bool):
+    """One finalist's record: read back, or trained now. None when another worker holds it
+    (and `blocking` is False)."""
+    c = s.space.candidate(params_of(r["candidate"]))
+    folder = Path(s.out) / "final" / c.key
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            return None
+        done = folder / "record.json"
+        if done.is_file():
+            rec = files.read_json(done)
+            if rec.get("schedule") != vars(sched):
+                raise KdqError(
+                    f"{folder} holds a finalist trained on another final schedule "
+                    f"({rec.get('schedule')}); resume with the same --final-epochs and "
+                    "--final-qat-epochs, or choose another --out"
                 )
+        else:
+            log.info(
+                "final rung %s: %s (val int8 %.2f%% after %d epochs), %d epochs now",
+                which,
+                c.key,
+                100 * r["val_accuracy"],
+                s.schedule.epochs,
+                sched.epochs,
+            )
+            try:
                 rec = _train(s, sched, data, c, folder)
-                rec.update(trial=r["trial"], search_val_accuracy=r["val_accuracy"])
-                files.write_json(done, rec)
+            except KdqError as e:  # one finalist's failure is a result, not the search's end
+                log.warning("finalist %s failed: %s", c.key, e)
+                rec = {"candidate": c.to_dict(), "outcome": "failed", "why": str(e)}
+            rec.update(trial=r["trial"], search_val_accuracy=r["val_accuracy"])
+            rec["schedule"] = vars(sched)
+            files.write_json(done, rec)
+    if rec.get("outcome") == "measured":
         log.info(
             "final rung %s [%s]: val int8 %.2f%% (search %.2f%%), %s",
             c.key,
@@ -88,8 +119,7 @@ def run_rung(s, sched: TrialSchedule, data, measured: list[dict]) -> list[dict]:
             100 * rec["search_val_accuracy"],
             "fits" if rec["fits"] else "no longer fits",
         )
-        out.append(rec)
-    return front.ranked(out) + [r for r in out if not r.get("fits")]
+    return rec
 
 
 def _train(s, sched: TrialSchedule, data, c, folder: Path) -> dict:
@@ -105,7 +135,6 @@ def _train(s, sched: TrialSchedule, data, c, folder: Path) -> dict:
     rec.update(
         candidate=c.to_dict(),
         rung="final",
-        schedule=vars(sched),
         run_dir=str((folder / "run").relative_to(Path(s.out))),
     )
     return rec

@@ -150,10 +150,10 @@ def test_dist_and_dkd_distill_and_go_through_qat(setup, kind):
 
 def test_function_matching_on_mixed_views_and_a_mixup_twin(setup):
     """--mixup with --views: the teacher's cached logits are of the mixed views, the student
-    matches them (--lam 0), QAT follows, and the scratch twin trains with mixup on mixed
+    matches them (--lambda 0), QAT follows, and the scratch twin trains with mixup on mixed
     labels."""
     out = setup[0] / "run_mixup"
-    flags = ["--views", "2", "--mixup", "0.4", "--lam", "0", "--epochs", "4", "--baseline"]
+    flags = ["--views", "2", "--mixup", "0.4", "--lambda", "0", "--epochs", "4", "--baseline"]
     distill_qat(setup, out, *flags)
     m = json.loads((out / "metrics.json").read_text())
     assert m["guidance"]["views"] == 2 and not m["guidance"]["reused"]

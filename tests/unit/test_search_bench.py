@@ -222,3 +222,18 @@ def test_rung_keys_from_finalists_or_the_front_and_keys_parsed_back():
         "plain-w0.75-b4-k3-s2-3-lut8",
     ):
         assert space.candidate(params_of(bench._candidate_dict(key))).key == key
+
+
+def test_the_bar_is_the_best_zoo_student_with_every_seed():
+    """A student screened out after seed 0 (n=1) does not set the bar with one lucky run."""
+    img = image(100, 30, 10)
+    res = {
+        "search": {},
+        "final": {
+            **{f"full/seed{i}": run(a, img) for i, a in enumerate((0.90, 0.91, 0.92))},
+            "lucky/seed0": run(0.95, img),
+        },
+    }
+    assert bench.compare(res)["A"]["best_zoo"] == "full"
+    del res["final"]["full/seed1"], res["final"]["full/seed2"]  # all at one seed: plain max
+    assert bench.compare(res)["A"]["best_zoo"] == "lucky"

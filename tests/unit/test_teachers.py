@@ -165,7 +165,7 @@ def test_the_twins_mixup_labels_mix_like_its_images(data):
 def test_mixup_needs_function_matching_and_stays_out_of_logits_files(data):
     from kdq_tf.config import load_config
 
-    with pytest.raises(ConfigError, match="pass --lam 0"):
+    with pytest.raises(ConfigError, match="pass --lambda 0"):
         load_config(overrides={"data.mixup": 0.4, "data.augment": True})
     load_config(overrides={"data.mixup": 0.4, "data.augment": True, "distill.lam": 0.0})
     load_config(overrides={"data.mixup": 0.4})  # nothing mixes: no augmentation, no views
