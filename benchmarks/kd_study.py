@@ -1,5 +1,6 @@
 """Within reach of the teacher: the KD gain at three student sizes, and KL against DIST and DKD.
 
+    python benchmarks/kd_study.py --part select --resume   # patience: epochs x views, on val
     python benchmarks/kd_study.py --part sizes --resume    # ds_cnn, tiny_cnn, small_cnn
     python benchmarks/kd_study.py --part losses --resume   # small_cnn with kl, dist, dkd
     python benchmarks/kd_study.py --part report            # tables and plot from the results
@@ -10,8 +11,11 @@ too (hard labels, same seed, epochs, schedule and augmentation, QAT, int8), so t
 distilled minus scratch, mean over --seeds seeds, against the two standard deviations added.
 
 The schedule is the full benchmark's (benchmarks/results/full.json: epochs, QAT epochs,
-learning rate, batch), with the T and lambda its validation sweep chose: nothing here is tuned on
-the test split. DIST and DKD keep the coefficients of their papers (kdq_tf's defaults).
+learning rate, batch), with the T and lambda its validation sweep chose. "select" asks whether a
+patient student does better (Beyer et al. 2022): small_cnn with KL over --grid-epochs x
+--grid-views (the stored teacher's cached augmented views), seed 0, scored on the validation split
+only; its winner becomes the schedule of "sizes" and "losses". Nothing here is tuned on the test
+split. DIST and DKD keep the coefficients of their papers (kdq_tf's defaults).
 
 Runs go seed by seed; each is recorded in the results file as it finishes, so --resume skips
 what is there even on a machine where the work folder is gone. small_cnn's KL runs serve both
@@ -56,6 +60,11 @@ def plan(parts) -> list[tuple[str, str, bool]]:
     return list(dict.fromkeys(out))
 
 
+def tag(sched: dict) -> str:
+    """A schedule's part of a run's key: runs of different schedules never mix."""
+    return f"e{sched['epochs']}v{sched['views']}"
+
+
 def schedule(full: dict) -> dict:
     """The full benchmark's schedule and its validation-chosen T and lambda."""
     s, best = full["settings"], full["sweep"]["best"]
@@ -70,7 +79,11 @@ def schedule(full: dict) -> dict:
     }
 
 
-def run_one(a, sched: dict, student: str, loss: str, seed: int, twin: bool) -> dict:
+def run_one(
+    a, sched: dict, student: str, loss: str, seed: int, twin: bool, test: bool = True
+) -> dict:
+    """One distilled + QAT student (and its twin); int8 accuracy on the test split only when
+    `test` (the selection part never looks at it)."""
     from kdq_tf import load_config
     from kdq_tf.data.dataset import load_dataset
 
@@ -83,7 +96,7 @@ def run_one(a, sched: dict, student: str, loss: str, seed: int, twin: bool) -> d
         temperature=sched["temperature"],
         lam=sched["lam"],
     )
-    out = Path(a.work) / f"{student}_{loss}" / f"seed{seed}"
+    out = Path(a.work) / f"{student}_{loss}_{tag(sched)}" / f"seed{seed}"
     m = KD.distill_run(
         s,
         out,
@@ -94,25 +107,28 @@ def run_one(a, sched: dict, student: str, loss: str, seed: int, twin: bool) -> d
         baseline=twin,
         sets=[f"distill.soft_loss={loss}"],
     )
-    data = load_dataset(load_config(sets=KD.student_sets(s) + [f"run.seed={seed}"]).data, seed)
     rec = {
-        "distilled_int8": KD.int8_accuracy(out / "student_qat.h5", data)["accuracy"],
         "distilled_val": m["student"]["val_accuracy"],
+        "distilled_qat_val": m["student_qat"]["val_accuracy"],
         "params": m["student_qat"]["params"],
     }
-    if twin:
-        rec["scratch_int8"] = KD.int8_accuracy(out / "baseline_qat.h5", data)["accuracy"]
+    if test:
+        data = load_dataset(load_config(sets=KD.student_sets(s) + [f"run.seed={seed}"]).data, seed)
+        rec["distilled_int8"] = KD.int8_accuracy(out / "student_qat.h5", data)["accuracy"]
+        if twin:
+            rec["scratch_int8"] = KD.int8_accuracy(out / "baseline_qat.h5", data)["accuracy"]
     rec["seconds"] = round(time.perf_counter() - t0, 1)
     return rec
 
 
-def summarize(runs: dict) -> dict:
+def summarize(runs: dict, sched_tag: str) -> dict:
     """The sizes table (KD gain per student) and the losses table (small_cnn), from the runs
-    recorded as "student/loss/seedN"."""
+    recorded as "student/loss/<tag>/seedN" at the schedule `sched_tag`."""
     by: dict[tuple, list] = {}
     for key, r in runs.items():
-        student, loss, _ = key.split("/")
-        by.setdefault((student, loss), []).append(r)
+        student, loss, t, _ = key.split("/")
+        if t == sched_tag:
+            by.setdefault((student, loss), []).append(r)
     sizes = []
     for student in SIZES:
         rs = [r for r in by.get((student, "kl"), []) if "scratch_int8" in r]
@@ -159,15 +175,33 @@ def _pct(ms: dict) -> str:
 
 def markdown(res: dict) -> str:
     s = res.get("schedule", {})
+    source = "chosen on the validation split, below" if res.get("chosen") else "make bench's"
     lines = [
         "# Within reach of the teacher: KD gain by student size, KL against DIST and DKD",
         "",
-        f"Teacher: `{LOGITS.relative_to(ROOT)}` (CNN-48 + ResNet50, fused). Schedule (the full "
-        f"benchmark's): {s.get('epochs')} epochs + {s.get('qat_epochs')} QAT, T "
-        f"{s.get('temperature')}, lambda {s.get('lam')}, {s.get('views')} views; int8 test "
-        "accuracy on LiteRT.",
+        f"Teacher: `{LOGITS.relative_to(ROOT)}` (CNN-48 + ResNet50, fused). Schedule ({source}): "
+        f"{s.get('epochs')} epochs + {s.get('qat_epochs')} QAT, T {s.get('temperature')}, "
+        f"lambda {s.get('lam')}, {s.get('views')} cached views; int8 test accuracy on LiteRT.",
         "",
     ]
+    if res.get("select"):
+        lines += [
+            "## Patience (validation split, seed 0, small_cnn, KL)",
+            "",
+            "| epochs | cached views | val accuracy after QAT (float) |",
+            "|---|---|---|",
+        ]
+        chosen = res.get("chosen") or {}
+        for r in sorted(res["select"].values(), key=lambda r: (r["epochs"], r["views"])):
+            star = (
+                " (chosen)"
+                if (r["epochs"], r["views"]) == (chosen.get("epochs"), chosen.get("views"))
+                else ""
+            )
+            lines.append(
+                f"| {r['epochs']} | {r['views']} | {100 * r['distilled_qat_val']:.2f}%{star} |"
+            )
+        lines.append("")
     summ = res.get("summary", {})
     if summ.get("sizes"):
         lines += [
@@ -234,9 +268,28 @@ def plot(res: dict, path: Path) -> str | None:
     return str(path.relative_to(ROOT))
 
 
+def select(a, res: dict, base: dict, save) -> dict:
+    """The patience grid on the validation split (seed 0, small_cnn, KL); returns the winner's
+    schedule. Every row is kept in res["select"]."""
+    rows = res.setdefault("select", {})
+    for epochs in a.grid_epochs:
+        for views in a.grid_views:
+            sched = {**base, "epochs": epochs, "views": views}
+            if tag(sched) in rows:
+                continue
+            r = run_one(a, sched, "small_cnn", "kl", 0, twin=False, test=False)
+            rows[tag(sched)] = {"epochs": epochs, "views": views, **r}
+            log.info("select %s: val (QAT) %.2f%%", tag(sched), 100 * r["distilled_qat_val"])
+            save()
+    best = max(rows.values(), key=lambda r: r["distilled_qat_val"])
+    return {**base, "epochs": best["epochs"], "views": best["views"]}
+
+
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--part", default="all", choices=("all", "sizes", "losses", "report"))
+    p.add_argument("--part", default="all", choices=("all", "select", "sizes", "losses", "report"))
+    p.add_argument("--grid-epochs", type=int, nargs="+", default=[12, 48])
+    p.add_argument("--grid-views", type=int, nargs="+", default=[0, 4])
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--work", default=str(Path.home() / "kdq_runs" / "kd_study"))
     p.add_argument("--limit", type=int, help="a slice, for trying the script")
@@ -251,20 +304,23 @@ def main(argv=None) -> dict:
     path = RESULTS / f"{a.name}.json"
     res = json.loads(path.read_text()) if a.resume and path.is_file() else {}
     res.setdefault("machine", machine())
-    res["schedule"] = schedule(json.loads((RESULTS / "full.json").read_text()))
+    base = schedule(json.loads((RESULTS / "full.json").read_text()))
+    res["schedule"] = res.get("chosen") or base
     res.setdefault("runs", {})
-    parts = ("sizes", "losses") if a.part == "all" else (a.part,)
+    parts = ("select", "sizes", "losses") if a.part == "all" else (a.part,)
 
     def save():
-        res["summary"] = summarize(res["runs"])
+        res["summary"] = summarize(res["runs"], tag(res["schedule"]))
         res["plot"] = plot(res, RESULTS / f"{a.name}_sizes.png")
         res["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         files.write_json(path, portable(res))
         files.write_text(RESULTS / f"{a.name}.md", markdown(res))
 
+    if "select" in parts:
+        res["chosen"] = res["schedule"] = select(a, res, base, save)
     for seed in range(a.seeds):
         for student, loss, twin in plan(parts):
-            key = f"{student}/{loss}/seed{seed}"
+            key = f"{student}/{loss}/{tag(res['schedule'])}/seed{seed}"
             if key in res["runs"]:
                 continue
             res["runs"][key] = run_one(a, res["schedule"], student, loss, seed, twin)

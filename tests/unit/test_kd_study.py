@@ -52,19 +52,20 @@ def test_kd_gain_against_two_stds_and_losses_against_kl():
     runs = {
         # tiny_cnn: distilled 92.0/92.2/92.4 (std 0.2), scratch 91.0 x3 (std 0): +1.2 > 0.2
         **{
-            f"tiny_cnn/kl/seed{i}": rec(kd, 0.91, 50_000)
+            f"tiny_cnn/kl/e12v0/seed{i}": rec(kd, 0.91, 50_000)
             for i, kd in enumerate((0.920, 0.922, 0.924))
         },
         # ds_cnn: +0.1 against stds of 0.1 + 0.1: within the noise
         **{
-            f"ds_cnn/kl/seed{i}": rec(kd, sc, 22_000)
+            f"ds_cnn/kl/e12v0/seed{i}": rec(kd, sc, 22_000)
             for i, (kd, sc) in enumerate(((0.90, 0.90), (0.902, 0.901), (0.904, 0.902)))
         },
-        **{f"small_cnn/kl/seed{i}": rec(0.93, 0.92, 97_000) for i in range(3)},
-        **{f"small_cnn/dist/seed{i}": rec(0.935) for i in range(3)},
-        "small_cnn/dkd/seed0": rec(0.925),
+        **{f"small_cnn/kl/e12v0/seed{i}": rec(0.93, 0.92, 97_000) for i in range(3)},
+        **{f"small_cnn/dist/e12v0/seed{i}": rec(0.935) for i in range(3)},
+        "small_cnn/dkd/e12v0/seed0": rec(0.925),
+        "small_cnn/dkd/e48v4/seed0": rec(0.99),  # another schedule: not in these tables
     }
-    s = study.summarize(runs)
+    s = study.summarize(runs, "e12v0")
     sizes = {r["student"]: r for r in s["sizes"]}
     assert list(sizes) == ["ds_cnn", "tiny_cnn", "small_cnn"]  # by size, as SIZES
     t = sizes["tiny_cnn"]
@@ -82,4 +83,25 @@ def test_kd_gain_against_two_stds_and_losses_against_kl():
     assert "| tiny_cnn | 50,000 |" in md and "(gain within the noise)" in md
     assert "tiny_cnn: target 92.5% not met." in md
     # runs without a twin do not enter the KD-gain table
-    assert study.summarize({"small_cnn/dist/seed0": rec(0.9)})["sizes"] == []
+    assert study.summarize({"small_cnn/dist/e12v0/seed0": rec(0.9)}, "e12v0")["sizes"] == []
+
+
+def test_select_picks_the_best_validation_schedule_without_test(monkeypatch):
+    from types import SimpleNamespace
+
+    calls = []
+
+    def fake_run(a, sched, student, loss, seed, twin, test=True):
+        calls.append((sched["epochs"], sched["views"], test, seed))
+        val = {(12, 0): 0.930, (12, 4): 0.925, (48, 0): 0.931, (48, 4): 0.936}
+        return {"distilled_qat_val": val[sched["epochs"], sched["views"]], "params": 1}
+
+    monkeypatch.setattr(study, "run_one", fake_run)
+    a = SimpleNamespace(grid_epochs=[12, 48], grid_views=[0, 4])
+    base = {"epochs": 12, "views": 0, "qat_epochs": 2, "temperature": 2.0}
+    res = {}
+    chosen = study.select(a, res, base, lambda: None)
+    assert chosen == {**base, "epochs": 48, "views": 4}
+    assert all(not test and seed == 0 for *_, test, seed in calls) and len(calls) == 4
+    assert study.select(a, res, base, lambda: None) == chosen and len(calls) == 4  # resumed
+    assert "| 48 | 4 | 93.60% (chosen) |" in study.markdown({**res, "chosen": chosen})
