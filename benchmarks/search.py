@@ -198,8 +198,12 @@ def rung_keys(r: dict) -> list[str]:
     """A search's finalists: its RUNG most accurate fitting candidates. Searches recorded
     before the rung kept only their front: its RUNG most accurate rows, which for budgets A, B
     and C are those of every fitting trial too (checked against search_<budget>.log)."""
-    rows = r.get("finalists") or sorted(r.get("pareto") or [], key=lambda x: -x["val_accuracy"])
-    return list(dict.fromkeys(row["candidate"] for row in rows))[:RUNG]
+    return list(dict.fromkeys(row["candidate"] for row in _finalist_source(r)))[:RUNG]
+
+
+def _finalist_source(r: dict) -> list[dict]:
+    """The rows a search's finalists come from, most accurate first (see rung_keys)."""
+    return r.get("finalists") or sorted(r.get("pareto") or [], key=lambda x: -x["val_accuracy"])
 
 
 def _candidate_dict(key: str) -> dict:
@@ -399,13 +403,14 @@ def phase_final(a, res: dict) -> None:
         searches = res.get("search") or {}
         picks = [rung_name(r["found"]["key"]) for r in searches.values() if r.get("found")]
         rung_members = {rung_name(k) for r in searches.values() for k in rung_keys(r)}
+        # seed 0 of every finalist has run before any later seed: the found models are known
+        found = {found_key(res, b) for b in searches}
         for name in run_order(finalists, res["probe"], picks):
             builder, clusters = finalists[name]
             key = f"{name}/seed{seed}"
             wanted = name in rung_members or res["probe"][name]["fits"]  # a finalist always
             if key in final or not wanted:
                 continue
-            found = {found_key(res, b) for b in searches}
             if seed and name not in found and name not in res["screen"]["all_seeds"]:
                 continue
             full = load_dataset(_data_cfg(a, sched), seed=seed)
@@ -528,8 +533,7 @@ def compare(res: dict) -> dict:
         rung = []
         for key in rung_keys(search):
             rec = (res.get("final") or {}).get(f"{rung_name(key)}/seed0")
-            rows_of = search.get("finalists") or search.get("pareto") or []
-            row = next((r for r in rows_of if r["candidate"] == key), {})
+            row = next((r for r in _finalist_source(search) if r["candidate"] == key), {})
             rung.append(
                 {
                     "name": rung_name(key),
