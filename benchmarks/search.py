@@ -86,6 +86,11 @@ def parse(argv):
         default=0.5,
         help="zoo students this far below the best one's seed-0 validation accuracy get 1 seed",
     )
+    p.add_argument(
+        "--only",
+        help="the final phase runs only these finalists (comma-separated names, every seed they "
+        "are due), e.g. small_cnn,fast_cnn to settle issue #20 first",
+    )
     p.add_argument("--limit", type=int, help="a slice, for trying the script")
     p.add_argument("--resume", action="store_true")
     p.add_argument(
@@ -396,6 +401,12 @@ def phase_final(a, res: dict) -> None:
     finalists = _finalists(a, res)
     phase_probe(a, res, finalists)
     final = res.setdefault("final", {})
+    only = set(a.only.split(",")) if a.only else None
+    if only and only - set(finalists):
+        raise SystemExit(
+            f"--only: no finalist named {sorted(only - set(finalists))}; "
+            f"the finalists are {sorted(finalists)}"
+        )
     for seed in range(a.seeds):
         if seed:
             res["screen"] = {"pts": a.screen_pts, "all_seeds": contenders(res, a.screen_pts)}
@@ -409,7 +420,7 @@ def phase_final(a, res: dict) -> None:
             builder, clusters = finalists[name]
             key = f"{name}/seed{seed}"
             wanted = name in rung_members or res["probe"][name]["fits"]  # a finalist always
-            if key in final or not wanted:
+            if key in final or not wanted or (only and name not in only):
                 continue
             if seed and name not in found and name not in res["screen"]["all_seeds"]:
                 continue
