@@ -19,6 +19,7 @@ import numpy as np
 
 from kdq_tf._keras import keras, tf
 from kdq_tf.errors import KdqError
+from kdq_tf.files import write_text
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,37 @@ class StopOnNonFinite(keras.callbacks.Callback):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
             raise NonFiniteLoss(f"epoch {self._epoch + 1}, batch {batch + 1}")
+
+
+class EpochLog(keras.callbacks.Callback):
+    """One CSV row per trained epoch (`epoch` counts within the phase), kept in step with the
+    checkpoint.
+
+    Keras's CSVLogger appends after BackupAndRestore has saved the epoch, so a kill between the
+    two lost the row. This one runs before the checkpoint and, on the first epoch of a resumed
+    fit, drops rows of epochs the checkpoint does not hold (a kill after the row, before the
+    checkpoint): the epoch is trained again and logged once.
+    """
+
+    def __init__(self, path: Path, rows_before: int):
+        super().__init__()
+        self.path, self.rows_before = path, rows_before  # rows the earlier phases wrote
+        self._header: list[str] | None = None
+        self._rows: list[str] | None = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._rows is None:  # `epoch` is where BackupAndRestore resumed this phase
+            lines = self.path.read_text().splitlines() if self.path.is_file() else []
+            self._header = lines[0].split(",") if lines else None
+            self._rows = lines[1:][: self.rows_before + epoch]
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        self._header = self._header or ["epoch", *sorted(logs)]
+        values = {"epoch": epoch, **{k: float(v) for k, v in logs.items()}}
+        self._rows.append(",".join(str(values.get(k, "NA")) for k in self._header))
+        # The whole file each epoch, atomically: a few hundred bytes, never half a row.
+        write_text(self.path, "\n".join([",".join(self._header), *self._rows]) + "\n")
 
 
 def cosine_adam(lr: float, epochs: int, steps_per_epoch: int, weight_decay: float = 0.0):
@@ -116,7 +148,7 @@ def fit_phases(
         verbose = 1 if sys.stderr.isatty() else 2
     history: dict[str, list[float]] = {}
     ran: dict[str, int] = {}
-    for phase in phases:
+    for i, phase in enumerate(phases):
         done = ckpt / f"{stage}_{phase.name}.weights.h5"
         backup = ckpt / f"{stage}_{phase.name}_backup"
         phase.prepare(model)
@@ -131,10 +163,11 @@ def fit_phases(
             ran[phase.name] = 0
             continue
         guard = StopOnNonFinite()
+        rows_before = sum(p.epochs for p in phases[:i])  # no callback stops a phase early
         cbs = [
             guard,
+            EpochLog(run_dir / f"{stage}_history.csv", rows_before),  # before the checkpoint
             keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=False),
-            keras.callbacks.CSVLogger(str(run_dir / f"{stage}_history.csv"), append=True),
             keras.callbacks.TensorBoard(str(run_dir / "tb" / stage), profile_batch=0),
             *(callbacks or []),
         ]

@@ -64,6 +64,43 @@ def test_resume_continues_from_last_finished_epoch(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def _epochs(path):
+    with open(path) as f:
+        return [int(r["epoch"]) for r in csv.DictReader(f)]
+
+
+def test_a_row_written_before_a_lost_checkpoint_is_not_kept_twice(tmp_path):
+    # The history row is written before the epoch's checkpoint; a kill between the two leaves a
+    # row for an epoch the checkpoint lacks. Resume trains that epoch again and logs it once.
+    model, ds, phases = _setup()
+    with pytest.raises(KeyboardInterrupt):
+        fit_phases(
+            model,
+            phases,
+            ds,
+            None,
+            run_dir=tmp_path,
+            stage="s",
+            resume=False,
+            callbacks=[Interrupt()],
+        )
+    log = tmp_path / "s_history.csv"
+    assert _epochs(log) == [0, 1]  # the row came before the interruption
+    rows = log.read_text().splitlines()
+    log.write_text("\n".join([*rows, rows[-1].replace("1,", "2,", 1)]) + "\n")  # epoch 3's row
+    model2, ds, phases = _setup(seed=1)
+    out = fit_phases(model2, phases, ds, None, run_dir=tmp_path, stage="s", resume=True)
+    assert out["epochs"] == {"train": 2}
+    assert _epochs(log) == [0, 1, 2, 3]
+
+
+def test_history_rows_follow_each_phase(tmp_path):
+    model, ds, (phase,) = _setup()
+    phases = [phase, Phase("tune", 2, phase.prepare)]
+    fit_phases(model, phases, ds, None, run_dir=tmp_path, stage="s", resume=False)
+    assert _epochs(tmp_path / "s_history.csv") == [0, 1, 2, 3, 0, 1]
+
+
 class PoisonAtEpoch2(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if epoch == 1:
