@@ -32,8 +32,13 @@ def _kill_after_first_epoch(args, history):
         stderr=subprocess.PIPE,
         text=True,
     )
+    # The epoch's row is written before its checkpoint (kdq_tf.training.EpochLog), so the kill
+    # waits for both: then the first epoch is one the resumed run must not train again.
+    saved = history.parent / "ckpt"
     deadline = time.time() + 600
-    while not _rows(history) and proc.poll() is None and time.time() < deadline:
+    while proc.poll() is None and time.time() < deadline:
+        if _rows(history) and any(saved.glob("*_backup/**/checkpoint")):
+            break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
