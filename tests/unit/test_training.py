@@ -35,7 +35,8 @@ def _setup(seed=0):
     return model, ds, [Phase("train", 4, prepare)]
 
 
-def test_resume_continues_from_last_finished_epoch(tmp_path):
+def _interrupted(tmp_path):
+    """A run stopped by Interrupt, after its second epoch's row and checkpoint."""
     model, ds, phases = _setup()
     with pytest.raises(KeyboardInterrupt):
         fit_phases(
@@ -48,12 +49,19 @@ def test_resume_continues_from_last_finished_epoch(tmp_path):
             resume=False,
             callbacks=[Interrupt()],
         )
+
+
+def _epochs(path):
+    with open(path) as f:
+        return [int(r["epoch"]) for r in csv.DictReader(f)]
+
+
+def test_resume_continues_from_last_finished_epoch(tmp_path):
+    _interrupted(tmp_path)
     model2, ds, phases = _setup(seed=1)  # a fresh process builds a differently initialised model
     out = fit_phases(model2, phases, ds, None, run_dir=tmp_path, stage="s", resume=True)
     assert out["epochs"] == {"train": 2}  # epochs 3 and 4 only
-    with open(tmp_path / "s_history.csv") as f:
-        epochs = [int(r["epoch"]) for r in csv.DictReader(f)]
-    assert epochs == [0, 1, 2, 3]
+    assert _epochs(tmp_path / "s_history.csv") == [0, 1, 2, 3]
     assert (tmp_path / "ckpt" / "s_train.weights.h5").is_file()
     # A finished phase is skipped on a further resume, and its weights are loaded.
     model3, ds, phases = _setup(seed=2)
@@ -64,26 +72,10 @@ def test_resume_continues_from_last_finished_epoch(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-def _epochs(path):
-    with open(path) as f:
-        return [int(r["epoch"]) for r in csv.DictReader(f)]
-
-
 def test_a_row_written_before_a_lost_checkpoint_is_not_kept_twice(tmp_path):
     # The history row is written before the epoch's checkpoint; a kill between the two leaves a
     # row for an epoch the checkpoint lacks. Resume trains that epoch again and logs it once.
-    model, ds, phases = _setup()
-    with pytest.raises(KeyboardInterrupt):
-        fit_phases(
-            model,
-            phases,
-            ds,
-            None,
-            run_dir=tmp_path,
-            stage="s",
-            resume=False,
-            callbacks=[Interrupt()],
-        )
+    _interrupted(tmp_path)
     log = tmp_path / "s_history.csv"
     assert _epochs(log) == [0, 1]  # the row came before the interruption
     rows = log.read_text().splitlines()
