@@ -98,6 +98,12 @@ def parse(argv):
         action="store_true",
         help="continue finished searches for --time-limit more (their wall times add up)",
     )
+    p.add_argument(
+        "--rung",
+        action="store_true",
+        help="end each search as kdq_tf search does: its final rung and the chosen model's "
+        "export, inside the recorded wall time (issue #18's two-hour point); use with --name",
+    )
     p.add_argument("--name", default="search", help="results file stem")
     a = p.parse_args(argv)
     a.budgets = [b.strip() for b in a.budgets.split(",")]
@@ -142,8 +148,10 @@ def phase_search(a, res: dict) -> None:
             tflm=a.tflm,
             limit=a.limit,
             resume=out.is_dir(),
-            finalize=False,
-            finalists=0,  # the final phase runs the rung, on the schedule every model gets
+            # The comparison's final phase replays the rung on the schedule every model gets;
+            # --rung runs it here instead, as a user's search would, and exports the pick.
+            finalize=a.rung,
+            finalists=RUNG if a.rung else 0,
         )
         t0 = time.time()
         summary = run_search(s)
@@ -152,6 +160,7 @@ def phase_search(a, res: dict) -> None:
             f"benchmarks/search.py --phase search --budgets {b} --time-limit {a.time_limit}"
             + (f" --limit {a.limit}" if a.limit else "")
             + (" --reopen" if a.reopen else "")
+            + (f" --rung --name {a.name}" if a.rung else "")
         )
         res["search"][b] = {
             "budget": BUDGETS[b].to_dict(),
@@ -172,6 +181,9 @@ def phase_search(a, res: dict) -> None:
             "finalists": finalist_rows(out),
             "finished": True,
         }
+        if a.rung:
+            res["search"][b]["final_rung"] = summary["final_rung"]
+            res["search"][b]["chosen_export"] = summary.get("chosen_export")
         _save(a, res)
         log.info("budget %s: %s", b, c["candidate"]["key"] if c else "nothing fits")
 
@@ -568,6 +580,32 @@ def compare(res: dict) -> dict:
     return out
 
 
+def _rung_lines(r: dict) -> list[str]:
+    """A --rung search's finalists on the final schedule (seed 0), and its exported pick."""
+    lines = [
+        "",
+        "| finalist | kernels | val (search schedule) | val (final schedule) | flash | RAM | "
+        "instructions | bit-exact | fits |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for x in r["final_rung"]:
+        lines.append(
+            f"| {x['candidate']} | {x['kernels']} | {100 * x['search_val_accuracy']:.2f}% | "
+            f"{100 * x['val_accuracy']:.2f}% | {fmt_bytes(x['flash'])} | {fmt_bytes(x['ram'])} | "
+            f"{(x['instructions'] or 0) / 1e6:.2f} M | {x['bit_exact']} | "
+            f"{'yes' if x['fits'] else 'no'} |"
+        )
+    e = r.get("chosen_export")
+    if e:
+        lines += [
+            "",
+            f"Chosen on validation: `{r['found']['key']}` ({e['kernels']}), exported with its "
+            f"firmware; int8 test accuracy {100 * e['test_accuracy_int8']:.2f}% (scored once), "
+            f"bit-exact {e['bit_exact']} on the Cortex-M4.",
+        ]
+    return lines
+
+
 def markdown(res: dict) -> str:
     lines = [
         "# Search against the zoo (Cortex-M4, emulated)",
@@ -582,9 +620,16 @@ def markdown(res: dict) -> str:
             "",
             f"Search: {r['trials']} trials ({r['rejected']} rejected on their estimate, "
             f"{r['pruned']} pruned, {r['measured']} measured, {r['fit']} fit) in "
-            f"{r['wall_time_s'] / 60:.0f} min on this machine.",
+            f"{r['wall_time_s'] / 60:.0f} min on this machine"
+            + (
+                ", its final rung and the chosen model's export included."
+                if "final_rung" in r
+                else "."
+            ),
         ]
-        if f:
+        if "final_rung" in r:
+            lines += _rung_lines(r)
+        elif f:
             g = r["found_figures"]
             zoo = zoo_name(f["key"])
             what = f" (the zoo student {zoo})" if zoo else ""
