@@ -86,6 +86,7 @@ def test_a_found_zoo_student_is_compared_as_itself():
     key = "plain-w1-b5-k3-s1-3-lut16"  # small_cnn's five blocks, 16 clusters
     assert bench.zoo_name(key) == "small_cnn+lut16"
     assert bench.zoo_name("plain-w1-b5-k3-s1-3-lut8") is None  # not a zoo finalist
+    assert bench.zoo_name("plain-w0.7-b5-k3-s1-3-none") == "tiny_cnn"
     res = {
         "search": {"B": search((key, 0.9))},
         "final": {

@@ -93,7 +93,8 @@ def _layers(model):
 @pytest.mark.parametrize(
     "name, space",
     [
-        ("small_cnn", SearchSpace()),
+        ("small_cnn", SearchSpace(width=(0.75, 1.0))),
+        ("tiny_cnn", SearchSpace(width=(0.7,))),
         ("tiny_cnn", SearchSpace(width=(2 / 3, 1.0), stage_widths=(24, 48, 72))),
     ],
 )
@@ -113,7 +114,10 @@ def test_a_space_without_the_zoo_shape_has_no_seeds():
     assert SearchSpace(stride2=((0, 2),)).zoo_seeds() == []
     assert SearchSpace(block=("separable",)).zoo_seeds() == []
     assert SearchSpace(width=(0.5, 0.75)).zoo_seeds() == []
-    assert [n for n, _ in SearchSpace(compression=("lut16",)).zoo_seeds()] == ["small_cnn+lut16"]
+    assert [n for n, _ in SearchSpace(compression=("lut16",)).zoo_seeds()] == [
+        "tiny_cnn+lut16",
+        "small_cnn+lut16",
+    ]  # the default widths hold both
 
 
 def _tiny(block="plain", compression="none"):
@@ -265,20 +269,20 @@ def test_zoo_seeds_are_queued_once_and_not_when_tried():
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize")
     space = SearchSpace()
-    assert seed_with_zoo(study, space) == ["small_cnn", "small_cnn+lut16", "small_cnn+lut8"]
+    zoo = [f"{n}{c}" for n in ("tiny_cnn", "small_cnn") for c in ("", "+lut16", "+lut8")]
+    assert seed_with_zoo(study, space) == zoo
     waiting = [t for t in study.trials if t.state == optuna.trial.TrialState.WAITING]
-    assert [t.user_attrs["zoo"] for t in waiting] == [
-        "small_cnn",
-        "small_cnn+lut16",
-        "small_cnn+lut8",
-    ]
+    assert [t.user_attrs["zoo"] for t in waiting] == zoo
     seed_with_zoo(study, space)  # a second worker, or a resume: nothing queued twice
-    assert len(study.trials) == 3
-    # The queue runs first: the first trial asked for, sampled as the objective samples, is
-    # small_cnn.
-    t = study.ask()
-    params = {k: t.suggest_categorical(k, v) for k, v in space.choices().items()}
-    assert space.candidate(params).key == "plain-w1-b5-k3-s1-3-none"
+    assert len(study.trials) == 6
+    # The queue runs first: the first trials asked for, sampled as the objective samples, are
+    # tiny_cnn (width 0.7) and then its LUT variants.
+    keys = []
+    for _ in range(2):
+        t = study.ask()
+        params = {k: t.suggest_categorical(k, v) for k, v in space.choices().items()}
+        keys.append(space.candidate(params).key)
+    assert keys == ["plain-w0.7-b5-k3-s1-3-none", "plain-w0.7-b5-k3-s1-3-lut16"]
 
 
 def test_pruning_spares_a_trial_ahead_of_the_best_that_fits():
