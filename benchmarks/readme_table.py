@@ -155,8 +155,14 @@ def search_section(res: dict) -> str:
         if lim.get("instructions"):
             parts.append(f"<= {lim['instructions'] / 1e6:g} M instructions")
         limits = ", ".join(parts)
+        # A search run with --rung ended as kdq_tf search does: its wall time holds the final
+        # rung and the export, and its pick was chosen on the final schedule.
+        rung = r.get("final_rung")
+        what = f"{r['trials']} trials" + (
+            f", a final rung of {len(rung)} and the pick's export" if rung is not None else ""
+        )
         head = (
-            f"Budget {b} ({limits}): {r['trials']} trials in {r['wall_time_s'] / 60:.0f} min on "
+            f"Budget {b} ({limits}): {what} in {r['wall_time_s'] / 60:.0f} min on "
             f"{res['machine']['cores']} cores ({r['rejected']} rejected on their estimate, "
             f"{r['pruned']} pruned, {r['measured']} measured on the Cortex-M4, {r['fit']} fit)"
         )
@@ -164,11 +170,15 @@ def search_section(res: dict) -> str:
         if f:
             g = r["found_figures"]
             instr = f", {g['instructions'] / 1e6:.2f} M instructions" if g["instructions"] else ""
+            sched = "final" if rung is not None else "search"
             head += (
                 f"; its pick: `{f['key']}` with {r['found_kernels']} kernels, "
-                f"{pct(r['found_val_accuracy'])}% validation accuracy (int8, search schedule), "
+                f"{pct(r['found_val_accuracy'])}% validation accuracy (int8, {sched} schedule), "
                 f"flash {_kib(g['flash'])}, RAM {_kib(g['ram'])}{instr}, bit-exact."
             )
+            e = r.get("chosen_export")
+            if e:
+                head += f" Its int8 test accuracy, scored once: {pct(e['test_accuracy_int8'])}%."
         else:
             head += "; nothing fit."
         lines.append(head)

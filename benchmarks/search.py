@@ -102,7 +102,7 @@ def parse(argv):
         "--rung",
         action="store_true",
         help="end each search as kdq_tf search does: its final rung and the chosen model's "
-        "export, inside the recorded wall time (issue #18's two-hour point); use with --name",
+        "export, inside the recorded wall time (issue #18's two-hour point)",
     )
     p.add_argument("--name", default="search", help="results file stem")
     a = p.parse_args(argv)

@@ -238,3 +238,44 @@ def test_the_bar_is_the_best_zoo_student_with_every_seed():
     assert bench.compare(res)["A"]["best_zoo"] == "full"
     del res["final"]["full/seed1"], res["final"]["full/seed2"]  # all at one seed: plain max
     assert bench.compare(res)["A"]["best_zoo"] == "lucky"
+
+
+def test_a_rung_search_reports_its_pick_on_the_final_schedule_and_its_test_score():
+    """A --rung search's wall time holds its final rung and export: both reports say so, and
+    name the pick's validation accuracy as the final schedule's, with the test score it got."""
+    spec = importlib.util.spec_from_file_location("readme", ROOT / "benchmarks" / "readme_table.py")
+    readme = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(readme)
+    img = image(120, 30, 40)
+    row = {"candidate": "plain-w0.7-b5-k3-s1-3-none", "kernels": "reference", **img}
+    rung = [{**row, "val_accuracy": 0.93, "search_val_accuracy": 0.91, "fits": True}]
+    search = {
+        "budget": {"flash": 128 * KIB, "ram": 40 * KIB, "instructions": None},
+        "trials": 50,
+        "rejected": 5,
+        "pruned": 20,
+        "measured": 10,
+        "fit": 4,
+        "wall_time_s": 6300.0,
+        "found": {"key": row["candidate"]},
+        "found_val_accuracy": 0.93,
+        "found_figures": img,
+        "found_kernels": "reference",
+        "final_rung": rung,
+        "chosen_export": {
+            "kernels": "reference",
+            "test_accuracy_int8": 0.9234,
+            "bit_exact": "10/10",
+        },
+    }
+    res = {"machine": {"cores": 2}, "search": {"A": search}}
+    md = bench.markdown(res)
+    assert "in 105 min on this machine, its final rung and the chosen model's export included" in md
+    assert "| plain-w0.7-b5-k3-s1-3-none | reference | 91.00% | 93.00% |" in md
+    assert "int8 test accuracy 92.34% (scored once)" in md
+    text = readme.search_section(res)
+    assert "50 trials, a final rung of 1 and the pick's export in 105 min on 2 cores" in text
+    assert "93.00% validation accuracy (int8, final schedule)" in text
+    assert "test accuracy, scored once: 92.34%" in text
+    del search["final_rung"], search["chosen_export"]  # a search whose rung is replayed later
+    assert "(int8, search schedule)" in readme.search_section(res)
