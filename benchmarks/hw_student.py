@@ -256,6 +256,8 @@ def main(argv=None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     path = RESULTS / "hw_student.json"
     res = json.loads(path.read_text()) if a.resume and path.is_file() else {}
+    if res.get("runs") and res.get("limit") != a.limit:
+        p.error(f"{path} holds runs on --limit {res.get('limit')}; resume with the same --limit")
     sched = schedule()
     res.setdefault("runs", {})
     res.update(machine=machine(), schedule=vars(sched), limit=a.limit)
