@@ -46,7 +46,16 @@ log = logging.getLogger("hw_student")
 
 RESULTS = ROOT / "benchmarks" / "results"
 BASELINE = "small_cnn"
-BASELINE_INSTRUCTIONS = 18_988_072  # small_cnn on the M4, CMSIS-NN (profile_small_cnn.md)
+
+
+def _m4_instructions(student: str) -> int:
+    """A zoo student's instructions per inference on the M4 with CMSIS-NN, as
+    benchmarks/device.py --zoo measured them (small_cnn's is profile_small_cnn.md's figure)."""
+    zoo = json.loads((RESULTS / "device_zoo.json").read_text())["zoo"]
+    return zoo[student]["runs"]["cortex-m4/cmsis-nn"]["instructions"]
+
+
+BASELINE_INSTRUCTIONS = _m4_instructions(BASELINE)
 LIMIT = 0.6  # of the baseline's instructions
 KERNELS = "cmsis-nn"
 
@@ -140,10 +149,10 @@ def run_one(a, res: dict, sched, name: str, seed: int) -> None:
     }
     _save(res)
     log.info(
-        "%s: val %.2f%%, %.2f M instructions, %s flash, %s RAM, bit-exact %s (%.0f s)",
+        "%s: val %.2f%%, %s instructions, %s flash, %s RAM, bit-exact %s (%.0f s)",
         key,
         100 * rec["val_accuracy"],
-        img["instructions"] / 1e6,
+        _minstr(img["instructions"]),
         fmt_bytes(img["flash"]),
         fmt_bytes(img["ram"]),
         img["bit_exact"],
@@ -161,15 +170,19 @@ def choose(res: dict, seeds: int) -> str | None:
     limit = LIMIT * BASELINE_INSTRUCTIONS
     best = None
     for name in CANDIDATES:
-        runs = _runs_of(res, name)
+        runs = _runs_of(res, name)[:seeds]  # the screen's seeds, whatever the final adds
         if len(runs) < seeds or not all(
-            r["image"]["exact"] and r["image"]["instructions"] <= limit for r in runs
+            r["image"]["exact"] and (r["image"]["instructions"] or limit + 1) <= limit for r in runs
         ):
             continue
-        val = sum(r["val_accuracy"] for r in runs[:seeds]) / seeds
+        val = sum(r["val_accuracy"] for r in runs) / seeds
         if best is None or val > best[0]:
             best = (val, name)
     return best[1] if best else None
+
+
+def _minstr(n) -> str:
+    return "?" if n is None else f"{n / 1e6:.2f} M"  # no count: QEMU did not finish
 
 
 def _stats(runs: list[dict], field: str) -> dict:
@@ -204,7 +217,7 @@ def markdown(res: dict) -> str:
         )
         lines.append(
             f"| {name} | {layers} | {100 * v['mean']:.2f} ± {100 * v['std']:.2f}% (n={v['n']}) | "
-            f"{img['instructions'] / 1e6:.2f} M | {fmt_bytes(img['flash'])} | "
+            f"{_minstr(img['instructions'])} | {fmt_bytes(img['flash'])} | "
             f"{fmt_bytes(img['ram'])} | {exact} |"
         )
     chosen = res.get("chosen")
@@ -226,7 +239,7 @@ def markdown(res: dict) -> str:
             instr = runs[0]["image"]["instructions"]
             lines.append(
                 f"| {name} | {100 * t['mean']:.2f} ± {100 * t['std']:.2f}% (n={t['n']}) | "
-                f"{instr / 1e6:.2f} M | {instr / BASELINE_INSTRUCTIONS:.2f}x |"
+                f"{_minstr(instr)} | {(instr or 0) / BASELINE_INSTRUCTIONS:.2f}x |"
             )
         lines += ["", f"Gap to small_cnn: {fin['gap_pts']:+.2f} pt (target: within -0.20 pt)."]
     return "\n".join(lines) + "\n"
@@ -250,28 +263,33 @@ def main(argv=None) -> dict:
     a = p.parse_args(argv)
     if a.phase != "report" and not a.tflm:
         p.error("no TFLite-Micro tree: pass --tflm or set TFLM_DIR")
-    unknown = set((a.only or "").split(",")) - set(CANDIDATES) - {""}
+    a.only = [n for n in (a.only or "").split(",") if n]
+    unknown = set(a.only) - set(CANDIDATES)
     if unknown:
         p.error(f"--only: unknown candidate {sorted(unknown)[0]}; known: {', '.join(CANDIDATES)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     path = RESULTS / "hw_student.json"
     res = json.loads(path.read_text()) if a.resume and path.is_file() else {}
+    sched = schedule()
     if res.get("runs") and res.get("limit") != a.limit:
         p.error(f"{path} holds runs on --limit {res.get('limit')}; resume with the same --limit")
-    sched = schedule()
+    if res.get("runs") and res.get("schedule") != vars(sched):
+        p.error(f"{path} holds runs on another schedule than full.json's; move it aside")
     res.setdefault("runs", {})
     res.update(machine=machine(), schedule=vars(sched), limit=a.limit)
     res["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     if a.phase == "screen":
-        names = a.only.split(",") if a.only else list(CANDIDATES)
+        names = a.only or list(CANDIDATES)
         for seed in range(a.screen_seeds):  # every candidate's seed 0 before any seed 1
             for name in names:
                 run_one(a, res, sched, name, seed)
     res["chosen"] = choose(res, a.screen_seeds)
     if a.phase == "final":
-        if not res["chosen"]:
+        unscreened = [n for n in CANDIDATES if len(_runs_of(res, n)) < a.screen_seeds]
+        if unscreened or not res["chosen"]:
             raise SystemExit(
-                "no candidate has its screen seeds within the limit: run --phase screen"
+                f"the screen is not done ({', '.join(unscreened) or 'nothing within the limit'}): "
+                "run --phase screen --resume first"
             )
         for seed in range(a.seeds):
             for name in (res["chosen"], BASELINE):

@@ -157,9 +157,9 @@ def search_section(res: dict) -> str:
         limits = ", ".join(parts)
         # A search run with --rung ended as kdq_tf search does: its wall time holds the final
         # rung and the export, and its pick was chosen on the final schedule.
-        rung = r.get("final_rung")
+        rung = r.get("final_rung") or []
         what = f"{r['trials']} trials" + (
-            f", a final rung of {len(rung)} and the pick's export" if rung is not None else ""
+            f", a final rung of {len(rung)} and the pick's export" if r.get("chosen_export") else ""
         )
         head = (
             f"Budget {b} ({limits}): {what} in {r['wall_time_s'] / 60:.0f} min on "
@@ -170,10 +170,12 @@ def search_section(res: dict) -> str:
         if f:
             g = r["found_figures"]
             instr = f", {g['instructions'] / 1e6:.2f} M instructions" if g["instructions"] else ""
-            sched = "final" if rung is not None else "search"
+            from search import picked_by_rung, rung_schedule  # the results' own script
+
+            sched = f"final rung: {rung_schedule(r)}" if picked_by_rung(r) else "search schedule"
             head += (
                 f"; its pick: `{f['key']}` with {r['found_kernels']} kernels, "
-                f"{pct(r['found_val_accuracy'])}% validation accuracy (int8, {sched} schedule), "
+                f"{pct(r['found_val_accuracy'])}% validation accuracy (int8, {sched}), "
                 f"flash {_kib(g['flash'])}, RAM {_kib(g['ram'])}{instr}, bit-exact."
             )
             e = r.get("chosen_export")

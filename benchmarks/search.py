@@ -138,7 +138,8 @@ def phase_search(a, res: dict) -> None:
         if done and done.get("finished") and not a.reopen:
             log.info("budget %s: search already finished", b)
             continue
-        out = Path(a.work) / f"budget_{b}" / "search"
+        # another results name is another search: it never continues this one's study
+        out = Path(a.work) / f"budget_{b}" / ("search" if a.name == "search" else a.name)
         s = SearchSettings(
             out=str(out),
             budget=BUDGETS[b],
@@ -152,6 +153,8 @@ def phase_search(a, res: dict) -> None:
             # --rung runs it here instead, as a user's search would, and exports the pick.
             finalize=a.rung,
             finalists=RUNG if a.rung else 0,
+            final_epochs=a.final_epochs,
+            final_qat_epochs=a.final_qat_epochs,
         )
         t0 = time.time()
         summary = run_search(s)
@@ -580,12 +583,32 @@ def compare(res: dict) -> dict:
     return out
 
 
+def picked_by_rung(r: dict) -> bool:
+    """Whether a search's pick came from its own final rung (kdq_tf search falls back to the
+    search's pick when no finalist fits any more)."""
+    f = r.get("found")
+    return bool(f) and any(
+        x["candidate"] == f["key"] and x["fits"] for x in r.get("final_rung") or []
+    )
+
+
+def rung_schedule(r: dict) -> str:
+    """The schedule a --rung search's final rung trained on, in words."""
+    st = r["settings"]
+    return (
+        f"{st.get('final_epochs', 12)} + {st.get('final_qat_epochs', 2)} epochs, "
+        f"T {st['schedule']['temperature']:g}"
+    )
+
+
 def _rung_lines(r: dict) -> list[str]:
-    """A --rung search's finalists on the final schedule (seed 0), and its exported pick."""
+    """A --rung search's finalists on its rung's schedule (seed 0), and its exported pick."""
+    if not r["final_rung"]:
+        return ["Nothing fit: no final rung, nothing exported."]
     lines = [
         "",
-        "| finalist | kernels | val (search schedule) | val (final schedule) | flash | RAM | "
-        "instructions | bit-exact | fits |",
+        f"| finalist | kernels | val (search schedule) | val (rung: {rung_schedule(r)}) | flash | "
+        "RAM | instructions | bit-exact | fits |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for x in r["final_rung"]:
@@ -596,10 +619,11 @@ def _rung_lines(r: dict) -> list[str]:
             f"{'yes' if x['fits'] else 'no'} |"
         )
     e = r.get("chosen_export")
+    which = "the rung's best on validation" if picked_by_rung(r) else "the search's own pick"
     if e:
         lines += [
             "",
-            f"Chosen on validation: `{r['found']['key']}` ({e['kernels']}), exported with its "
+            f"Chosen ({which}): `{r['found']['key']}` ({e['kernels']}), exported with its "
             f"firmware; int8 test accuracy {100 * e['test_accuracy_int8']:.2f}% (scored once), "
             f"bit-exact {e['bit_exact']} on the Cortex-M4.",
         ]
@@ -623,7 +647,7 @@ def markdown(res: dict) -> str:
             f"{r['wall_time_s'] / 60:.0f} min on this machine"
             + (
                 ", its final rung and the chosen model's export included."
-                if "final_rung" in r
+                if r.get("chosen_export")
                 else "."
             ),
         ]

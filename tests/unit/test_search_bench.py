@@ -261,6 +261,7 @@ def test_a_rung_search_reports_its_pick_on_the_final_schedule_and_its_test_score
         "found_val_accuracy": 0.93,
         "found_figures": img,
         "found_kernels": "reference",
+        "settings": {"final_epochs": 12, "final_qat_epochs": 2, "schedule": {"temperature": 2.0}},
         "final_rung": rung,
         "chosen_export": {
             "kernels": "reference",
@@ -271,11 +272,20 @@ def test_a_rung_search_reports_its_pick_on_the_final_schedule_and_its_test_score
     res = {"machine": {"cores": 2}, "search": {"A": search}}
     md = bench.markdown(res)
     assert "in 105 min on this machine, its final rung and the chosen model's export included" in md
+    assert "val (rung: 12 + 2 epochs, T 2)" in md
     assert "| plain-w0.7-b5-k3-s1-3-none | reference | 91.00% | 93.00% |" in md
+    assert "Chosen (the rung's best on validation)" in md
     assert "int8 test accuracy 92.34% (scored once)" in md
     text = readme.search_section(res)
     assert "50 trials, a final rung of 1 and the pick's export in 105 min on 2 cores" in text
-    assert "93.00% validation accuracy (int8, final schedule)" in text
+    assert "93.00% validation accuracy (int8, final rung: 12 + 2 epochs, T 2)" in text
     assert "test accuracy, scored once: 92.34%" in text
+    rung[0]["fits"] = False  # no finalist fits any more: the search's own pick ships
+    assert "Chosen (the search's own pick)" in bench.markdown(res)
+    assert "(int8, search schedule)" in readme.search_section(res)
+    search.update(final_rung=[], found=None, chosen_export=None)  # nothing fit at all
+    assert "Nothing fit: no final rung, nothing exported." in bench.markdown(res)
+    assert "a final rung" not in readme.search_section(res)
     del search["final_rung"], search["chosen_export"]  # a search whose rung is replayed later
+    search["found"] = {"key": row["candidate"]}
     assert "(int8, search schedule)" in readme.search_section(res)
