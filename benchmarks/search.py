@@ -7,7 +7,9 @@
 Phases, each resumable (every run trains in its own folder under --work, and a finished one is
 not run again):
 1. search: `kdq_tf search` at each budget on Fashion-MNIST from the stored fused teacher's
-   logits, time-limited; its wall time on this machine is recorded.
+   logits, time-limited; its wall time on this machine is recorded. With --rung the search ends
+   as a user's would, with its own final rung (the search's T) and the pick's export, inside
+   that wall time; the final phase below still replays the rung on its own schedule.
 2. final: every zoo student, with and without 16-cluster LUT, and each search's finalists, all
    distilled and QAT-trained with the same final schedule for --seeds seeds; each seed's int8
    model is scored on the test split (LiteRT) and its firmware images are measured on the
