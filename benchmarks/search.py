@@ -409,7 +409,6 @@ def run_order(finalists: dict, probe: dict, picks=()) -> list[str]:
 
 def phase_final(a, res: dict) -> None:
     from kdq_tf.data.dataset import load_dataset
-    from kdq_tf.runtime.runner import Runner
     from kdq_tf.search.trial import TrialSchedule, measure_student, val_view
 
     sched = TrialSchedule(
@@ -450,10 +449,7 @@ def phase_final(a, res: dict) -> None:
             if shared and share_distillation(dense, folder):
                 log.info("%s: starts from %s's distilled student", key, dense.parent.name)
             rec = measure_student(lambda b=builder: b(data.info), clusters, folder, s, sched, data)
-            model = (folder / "model_int8.tflite").read_bytes()
-            x = full.info.preprocess.apply(full.x_test)
-            top = Runner.from_bytes(model).predict_logits(x).argmax(-1)
-            rec["test_accuracy"] = float((top == full.y_test).mean())
+            rec["test_accuracy"] = test_accuracy(folder, full)
             final[key] = {
                 k: rec[k]
                 for k in (
@@ -479,6 +475,16 @@ def phase_final(a, res: dict) -> None:
                     for k, v in rec["images"].items()
                 ),
             )
+
+
+def test_accuracy(folder: Path, full) -> float:
+    """The int8 model measure_student wrote to `folder`, scored on the test split (LiteRT)."""
+    from kdq_tf.runtime.runner import Runner
+
+    model = (folder / "model_int8.tflite").read_bytes()
+    x = full.info.preprocess.apply(full.x_test)
+    top = Runner.from_bytes(model).predict_logits(x).argmax(-1)
+    return float((top == full.y_test).mean())
 
 
 def _data_cfg(a, sched):
