@@ -21,8 +21,13 @@ capacity moved to the 7x7 stage, where a parameter costs 4x fewer MACs than at 1
    only validation, and the report shows test only for the final pair.
 2. final: the chosen candidate and small_cnn for --seeds seeds (runs the screen made are kept).
 
+Each student's seed 0 is also profiled per operator on the M4 (CMSIS-NN); the report sets the
+chosen one's profile beside small_cnn's, by the resolution each operator writes, to show where
+the instructions are saved (hw_student_profile.png is its chart).
+
 Every run is recorded in the results file as it finishes, so --resume skips what is there even
-on a machine where --work is gone. Results: benchmarks/results/hw_student.json and .md.
+on a machine where --work is gone. Results: benchmarks/results/hw_student.json, .md and
+hw_student_profile.png.
 """
 
 import argparse
@@ -158,6 +163,78 @@ def run_one(a, res: dict, sched, name: str, seed: int) -> None:
     )
 
 
+def profile_seed0(a, res: dict, name: str) -> None:
+    """Seed 0's per-operator profile on the M4 (once per student), so the report can show where
+    a candidate's instructions go against small_cnn's. The counts do not depend on the weights."""
+    from kdq_tf.device.profile import profile
+
+    if name in res.setdefault("profiles", {}):
+        return
+    fw = Path(a.work) / name / "seed0" / f"firmware-{KERNELS}"
+    if not (fw / "firmware.json").is_file():  # a resumed run whose work folder is gone
+        log.warning(
+            "%s: no seed-0 firmware in %s to profile; run seed 0 again to profile it", name, fw
+        )
+        return
+    prof = profile(fw, "cortex-m4", KERNELS, a.tflm)
+    res["profiles"][name] = {k: v for k, v in prof.items() if k != "run"}
+    _save(res)
+    log.info("%s: profiled, %s in its operators", name, _minstr(prof["operators_instructions"]))
+
+
+def by_resolution(prof: dict) -> dict[str, dict]:
+    """MACs and instructions per output resolution, in execution order: "28x28", "14x14", "7x7",
+    then "head" (the pooling and everything after it, whose outputs are 1x1 or flat)."""
+    out: dict[str, dict] = {}
+    for op in prof["operators"]:
+        shape = op["output_shapes"][0]
+        key = f"{shape[1]}x{shape[2]}" if len(shape) == 4 and shape[1] * shape[2] > 1 else "head"
+        row = out.setdefault(key, {"macs": 0, "instructions": 0})
+        row["macs"] += op["macs"] or 0
+        row["instructions"] += op["instructions"]
+    return out
+
+
+def _map_order(key: str) -> int:
+    """Largest maps first, the head last."""
+    if key == "head":
+        return 1
+    h, w = key.split("x")
+    return -int(h) * int(w)
+
+
+def savings_markdown(base: dict, prof: dict) -> str:
+    """Where a candidate saves against the baseline: both profiles side by side, by resolution."""
+    b, c = by_resolution(base), by_resolution(prof)
+    saved = base["operators_instructions"] - prof["operators_instructions"]
+    lines = [
+        f"| output | {base['model']} MACs | {base['model']} instructions | {prof['model']} MACs | "
+        f"{prof['model']} instructions | saved | share of the saving |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    zero = {"macs": 0, "instructions": 0}
+    for key in sorted({*b, *c}, key=_map_order):
+        x, y = b.get(key, zero), c.get(key, zero)
+        d = x["instructions"] - y["instructions"]
+        share = f"{100 * d / saved:.0f}%" if saved else ""
+        lines.append(
+            f"| {key} | {x['macs']:,} | {_minstr(x['instructions'])} | {y['macs']:,} | "
+            f"{_minstr(y['instructions'])} | {_minstr(d)} | {share} |"
+        )
+    lines.append(
+        f"| all operators | {base['macs']:,} | {_minstr(base['operators_instructions'])} | "
+        f"{prof['macs']:,} | {_minstr(prof['operators_instructions'])} | {_minstr(saved)} | |"
+    )
+    return "\n".join(lines)
+
+
+def _baseline_profile(res: dict) -> dict:
+    """small_cnn's profile: its own seed 0's here, else benchmarks/device.py --zoo's."""
+    if BASELINE in res.get("profiles", {}):
+        return res["profiles"][BASELINE]
+    return json.loads((RESULTS / "device_zoo.json").read_text())["profiles"][BASELINE]
+
+
 def _runs_of(res: dict, name: str) -> list[dict]:
     return [r for k, r in sorted(res["runs"].items()) if k.split("/")[0] == name]
 
@@ -222,6 +299,21 @@ def markdown(res: dict) -> str:
     lines += ["", f"Chosen on validation: {chosen or 'none yet'}."]
     if chosen:
         lines += ["", f"- {chosen}: {CANDIDATES[chosen][1]}."]
+    prof = res.get("profiles", {}).get(chosen)
+    if prof:
+        from kdq_tf.report import profile_markdown
+
+        lines += [
+            "",
+            f"## Where {chosen} saves: seed 0's profile on the Cortex-M4 (CMSIS-NN)",
+            "",
+            "Instructions by the resolution each operator writes (QEMU `-icount shift=0`), against "
+            "small_cnn's; the chart is [hw_student_profile.png](hw_student_profile.png).",
+            "",
+            savings_markdown(_baseline_profile(res), prof),
+            "",
+            profile_markdown(prof),
+        ]
     fin = res.get("final")
     if fin:
         lines += [
@@ -246,6 +338,11 @@ def markdown(res: dict) -> str:
 def _save(res: dict) -> None:
     files.write_json(RESULTS / "hw_student.json", portable(res))
     files.write_text(RESULTS / "hw_student.md", markdown(res))
+    prof = res.get("profiles", {}).get(res.get("chosen"))
+    if prof:
+        from kdq_tf.device.profile import chart
+
+        files.write_bytes(RESULTS / "hw_student_profile.png", chart(prof))
 
 
 def main(argv=None) -> dict:
@@ -281,6 +378,8 @@ def main(argv=None) -> dict:
         for seed in range(a.screen_seeds):  # every candidate's seed 0 before any seed 1
             for name in names:
                 run_one(a, res, sched, name, seed)
+                if seed == 0:
+                    profile_seed0(a, res, name)
     res["chosen"] = choose(res, a.screen_seeds)
     if a.phase == "final":
         unscreened = [n for n in CANDIDATES if len(_runs_of(res, n)) < a.screen_seeds]
@@ -292,6 +391,8 @@ def main(argv=None) -> dict:
         for seed in range(a.seeds):
             for name in (res["chosen"], BASELINE):
                 run_one(a, res, sched, name, seed)
+                if seed == 0:
+                    profile_seed0(a, res, name)
         t = {
             n: _stats(_runs_of(res, n)[: a.seeds], "test_accuracy")
             for n in (res["chosen"], BASELINE)

@@ -55,3 +55,55 @@ def test_the_choice_reads_validation_and_the_limit_never_test():
     del res["runs"][f"{a}/seed1"]  # a candidate short of its screen seeds is not chosen yet
     assert hw.choose(res, 2) == b
     assert hw.choose({"runs": {}}, 2) is None
+
+
+def _op(out_shape, macs, instructions):
+    return {"output_shapes": [out_shape], "macs": macs, "instructions": instructions}
+
+
+def _prof(model, ops):
+    return {
+        "model": model,
+        "operators": ops,
+        "macs": sum(o["macs"] or 0 for o in ops),
+        "operators_instructions": sum(o["instructions"] for o in ops),
+    }
+
+
+def test_the_savings_are_grouped_by_the_resolution_each_operator_writes():
+    base = _prof(
+        "small_cnn",
+        [
+            _op([1, 28, 28, 24], 100, 9_000_000),
+            _op([1, 14, 14, 48], 200, 4_000_000),
+            _op([1, 1, 1, 64], None, 500_000),  # MEAN: the head from here on
+            _op([1, 1, 1, 10], 10, 700_000),
+            _op([1, 10], None, 20_000),
+        ],
+    )
+    cand = _prof(
+        "deep7",
+        [
+            _op([1, 14, 14, 32], 50, 4_600_000),
+            _op([1, 7, 7, 64], 100, 1_800_000),
+            _op([1, 1, 1, 64], None, 50_000),
+            _op([1, 1, 1, 10], 10, 700_000),
+            _op([1, 10], None, 20_000),
+        ],
+    )
+    assert hw.by_resolution(base) == {
+        "28x28": {"macs": 100, "instructions": 9_000_000},
+        "14x14": {"macs": 200, "instructions": 4_000_000},
+        "head": {"macs": 10, "instructions": 1_220_000},
+    }
+    rows = {
+        r.split("|")[1].strip(): r.split("|")[2:-1]
+        for r in hw.savings_markdown(base, cand).splitlines()[2:]
+    }
+    # saved = baseline - candidate per resolution; shares of the 7.05 M saved in all
+    assert [c.strip() for c in rows["28x28"]] == ["100", "9.00 M", "0", "0.00 M", "9.00 M", "128%"]
+    assert [c.strip() for c in rows["14x14"]][-2:] == ["-0.60 M", "-9%"]
+    assert [c.strip() for c in rows["7x7"]][-2:] == ["-1.80 M", "-26%"]
+    assert [c.strip() for c in rows["head"]][-2:] == ["0.45 M", "6%"]
+    assert [c.strip() for c in rows["all operators"]][-2:] == ["7.05 M", ""]
+    assert list(rows) == ["28x28", "14x14", "7x7", "head", "all operators"]  # largest maps first
