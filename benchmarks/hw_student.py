@@ -167,6 +167,7 @@ def profile_seed0(a, res: dict, name: str) -> None:
     """Seed 0's per-operator profile on the M4 (once per student), so the report can show where
     a candidate's instructions go against small_cnn's. The counts do not depend on the weights."""
     from kdq_tf.device.profile import profile
+    from kdq_tf.errors import KdqError
 
     if name in res.setdefault("profiles", {}):
         return
@@ -176,7 +177,11 @@ def profile_seed0(a, res: dict, name: str) -> None:
             "%s: no seed-0 firmware in %s to profile; run seed 0 again to profile it", name, fw
         )
         return
-    prof = profile(fw, "cortex-m4", KERNELS, a.tflm)
+    try:
+        prof = profile(fw, "cortex-m4", KERNELS, a.tflm)
+    except KdqError as e:  # the run is recorded; the screen goes on, the report lacks the profile
+        log.warning("%s: not profiled: %s", name, e)
+        return
     res["profiles"][name] = {k: v for k, v in prof.items() if k != "run"}
     _save(res)
     log.info("%s: profiled, %s in its operators", name, _minstr(prof["operators_instructions"]))
