@@ -66,6 +66,11 @@ KERNELS = "cmsis-nn"
 
 # name -> (stages, what it tries). A stage is (channels, stride); plain 3x3 conv-BN-ReLU each.
 CANDIDATES = {
+    "searchC": (
+        ((16, 1), (40, 2), (48, 2), (48, 1), (48, 1)),
+        "a finalist of the budget-C search (plain-w0.75-b5-k3-s1-2, search.json's C rung), "
+        "here with the AVERAGE_POOL_2D head in place of MEAN",
+    ),
     "deep7": (
         ((16, 1), (32, 2), (64, 2), (64, 1), (64, 1)),
         "one conv at 14x14 (the stride-2 one) and three at 7x7: the 7x7 depth that made the "

@@ -38,7 +38,7 @@ def _run(val, test, instr, exact=True):
 
 def test_the_choice_reads_validation_and_the_limit_never_test():
     limit = hw.LIMIT * hw.BASELINE_INSTRUCTIONS
-    a, b, c, d = list(hw.CANDIDATES)
+    a, b, c, d = list(hw.CANDIDATES)[:4]
     res = {
         "runs": {
             f"{a}/seed0": _run(0.930, 0.80, limit - 1),
