@@ -161,9 +161,11 @@ def search_section(res: dict) -> str:
         what = f"{r['trials']} trials" + (
             f", a final rung of {len(rung)} and the pick's export" if r.get("chosen_export") else ""
         )
+        from search import ran_on
+
         head = (
             f"Budget {b} ({limits}): {what} in {r['wall_time_s'] / 60:.0f} min on "
-            f"{res['machine']['cores']} cores ({r['rejected']} rejected on their estimate, "
+            f"{ran_on(r, res)} ({r['rejected']} rejected on their estimate, "
             f"{r['pruned']} pruned, {r['measured']} measured on the Cortex-M4, {r['fit']} fit)"
         )
         f = r.get("found")

@@ -184,6 +184,8 @@ def phase_search(a, res: dict) -> None:
             "found_kernels": c["kernels"] if c else None,
             "pareto": summary["pareto"],
             "finalists": finalist_rows(out),
+            # searches of one results file may run on different machines: each names its own
+            "machine": machine(),
             "finished": True,
         }
         if a.rung:
@@ -638,6 +640,13 @@ def _rung_lines(r: dict) -> list[str]:
     return lines
 
 
+def ran_on(r: dict, res: dict) -> str:
+    """The machine a search ran on: "2 cores of AMD EPYC". Entries from before searches named
+    their own machine fall back to the results file's."""
+    m = r.get("machine") or res.get("machine") or {}
+    return f"{m.get('cores')} cores of {m.get('cpu', 'an unknown CPU')}"
+
+
 def markdown(res: dict) -> str:
     lines = [
         "# Search against the zoo (Cortex-M4, emulated)",
@@ -652,7 +661,7 @@ def markdown(res: dict) -> str:
             "",
             f"Search: {r['trials']} trials ({r['rejected']} rejected on their estimate, "
             f"{r['pruned']} pruned, {r['measured']} measured, {r['fit']} fit) in "
-            f"{r['wall_time_s'] / 60:.0f} min on this machine"
+            f"{r['wall_time_s'] / 60:.0f} min on {ran_on(r, res)}"
             + (
                 ", its final rung and the chosen model's export included."
                 if r.get("chosen_export")

@@ -257,6 +257,7 @@ def test_a_rung_search_reports_its_pick_on_the_final_schedule_and_its_test_score
         "measured": 10,
         "fit": 4,
         "wall_time_s": 6300.0,
+        "machine": {"cores": 2, "cpu": "Xeon"},  # this search's own machine
         "found": {"key": row["candidate"]},
         "found_val_accuracy": 0.93,
         "found_figures": img,
@@ -269,15 +270,21 @@ def test_a_rung_search_reports_its_pick_on_the_final_schedule_and_its_test_score
             "bit_exact": "10/10",
         },
     }
-    res = {"machine": {"cores": 2}, "search": {"A": search}}
+    res = {"machine": {"cores": 2, "cpu": "EPYC"}, "search": {"A": search}}
     md = bench.markdown(res)
-    assert "in 105 min on this machine, its final rung and the chosen model's export included" in md
+    assert (
+        "in 105 min on 2 cores of Xeon, its final rung and the chosen model's export included" in md
+    )
     assert "val (rung: 12 + 2 epochs, T 2)" in md
     assert "| plain-w0.7-b5-k3-s1-3-none | reference | 91.00% | 93.00% |" in md
     assert "Chosen (the rung's best on validation)" in md
     assert "int8 test accuracy 92.34% (scored once)" in md
     text = readme.search_section(res)
-    assert "50 trials, a final rung of 1 and the pick's export in 105 min on 2 cores" in text
+    assert (
+        "50 trials, a final rung of 1 and the pick's export in 105 min on 2 cores of Xeon" in text
+    )
+    del search["machine"]  # a search recorded before each named its machine: the file's
+    assert "in 105 min on 2 cores of EPYC" in readme.search_section(res)
     assert "93.00% validation accuracy (int8, final rung: 12 + 2 epochs, T 2)" in text
     assert "test accuracy, scored once: 92.34%" in text
     rung[0]["fits"] = False  # no finalist fits any more: the search's own pick ships
