@@ -238,11 +238,18 @@ def savings_markdown(base: dict, prof: dict) -> str:
     return "\n".join(lines)
 
 
+def _profile_of(res: dict, name: str | None) -> dict | None:
+    """A student's stored profile under the student's name (its firmware calls it "model")."""
+    prof = res.get("profiles", {}).get(name)
+    return {**prof, "model": name} if prof else None
+
+
 def _baseline_profile(res: dict) -> dict:
     """small_cnn's profile: its own seed 0's here, else benchmarks/device.py --zoo's."""
-    if BASELINE in res.get("profiles", {}):
-        return res["profiles"][BASELINE]
-    return json.loads((RESULTS / "device_zoo.json").read_text())["profiles"][BASELINE]
+    return (
+        _profile_of(res, BASELINE)
+        or json.loads((RESULTS / "device_zoo.json").read_text())["profiles"][BASELINE]
+    )
 
 
 def _runs_of(res: dict, name: str) -> list[dict]:
@@ -309,7 +316,7 @@ def markdown(res: dict) -> str:
     lines += ["", f"Chosen on validation: {chosen or 'none yet'}."]
     if chosen:
         lines += ["", f"- {chosen}: {CANDIDATES[chosen][1]}."]
-    prof = res.get("profiles", {}).get(chosen)
+    prof = _profile_of(res, chosen)
     if prof:
         from kdq_tf.report import profile_markdown
 
@@ -348,7 +355,7 @@ def markdown(res: dict) -> str:
 def _save(res: dict) -> None:
     files.write_json(RESULTS / "hw_student.json", portable(res))
     files.write_text(RESULTS / "hw_student.md", markdown(res))
-    prof = res.get("profiles", {}).get(res.get("chosen"))
+    prof = _profile_of(res, res.get("chosen"))
     if prof:
         from kdq_tf.device.profile import chart
 
