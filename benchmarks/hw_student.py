@@ -53,11 +53,15 @@ RESULTS = ROOT / "benchmarks" / "results"
 BASELINE = "small_cnn"
 
 
+def _device_zoo() -> dict:
+    """benchmarks/device.py --zoo's results: the zoo's M4 counts and small_cnn's profile."""
+    return json.loads((RESULTS / "device_zoo.json").read_text())
+
+
 def _m4_instructions(student: str) -> int:
     """A zoo student's instructions per inference on the M4 with CMSIS-NN, as
     benchmarks/device.py --zoo measured them (small_cnn's is profile_small_cnn.md's figure)."""
-    zoo = json.loads((RESULTS / "device_zoo.json").read_text())["zoo"]
-    return zoo[student]["runs"]["cortex-m4/cmsis-nn"]["instructions"]
+    return _device_zoo()["zoo"][student]["runs"]["cortex-m4/cmsis-nn"]["instructions"]
 
 
 BASELINE_INSTRUCTIONS = _m4_instructions(BASELINE)
@@ -246,10 +250,7 @@ def _profile_of(res: dict, name: str | None) -> dict | None:
 
 def _baseline_profile(res: dict) -> dict:
     """small_cnn's profile: its own seed 0's here, else benchmarks/device.py --zoo's."""
-    return (
-        _profile_of(res, BASELINE)
-        or json.loads((RESULTS / "device_zoo.json").read_text())["profiles"][BASELINE]
-    )
+    return _profile_of(res, BASELINE) or _device_zoo()["profiles"][BASELINE]
 
 
 def _runs_of(res: dict, name: str) -> list[dict]:
