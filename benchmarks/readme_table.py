@@ -187,11 +187,6 @@ def search_section(res: dict) -> str:
             head += "; nothing fit."
         lines.append(head)
         c = (res.get("comparison") or {}).get(b) or {}
-        if c.get("found"):
-            lines.append(
-                f"Final rung ({len(c['rung'])} finalists retrained on the final schedule, "
-                f"{c['rung_seconds'] / 60:.0f} min): found `{c['found'].removeprefix('found:')}`."
-            )
         v = c.get("verdict")
         if v:
             lines.append(

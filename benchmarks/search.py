@@ -9,8 +9,8 @@ not run again):
 1. search: `kdq_tf search` at each budget on Fashion-MNIST from the stored fused teacher's
    logits, time-limited; its wall time on this machine is recorded. With --rung the search ends
    as a user's would, with its own final rung (the search's T) and the pick's export, inside
-   that wall time; the final phase below still replays the rung on its own schedule.
-2. final: every zoo student, with and without 16-cluster LUT, and each search's finalists, all
+   that wall time.
+2. final: every zoo student, with and without 16-cluster LUT, and each search's pick, all
    distilled and QAT-trained with the same final schedule for --seeds seeds; each seed's int8
    model is scored on the test split (LiteRT) and its firmware images are measured on the
    emulated Cortex-M4 with both kernel sets (flash, RAM, instructions, bit-exact 10/10).
@@ -18,14 +18,12 @@ not run again):
    Flash and RAM follow from the architecture alone and the int8 kernels' instruction counts
    barely depend on the weights, so a student whose probe images fit no budget (with 2% slack
    on instructions) is not trained further; the probe's figures are kept in the results.
-   The searches' finalists are kdq_tf search's final rung, replayed here on the final
-   schedule (T 4, as every model here) rather than in the search: each finalist's seed-0 run
-   is then its first seed in the comparison too. The found model of a budget is the finalist
-   whose seed 0 fits it with the best validation accuracy; a search's wall time is reported
-   with its rung's.
+   Each budget's found model is its search's own pick: with --rung, the best on validation of
+   the search's final rung; a search recorded before the rung picked the best fitting trial on
+   validation. (An earlier version replayed the rung here on the final schedule: three more
+   trainings per budget, which told nothing the search's own rung had not.)
    Runs go seed by seed, so an interrupted phase has every model's first seed before any
-   third one; within a seed the searches' own picks go first, then the zoo, cheapest first,
-   then the other finalists.
+   third one; within a seed the searches' picks go first, then the zoo, cheapest first.
    Seeds after the first go to the chosen ones only: each found model, and the zoo students
    that, at some budget their first seed fits, are within --screen-pts of the best zoo
    student's validation accuracy there (int8, seed 0: selection never looks at test), plus
@@ -151,8 +149,8 @@ def phase_search(a, res: dict) -> None:
             tflm=a.tflm,
             limit=a.limit,
             resume=out.is_dir(),
-            # The comparison's final phase replays the rung on the schedule every model gets;
-            # --rung runs it here instead, as a user's search would, and exports the pick.
+            # --rung ends the search as a user's would: its final rung picks on validation,
+            # and the pick is exported.
             finalize=a.rung,
             finalists=RUNG if a.rung else 0,
             final_epochs=a.final_epochs,
@@ -218,18 +216,6 @@ def copy_plots(a, res: dict) -> None:
 RUNG = 3  # finalists per search, as kdq_tf search's --finalists default
 
 
-def rung_keys(r: dict) -> list[str]:
-    """A search's finalists: its RUNG most accurate fitting candidates. Searches recorded
-    before the rung kept only their front: its RUNG most accurate rows, which for budgets A, B
-    and C are those of every fitting trial too (checked against search_<budget>.log)."""
-    return list(dict.fromkeys(row["candidate"] for row in _finalist_source(r)))[:RUNG]
-
-
-def _finalist_source(r: dict) -> list[dict]:
-    """The rows a search's finalists come from, most accurate first (see rung_keys)."""
-    return r.get("finalists") or sorted(r.get("pareto") or [], key=lambda x: -x["val_accuracy"])
-
-
 def _candidate_dict(key: str) -> dict:
     """A candidate's fields from its key ("hyb-w0.5-b6-k5-s0-2-lut16")."""
     kind, w, b, k, rest = key.split("-", 4)
@@ -244,30 +230,19 @@ def _candidate_dict(key: str) -> dict:
     }
 
 
-def rung_name(key: str) -> str:
+def final_name(key: str) -> str:
     return zoo_name(key) or f"found:{key}"
 
 
 def found_key(res: dict, b: str) -> str | None:
-    """Budget b's found model: of its search's finalists, the one whose seed-0 run on the final
-    schedule fits b with the best validation accuracy (kdq_tf search's final rung, replayed on
-    the benchmark's schedule). None until every finalist's seed 0 has run."""
-    r = (res.get("search") or {}).get(b)
-    if not r:
-        return None
-    runs = [(n, (res.get("final") or {}).get(f"{n}/seed0")) for n in map(rung_name, rung_keys(r))]
-    if not runs or any(rec is None for _, rec in runs):
-        return None
-    fit = [
-        (rec["val_accuracy"], n)
-        for n, rec in runs
-        if any(BUDGETS[b].fits(i) and i["exact"] for i in rec["images"].values())
-    ]
-    return max(fit)[1] if fit else None
+    """Budget b's found model: its search's own pick (see the module docstring), under the name
+    it trains by in the final phase; None where b has no search or nothing fit."""
+    f = ((res.get("search") or {}).get(b) or {}).get("found")
+    return final_name(f["key"]) if f else None
 
 
 def _finalists(a, res: dict) -> dict:
-    """name -> (builder, clusters): the zoo with and without LUT, and each search's finalists."""
+    """name -> (builder, clusters): the zoo with and without LUT, and each search's pick."""
     from kdq_tf.models.students import STUDENTS
     from kdq_tf.search.space import build_model
 
@@ -283,14 +258,14 @@ def _finalists(a, res: dict) -> dict:
 
     space = SearchSpace()
     for r in (res.get("search") or {}).values():
-        for key in rung_keys(r):
-            if zoo_name(key):  # a zoo student trains once, under its own name
-                continue
-            c = space.candidate(params_of(_candidate_dict(key)))
-            out[f"found:{c.key}"] = (
-                lambda info, c=c: build_model(c, info.input_shape, info.num_classes),
-                c.clusters,
-            )
+        key = (r.get("found") or {}).get("key")
+        if not key or zoo_name(key):  # a zoo student trains once, under its own name
+            continue
+        c = space.candidate(params_of(_candidate_dict(key)))
+        out[f"found:{c.key}"] = (
+            lambda info, c=c: build_model(c, info.input_shape, info.num_classes),
+            c.clusters,
+        )
     return out
 
 
@@ -397,9 +372,9 @@ def share_distillation(dense: Path, lut: Path) -> bool:
 
 
 def run_order(finalists: dict, probe: dict, picks=()) -> list[str]:
-    """The searches' own picks first (they are the point), then the zoo cheapest first by its
+    """The searches' picks first (they are the point), then the zoo cheapest first by its
     probe's time, each LUT variant right after its dense sibling (whose distillation it starts
-    from), then the other finalists of the rung."""
+    from)."""
 
     def rank(name):
         dense = name.removesuffix("+lut16")
@@ -430,17 +405,14 @@ def phase_final(a, res: dict) -> None:
             res["screen"] = {"pts": a.screen_pts, "all_seeds": contenders(res, a.screen_pts)}
             _save(a, res)
         searches = res.get("search") or {}
-        picks = [rung_name(r["found"]["key"]) for r in searches.values() if r.get("found")]
-        rung_members = {rung_name(k) for r in searches.values() for k in rung_keys(r)}
-        # seed 0 of every finalist has run before any later seed: the found models are known
-        found = {found_key(res, b) for b in searches}
+        picks = {found_key(res, b) for b in searches} - {None}
         for name in run_order(finalists, res["probe"], picks):
             builder, clusters = finalists[name]
             key = f"{name}/seed{seed}"
-            wanted = name in rung_members or res["probe"][name]["fits"]  # a finalist always
+            wanted = name in picks or res["probe"][name]["fits"]  # a pick always
             if key in final or not wanted or (only and name not in only):
                 continue
-            if seed and name not in found and name not in res["screen"]["all_seeds"]:
+            if seed and name not in picks and name not in res["screen"]["all_seeds"]:
                 continue
             full = load_dataset(_data_cfg(a, sched), seed=seed)
             data = val_view(full)
@@ -510,9 +482,14 @@ def compare(res: dict) -> dict:
     accuracy over seeds, and the found model against the best zoo student that fits."""
     from kdq_tf.search.trial import pick_image
 
+    picks = {found_key(res, b) for b in BUDGETS}
     by_name: dict[str, list[dict]] = {}
     for key, r in (res.get("final") or {}).items():
-        by_name.setdefault(key.split("/")[0], []).append(r)
+        name = key.split("/")[0]
+        # an earlier search's pick, since searched again, stays in the results but is no
+        # budget's found model
+        if not name.startswith("found:") or name in picks:
+            by_name.setdefault(name, []).append(r)
     out = {}
     for b, budget in BUDGETS.items():
         rows = []
@@ -565,27 +542,8 @@ def compare(res: dict) -> dict:
                     or (mine["instructions"] or 0) <= 0.8 * (best["instructions"] or 0)
                 ),
             }
-        search = (res.get("search") or {}).get(b) or {}
-        rung = []
-        for key in rung_keys(search):
-            rec = (res.get("final") or {}).get(f"{rung_name(key)}/seed0")
-            row = next((r for r in _finalist_source(search) if r["candidate"] == key), {})
-            rung.append(
-                {
-                    "name": rung_name(key),
-                    "search_val_accuracy": row.get("val_accuracy"),
-                    "final_val_accuracy": rec["val_accuracy"] if rec else None,
-                    # a LUT finalist that started from its dense sibling's distillation
-                    # took that too
-                    "seconds": rec.get("seconds", 0) + rec.get("shared_distill_s", 0)
-                    if rec
-                    else None,
-                }
-            )
         out[b] = {
             "rows": sorted(rows, key=lambda r: -r["test_accuracy"]["mean"]),
-            "rung": rung,
-            "rung_seconds": sum(r["seconds"] or 0 for r in rung),
             "found": fkey,
             "best_zoo": best["name"] if best else None,
             "verdict": verdict,
@@ -725,22 +683,6 @@ def markdown(res: dict) -> str:
                 f"{100 * t['std']:.2f}% (n={t['n']}) | {fmt_bytes(row['flash'])} | "
                 f"{fmt_bytes(row['ram'])} | {(row['instructions'] or 0) / 1e6:.2f} M |"
             )
-        if c.get("rung"):
-            lines += [
-                "",
-                "Final rung (the search's most accurate fitting candidates, seed 0 on the final "
-                "schedule; the best on validation is the found model):",
-                "",
-                "| finalist | val (search schedule) | val (final schedule) |",
-                "|---|---|---|",
-            ]
-            for r in c["rung"]:
-                cells = [
-                    "—" if v is None else f"{100 * v:.2f}%"
-                    for v in (r["search_val_accuracy"], r["final_val_accuracy"])
-                ]
-                star = " (found)" if r["name"] == c["found"] else ""
-                lines.append(f"| {r['name']}{star} | {cells[0]} | {cells[1]} |")
         v = c["verdict"]
         if v:
             lines += [

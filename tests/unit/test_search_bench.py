@@ -170,7 +170,7 @@ def test_search_picks_run_first_then_the_zoo_cheapest_first_lut_after_dense():
         "small": {"seconds": 100},
         "small+lut16": {"seconds": 900},
     }
-    # found:x is a search's own pick; found:y another finalist of the rung: after the zoo
+    # found:x is a search's pick; found:y (no probe, no pick) comes after the zoo
     assert bench.run_order(finalists, probe, picks=["found:x"]) == [
         "found:x",
         "small",
@@ -181,38 +181,29 @@ def test_search_picks_run_first_then_the_zoo_cheapest_first_lut_after_dense():
     ]
 
 
-def test_the_found_model_is_the_finalist_best_on_validation_that_fits():
-    """The replayed final rung: of a search's finalists, the one whose seed 0 (final schedule)
-    fits with the best validation accuracy, whatever the search's own order or test scores;
-    none until every finalist has its seed 0."""
-    fits_c, too_big = image(200, 60, 10), image(300, 60, 10)
+def test_the_found_model_is_the_searchs_own_pick():
+    """The search chose on validation (its rung's, where it ran one); the final phase trains
+    that pick and compares it, whatever other finalists or earlier picks scored on test."""
+    fits_c = image(200, 60, 10)
     res = {
-        "search": {"C": search(("p", 0.92), ("q", 0.91), ("r", 0.90))},
+        "search": {"C": search(("q", 0.91), ("p", 0.92))},
         "final": {
-            "found:p/seed0": run(0.99, fits_c, val=0.925),
-            "found:q/seed0": run(0.80, fits_c, val=0.930),  # best on val: found, despite test
+            **{f"found:q/seed{i}": run(0.90, fits_c) for i in range(3)},
+            "found:p/seed0": run(0.99, fits_c),  # an earlier search's pick: not compared
+            "found:tiny/seed0": run(0.99, fits_c),
         },
     }
-    assert bench.found_key(res, "C") is None  # r has not run yet
-    res["final"]["found:r/seed0"] = run(0.95, too_big, val=0.940)  # best, but over budget
     assert bench.found_key(res, "C") == "found:q"
     assert bench.found_key(res, "A") is None  # no search at A
     c = bench.compare(res)["C"]
     assert c["found"] == "found:q"
-    assert [r["name"] for r in c["rung"]] == ["found:p", "found:q", "found:r"]
-    assert c["rung"][1]["search_val_accuracy"] == 0.91
-    assert c["rung"][1]["final_val_accuracy"] == 0.930
+    assert [r["name"] for r in c["rows"]] == ["found:q"]
+    # a pick that is a zoo student trains, and is compared, under the zoo's name
+    res["search"]["A"] = search(("plain-w0.7-b5-k3-s1-3-none", 0.9))
+    assert bench.found_key(res, "A") == "tiny_cnn"
 
 
-def test_rung_keys_from_finalists_or_the_front_and_keys_parsed_back():
-    assert bench.rung_keys(search(("a", 0.9), ("a", 0.9), ("b", 0.8))) == ["a", "b"]
-    front = {
-        "pareto": [
-            {"candidate": k, "val_accuracy": v}
-            for k, v in (("x", 0.80), ("y", 0.95), ("z", 0.90), ("w", 0.85))
-        ]
-    }
-    assert bench.rung_keys(front) == ["y", "z", "w"]  # the 3 most accurate rows
+def test_candidate_keys_parse_back():
     from kdq_tf.search.rung import params_of
     from kdq_tf.search.space import SearchSpace
 
