@@ -28,6 +28,21 @@ def test_a_candidate_is_its_stages_with_the_average_pool_head():
     ]
 
 
+def test_a_sep_stage_is_a_depthwise_then_a_pointwise_conv():
+    from kdq_tf.models.students import count_macs
+
+    info = SimpleNamespace(input_shape=(28, 28, 1), num_classes=10)
+    stages = hw.CANDIDATES["sep14"][0]
+    assert hw.layer_string(stages) == "16-40s2-dw48-64s2-64"
+    m = hw.build(stages, info)
+    # the sep stage at 14x14: 3x3 depthwise over 40 channels, then 1x1 from 40 to 48
+    sep = 14 * 14 * (9 * 40 + 40 * 48)
+    macs = 28 * 28 * 9 * 16 + 14 * 14 * 9 * 16 * 40 + sep + 7 * 7 * 9 * (48 * 64 + 64 * 64) + 640
+    assert count_macs(m) == macs
+    kinds = [layer.__class__.__name__ for layer in m.layers]
+    assert kinds.count("DepthwiseConv2D") == 1 and kinds.count("Conv2D") == 6  # 5 + the head
+
+
 def _run(val, test, instr, exact=True):
     return {
         "val_accuracy": val,
