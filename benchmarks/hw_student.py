@@ -11,8 +11,9 @@ validation sweep chose), the one that gave "today's small_cnn".
 
 Candidates follow the profile's rules (docs/firmware.md): a narrow plain 3x3 stem (the 1-channel
 layer costs 9.2 instructions per MAC), plain 3x3 convs elsewhere (1.8-2.0 per MAC, against 8 for a
-depthwise one), channels in multiples of 8, the AVERAGE_POOL_2D head (MEAN costs 20x more), and
-capacity moved to the 7x7 stage, where a parameter costs 4x fewer MACs than at 14x14.
+depthwise one, which pays only where it replaces many MACs: sep14's at 14x14), channels in
+multiples of 8, the AVERAGE_POOL_2D head (MEAN costs 20x more), and capacity moved to the 7x7
+stage, where a parameter costs 4x fewer MACs than at 14x14.
 
 1. screen: each candidate for --screen-seeds seeds; its int8 validation accuracy and its
    measured Cortex-M4 image (CMSIS-NN: flash, RAM, instructions, bit-exact). The chosen one is
