@@ -189,10 +189,30 @@ def search_section(res: dict) -> str:
         c = (res.get("comparison") or {}).get(b) or {}
         v = c.get("verdict")
         if v:
+            rows = {row["name"]: row for row in c["rows"]}
+
+            def acc(name):
+                t = rows[name]["test_accuracy"]
+                shown = name.removeprefix("found:")
+                return f"`{shown}` {pct(t['mean'])} ± {pct(t['std'])}% (n={t['n']})"
+
+            # final once the found model and every zoo student that gets all seeds have them
+            chosen = {c["found"], *((res.get("screen") or {}).get("all_seeds") or [])}
+            seeds = min(row["seeds"] for name, row in rows.items() if name in chosen)
+            versus = (
+                f"the found {acc(c['found'])}, which is the best zoo student that fits"
+                if c["found"] == c["best_zoo"]
+                else f"the found {acc(c['found'])} against the best zoo student that fits, "
+                f"{acc(c['best_zoo'])}: {v['gain_pts']:+.2f} pts "
+                f"(two stds {v['two_stds_pts']:.2f})"
+            )
             lines.append(
-                f"Against the best zoo student that fits ({c['best_zoo']}), final schedule, test "
-                f"split, mean of seeds: {v['gain_pts']:+.2f} pts "
-                f"(two stds {v['two_stds_pts']:.2f})."
+                f"Final schedule, int8 test accuracy over seeds: {versus}"
+                + (
+                    "."
+                    if seeds >= 3
+                    else "; not final: the phase has not run every seed yet (`--resume`)."
+                )
             )
     missing = [f"the search at budget {b}" for b in ("A", "B", "C") if b not in searched]
     if not any((res.get("comparison") or {}).get(b, {}).get("verdict") for b in searched):

@@ -287,3 +287,45 @@ def test_a_rung_search_reports_its_pick_on_the_final_schedule_and_its_test_score
     del search["final_rung"], search["chosen_export"]  # a search whose rung is replayed later
     search["found"] = {"key": row["candidate"]}
     assert "(int8, search schedule)" in readme.search_section(res)
+
+
+def test_the_readme_says_whether_the_comparison_is_final():
+    """The README line names both models with their seeds, and says "not final" until the found
+    model and every zoo student that gets all seeds have them."""
+    spec = importlib.util.spec_from_file_location("readme", ROOT / "benchmarks" / "readme_table.py")
+    readme = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(readme)
+    img = image(100, 30, 10)  # fits every budget
+    row = {"candidate": "f", "val_accuracy": 0.9, "kernels": "cmsis-nn"}
+    r = {
+        "budget": {"flash": 128 * KIB, "ram": 40 * KIB},
+        **dict(trials=5, wall_time_s=600, rejected=0, pruned=0, measured=5, fit=5),
+        "found": {"key": "f"},
+        "found_figures": img,
+        "found_kernels": "cmsis-nn",
+        "found_val_accuracy": 0.9,
+        "finalists": [row],
+    }
+    res = {
+        "machine": {"cores": 2, "cpu": "EPYC"},
+        "search": {"A": r},
+        "screen": {"all_seeds": ["zoo", "close"]},
+        "final": {
+            **{f"zoo/seed{i}": run(a, img) for i, a in enumerate((0.90, 0.91, 0.92))},
+            **{f"found:f/seed{i}": run(a, img) for i, a in enumerate((0.93, 0.93, 0.93))},
+            "close/seed0": run(0.905, img),  # a contender whose later seeds have not run
+        },
+    }
+    res["comparison"] = bench.compare(res)
+    text = readme.search_section(res)
+    assert "the found `f` 93.00 ± 0.00% (n=3) against" in text
+    assert "`zoo` 91.00 ± 1.00% (n=3): +2.00 pts (two stds 1.00); not final" in text
+    res["final"].update({f"close/seed{i}": run(0.905, img) for i in (1, 2)})
+    res["comparison"] = bench.compare(res)
+    assert "(two stds 1.00)." in readme.search_section(res)
+    res["search"]["A"]["found"] = {"key": "plain-w0.7-b5-k3-s1-3-none"}  # tiny_cnn, found
+    res["final"].update({f"tiny_cnn/seed{i}": run(0.95, img) for i in range(3)})
+    res["comparison"] = bench.compare(res)
+    assert "the found `tiny_cnn` 95.00 ± 0.00% (n=3), which is the best zoo student that fits" in (
+        readme.search_section(res)
+    )
