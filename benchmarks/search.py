@@ -20,8 +20,8 @@ not run again):
    on instructions) is not trained further; the probe's figures are kept in the results.
    Each budget's found model is its search's own pick: with --rung, the best on validation of
    the search's final rung; a search recorded before the rung picked the best fitting trial on
-   validation. (An earlier version replayed the rung here on the final schedule: three more
-   trainings per budget, which told nothing the search's own rung had not.)
+   validation. (An earlier version replayed the rung here on the final schedule, T 4: three
+   more trainings per budget to repeat a choice the search had already made on validation.)
    Runs go seed by seed, so an interrupted phase has every model's first seed before any
    third one; within a seed the searches' picks go first, then the zoo, cheapest first.
    Seeds after the first go to the chosen ones only: each found model, and the zoo students
