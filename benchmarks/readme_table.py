@@ -196,9 +196,6 @@ def search_section(res: dict) -> str:
                 shown = name.removeprefix("found:")
                 return f"`{shown}` {pct(t['mean'])} ± {pct(t['std'])}% (n={t['n']})"
 
-            # final once the found model and every zoo student that gets all seeds have them
-            chosen = {c["found"], *((res.get("screen") or {}).get("all_seeds") or [])}
-            seeds = min(row["seeds"] for name, row in rows.items() if name in chosen)
             versus = (
                 f"the found {acc(c['found'])}, which is the best zoo student that fits"
                 if c["found"] == c["best_zoo"]
@@ -210,7 +207,7 @@ def search_section(res: dict) -> str:
                 f" Final schedule, int8 test accuracy over seeds: {versus}"
                 + (
                     "."
-                    if seeds >= 3
+                    if c["complete"]
                     else "; not final: the phase has not run every seed yet (`--resume`)."
                 )
             )

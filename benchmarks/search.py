@@ -77,7 +77,7 @@ def parse(argv):
     p.add_argument("--work", default=str(Path.home() / "kdq_runs" / "search_bench"))
     p.add_argument("--tflm", default=os.environ.get("TFLM_DIR"))
     p.add_argument("--time-limit", default="110m", help="per budget's search")
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=int, default=SEEDS)
     p.add_argument("--final-epochs", type=int, default=12)
     p.add_argument("--final-qat-epochs", type=int, default=2)
     p.add_argument(
@@ -214,6 +214,7 @@ def copy_plots(a, res: dict) -> None:
 
 
 RUNG = 3  # finalists per search, as kdq_tf search's --finalists default
+SEEDS = 3  # of the final phase (--seeds): a comparison is final when its chosen models have all
 
 
 def _candidate_dict(key: str) -> dict:
@@ -547,6 +548,12 @@ def compare(res: dict) -> dict:
             "found": fkey,
             "best_zoo": best["name"] if best else None,
             "verdict": verdict,
+            # final once the found model and every zoo student that gets all seeds have them
+            "complete": all(
+                r["seeds"] >= SEEDS
+                for r in rows
+                if r["name"] in {fkey, *((res.get("screen") or {}).get("all_seeds") or [])}
+            ),
         }
     return out
 
