@@ -16,10 +16,14 @@ multiples of 8, the AVERAGE_POOL_2D head (MEAN costs 20x more), and capacity mov
 stage, where a parameter costs 4x fewer MACs than at 14x14.
 
 1. screen: each candidate for --screen-seeds seeds; its int8 validation accuracy and its
-   measured Cortex-M4 image (CMSIS-NN: flash, RAM, instructions, bit-exact). The chosen one is
-   the best mean validation accuracy among those whose every image is bit-exact and within the
-   instruction limit. The test split is scored with each run and stored, but the choice reads
-   only validation, and the report shows test only for the final pair.
+   measured Cortex-M4 image (CMSIS-NN: flash, RAM, instructions, bit-exact). A candidate whose
+   every image is bit-exact and within the instruction limit, and whose mean is within
+   --screen-pts of the best such mean, is a contender: it gets --seeds seeds, the search
+   benchmark's rule for its zoo students (benchmarks/search.py), because two seeds cannot tell
+   apart candidates a tenth of a point apart. The chosen one is the contender with the best mean
+   validation accuracy over its --seeds seeds. The test split is scored with each run and
+   stored, but the choice reads only validation, and the report shows test only for the final
+   pair.
 2. final: the chosen candidate and small_cnn for --seeds seeds (runs the screen made are kept).
 
 Each student's seed 0 is also profiled per operator on the M4 (CMSIS-NN); the report sets the
@@ -280,21 +284,36 @@ def _runs_of(res: dict, name: str) -> list[dict]:
     return [r for k, r in sorted(res["runs"].items()) if k.split("/")[0] == name]
 
 
-def choose(res: dict, seeds: int) -> str | None:
-    """The candidate with the best mean validation accuracy over its first `seeds` seeds, among
-    those whose every image is bit-exact and within the instruction limit. Never reads test."""
+def _eligible_means(res: dict, seeds: int) -> dict[str, float]:
+    """Each candidate with `seeds` runs whose images are all bit-exact and within the instruction
+    limit: its mean validation accuracy over its first `seeds` seeds."""
     limit = LIMIT * BASELINE_INSTRUCTIONS
-    best = None
+    out = {}
     for name in CANDIDATES:
-        runs = _runs_of(res, name)[:seeds]  # the screen's seeds, whatever the final adds
-        if len(runs) < seeds or not all(
+        runs = _runs_of(res, name)[:seeds]
+        if len(runs) == seeds and all(
             r["image"]["exact"] and (r["image"]["instructions"] or limit + 1) <= limit for r in runs
         ):
-            continue
-        val = sum(r["val_accuracy"] for r in runs) / seeds
-        if best is None or val > best[0]:
-            best = (val, name)
-    return best[1] if best else None
+            out[name] = sum(r["val_accuracy"] for r in runs) / seeds
+    return out
+
+
+def contenders(res: dict, screen_seeds: int, pts: float) -> list[str]:
+    """The candidates within `pts` points of the best mean validation accuracy over the screen's
+    seeds, among those within the limit and bit-exact. Never reads test."""
+    means = _eligible_means(res, screen_seeds)
+    top = max(means.values(), default=None)
+    return [n for n, v in means.items() if v >= top - pts / 100]
+
+
+def choose(res: dict, screen_seeds: int, seeds: int, pts: float) -> str | None:
+    """The contender with the best mean validation accuracy over its first `seeds` seeds; None
+    while a contender lacks them. Never reads test."""
+    names = contenders(res, screen_seeds, pts)
+    means = _eligible_means(res, seeds)
+    if not names or any(n not in means for n in names):
+        return None
+    return max(names, key=lambda n: means[n])
 
 
 def _minstr(n) -> str:
@@ -306,7 +325,7 @@ def _stats(runs: list[dict], field: str) -> dict:
 
 
 def markdown(res: dict) -> str:
-    st = res["schedule"]
+    st, scr = res["schedule"], res["screen"]
     lines = [
         "# A hardware-aware student for the Cortex-M4 (CMSIS-NN)",
         "",
@@ -317,8 +336,8 @@ def markdown(res: dict) -> str:
         "",
         "## Screen (validation split)",
         "",
-        f"| candidate | layers | val int8, the screen's {res['screen_seeds']} seeds (chooses) | "
-        "val int8, every seed | instructions | flash | RAM | exact |",
+        f"| candidate | layers | val int8, the screen's {scr['seeds']} seeds | val int8, every "
+        f"seed (a contender's {scr['final_seeds']} choose) | instructions | flash | RAM | exact |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for name in (*CANDIDATES, BASELINE):
@@ -326,7 +345,8 @@ def markdown(res: dict) -> str:
         if not runs:
             continue
         v, img = _stats(runs, "val_accuracy"), runs[0]["image"]
-        screen = _stats(runs[: res["screen_seeds"]], "val_accuracy")["mean"]
+        screen = _stats(runs[: scr["seeds"]], "val_accuracy")["mean"]
+        mark = " (contender)" if name in scr["contenders"] else ""
         exact = "yes" if all(r["image"]["exact"] for r in runs) else "no"
         layers = (
             layer_string(CANDIDATES[name][0])
@@ -334,13 +354,18 @@ def markdown(res: dict) -> str:
             else "24-48s2-48-64s2-64 (MEAN head)"
         )
         lines.append(
-            f"| {name} | {layers} | {100 * screen:.2f}% | "
+            f"| {name} | {layers} | {100 * screen:.2f}%{mark} | "
             f"{100 * v['mean']:.2f} ± {100 * v['std']:.2f}% (n={v['n']}) | "
             f"{_minstr(img['instructions'])} | {fmt_bytes(img['flash'])} | "
             f"{fmt_bytes(img['ram'])} | {exact} |"
         )
     chosen = res.get("chosen")
-    lines += ["", f"Chosen on validation: {chosen or 'none yet'}."]
+    lines += [
+        "",
+        f"Contenders: within {scr['pts']:g} pt of the best mean over the screen's seeds, within "
+        f"the limit and bit-exact; each gets {scr['final_seeds']} seeds. "
+        f"Chosen on validation: {chosen or 'none yet'}.",
+    ]
     if chosen:
         lines += ["", f"- {chosen}: {CANDIDATES[chosen][1]}."]
     prof = _profile_of(res, chosen)
@@ -379,6 +404,20 @@ def markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _note_screen(a, res: dict) -> None:
+    """What the choice reads, and the choice so far, for the report."""
+    res.pop("screen_seeds", None)  # an older report's field: res["screen"] holds it now
+    res["screen"] = {
+        "seeds": a.screen_seeds,
+        "pts": a.screen_pts,
+        "final_seeds": a.seeds,
+        "contenders": contenders(res, a.screen_seeds, a.screen_pts),
+    }
+    res["chosen"] = choose(res, a.screen_seeds, a.seeds, a.screen_pts)
+    if not res["chosen"] or (res.get("final") or {}).get("student") != res["chosen"]:
+        res.pop("final", None)  # a final of another choice: the final phase scores this one
+
+
 def _save(res: dict) -> None:
     files.write_json(RESULTS / "hw_student.json", portable(res))
     files.write_text(RESULTS / "hw_student.md", markdown(res))
@@ -396,6 +435,12 @@ def main(argv=None) -> dict:
     p.add_argument("--tflm", default=os.environ.get("TFLM_DIR"))
     p.add_argument("--screen-seeds", type=int, default=2)
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument(
+        "--screen-pts",
+        type=float,
+        default=0.5,
+        help="candidates this far below the best screen mean get --seeds seeds (contenders)",
+    )
     p.add_argument("--only", help="screen only these candidates (comma-separated)")
     p.add_argument("--limit", type=int, help="a slice, for trying the script")
     p.add_argument("--resume", action="store_true")
@@ -417,6 +462,7 @@ def main(argv=None) -> dict:
     res.setdefault("runs", {})
     res.update(machine=machine(), schedule=vars(sched), limit=a.limit)
     res["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    _note_screen(a, res)  # each run's report reads it
     if a.phase == "screen":
         names = a.only or list(CANDIDATES)
         for seed in range(a.screen_seeds):  # every candidate's seed 0 before any seed 1
@@ -424,10 +470,15 @@ def main(argv=None) -> dict:
                 run_one(a, res, sched, name, seed)
                 if seed == 0:
                     profile_seed0(a, res, name)
-    res["chosen"] = choose(res, a.screen_seeds)
-    res["screen_seeds"] = a.screen_seeds  # the seeds the choice read, for the report
+        for seed in range(a.screen_seeds, a.seeds):  # the contenders' further seeds
+            for name in contenders(res, a.screen_seeds, a.screen_pts):
+                if name in names:
+                    run_one(a, res, sched, name, seed)
+    _note_screen(a, res)
     if a.phase == "final":
-        unscreened = [n for n in CANDIDATES if len(_runs_of(res, n)) < a.screen_seeds]
+        unscreened = [n for n in CANDIDATES if len(_runs_of(res, n)) < a.screen_seeds] + [
+            n for n in res["screen"]["contenders"] if len(_runs_of(res, n)) < a.seeds
+        ]
         if unscreened or not res["chosen"]:
             raise SystemExit(
                 f"the screen is not done ({', '.join(unscreened) or 'nothing within the limit'}): "
@@ -443,6 +494,7 @@ def main(argv=None) -> dict:
             for n in (res["chosen"], BASELINE)
         }
         res["final"] = {
+            "student": res["chosen"],
             "seeds": a.seeds,
             "gap_pts": 100 * (t[res["chosen"]]["mean"] - t[BASELINE]["mean"]),
         }

@@ -66,10 +66,32 @@ def test_the_choice_reads_validation_and_the_limit_never_test():
             f"{d}/seed1": _run(0.960, 0.96, limit - 1),
         }
     }
-    assert hw.choose(res, 2) == a
+    assert hw.choose(res, 2, 2, 0.5) == a
     del res["runs"][f"{a}/seed1"]  # a candidate short of its screen seeds is not chosen yet
-    assert hw.choose(res, 2) == b
-    assert hw.choose({"runs": {}}, 2) is None
+    assert hw.choose(res, 2, 2, 0.5) == b
+    assert hw.choose({"runs": {}}, 2, 3, 0.5) is None
+
+
+def test_contenders_within_the_points_get_every_seed_before_the_choice():
+    limit = hw.LIMIT * hw.BASELINE_INSTRUCTIONS
+    a, b, c = list(hw.CANDIDATES)[:3]
+    res = {
+        "runs": {
+            f"{a}/seed0": _run(0.935, 0.90, limit - 1),  # screen mean 93.50: the best
+            f"{a}/seed1": _run(0.935, 0.90, limit - 1),
+            f"{b}/seed0": _run(0.932, 0.99, limit - 1),  # 93.10: within 0.5 pt
+            f"{b}/seed1": _run(0.930, 0.99, limit - 1),
+            f"{c}/seed0": _run(0.929, 0.99, limit - 1),  # 92.95: 0.55 pt below, out
+            f"{c}/seed1": _run(0.930, 0.99, limit - 1),
+        }
+    }
+    assert hw.contenders(res, 2, 0.5) == [a, b]
+    assert hw.choose(res, 2, 3, 0.5) is None  # the contenders' third seeds are due
+    res["runs"][f"{a}/seed2"] = _run(0.920, 0.99, limit - 1)  # 3-seed mean 93.00
+    assert hw.choose(res, 2, 3, 0.5) is None  # b's is still due
+    res["runs"][f"{b}/seed2"] = _run(0.934, 0.80, limit - 1)  # 3-seed mean 93.20
+    assert hw.choose(res, 2, 3, 0.5) == b  # the 3-seed means decide, not the screen's
+    assert hw.choose(res, 2, 3, 0.1) == a  # b is no contender within 0.1 pt
 
 
 def _op(out_shape, macs, instructions):
