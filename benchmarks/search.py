@@ -695,7 +695,8 @@ def markdown(res: dict) -> str:
             lines += [
                 "",
                 f"Found vs best zoo ({c['best_zoo']}): {v['gain_pts']:+.2f} pts "
-                f"(two stds {v['two_stds_pts']:.2f}).",
+                f"(two stds {v['two_stds_pts']:.2f})"
+                + ("." if c["complete"] else "; not final: seeds are still due (`--resume`)."),
             ]
         lines.append("")
     return "\n".join(lines) + "\n"

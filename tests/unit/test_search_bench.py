@@ -309,7 +309,7 @@ def test_the_readme_says_whether_the_comparison_is_final():
     res = {
         "machine": {"cores": 2, "cpu": "EPYC"},
         "search": {"A": r},
-        "screen": {"all_seeds": ["zoo", "close"]},
+        "screen": {"pts": 0.5, "all_seeds": ["zoo", "close"]},
         "final": {
             **{f"zoo/seed{i}": run(a, img) for i, a in enumerate((0.90, 0.91, 0.92))},
             **{f"found:f/seed{i}": run(a, img) for i, a in enumerate((0.93, 0.93, 0.93))},
@@ -320,9 +320,11 @@ def test_the_readme_says_whether_the_comparison_is_final():
     text = readme.search_section(res)
     assert "the found `f` 93.00 ± 0.00% (n=3) against" in text
     assert "`zoo` 91.00 ± 1.00% (n=3): +2.00 pts (two stds 1.00); not final" in text
+    assert "Found vs best zoo (zoo): +2.00 pts (two stds 1.00); not final" in bench.markdown(res)
     res["final"].update({f"close/seed{i}": run(0.905, img) for i in (1, 2)})
     res["comparison"] = bench.compare(res)
     assert "(two stds 1.00)." in readme.search_section(res)
+    assert "Found vs best zoo (zoo): +2.00 pts (two stds 1.00)." in bench.markdown(res)
     res["search"]["A"]["found"] = {"key": "plain-w0.7-b5-k3-s1-3-none"}  # tiny_cnn, found
     res["final"].update({f"tiny_cnn/seed{i}": run(0.95, img) for i in range(3)})
     res["comparison"] = bench.compare(res)
