@@ -73,8 +73,9 @@ BASELINE_INSTRUCTIONS = _m4_instructions(BASELINE)
 LIMIT = 0.6  # of the baseline's instructions
 KERNELS = "cmsis-nn"
 
-# name -> (stages, what it tries). A stage is (channels, stride), a plain 3x3 conv-BN-ReLU, or
-# (channels, stride, "sep"), a depthwise-separable block (see build).
+# name -> (stages, what it tries). A stage is (channels, stride), a plain 3x3 conv-BN-ReLU;
+# (channels, stride, "sep"), a depthwise-separable block; or (channels, 1, "res"), two 3x3
+# convs with an identity shortcut (see build).
 CANDIDATES = {
     "searchC": (
         ((16, 1), (40, 2), (48, 2), (48, 1), (48, 1)),
@@ -109,30 +110,52 @@ CANDIDATES = {
         ((16, 1), (40, 2), (56, 2), (56, 1), (56, 1)),
         "searchC with 56 channels at 7x7 instead of 48",
     ),
+    "resC": (
+        ((16, 1), (40, 2), (56, 2), (56, 1, "res")),
+        "wideC with an identity shortcut around its last two 7x7 convs, as resnet8's stacks "
+        "have (resnet8 was the best zoo student on validation at the search benchmark's budget "
+        "B); the ADD costs a few instructions per element of a 7x7x56 map",
+    ),
 }
 
 
 def build(stages, info):
     """A candidate as a Keras model of the zoo's blocks, with the AVERAGE_POOL_2D head. A stage
     (channels, stride) is a 3x3 conv; (channels, stride, "sep") a depthwise-separable block,
-    ds_cnn's: 3x3 depthwise, then a 1x1 conv."""
+    ds_cnn's: 3x3 depthwise, then a 1x1 conv; (channels, 1, "res") resnet8's residual pair
+    without its projection: conv-BN-ReLU, conv-BN, added to its input, then ReLU."""
     from kdq_tf._keras import keras
     from kdq_tf.models.students import conv_bn_relu, depthwise_bn_relu, gap_head
 
+    L = keras.layers
     inputs = keras.Input(tuple(info.input_shape), name="image")
     x = inputs
-    for i, (ch, stride, *sep) in enumerate(stages):
-        if sep:
-            x = depthwise_bn_relu(x, stride, name=f"b{i + 1}")
-            x = conv_bn_relu(x, ch, kernel=1, name=f"b{i + 1}_pw")
+    for i, (ch, stride, *kind) in enumerate(stages):
+        name = f"b{i + 1}"
+        if kind == ["sep"]:
+            x = depthwise_bn_relu(x, stride, name=name)
+            x = conv_bn_relu(x, ch, kernel=1, name=f"{name}_pw")
+        elif kind == ["res"]:
+            if stride != 1 or x.shape[-1] != ch:
+                raise ValueError(f"{name}: a res stage keeps its input's shape, got {ch}/{stride}")
+            y = conv_bn_relu(x, ch, name=f"{name}_a")
+            y = L.Conv2D(ch, 3, padding="same", use_bias=False, name=f"{name}_b_conv")(y)
+            y = L.BatchNormalization(momentum=0.9, name=f"{name}_b_bn")(y)  # the zoo's BN
+            x = L.ReLU(name=f"{name}_relu")(L.Add(name=f"{name}_add")([x, y]))
         else:
-            x = conv_bn_relu(x, ch, stride=stride, name=f"b{i + 1}")
+            x = conv_bn_relu(x, ch, stride=stride, name=name)
     return keras.Model(inputs, gap_head(x, info.num_classes, pool="avg"), name="hw_student")
 
 
 def layer_string(stages) -> str:
-    """A candidate's layers in the report: "16-40s2-dw48-64s2-64" (dw: depthwise-separable)."""
-    return "-".join(f"{'dw' if sep else ''}{c}{'s2' if s == 2 else ''}" for c, s, *sep in stages)
+    """A candidate's layers in the report: "16-40s2-dw48-64s2-64" (dw: depthwise-separable),
+    "56-(56-56)" (a residual pair of 56-channel convs)."""
+
+    def one(c, s, *kind):
+        text = f"{'dw' if kind == ('sep',) else ''}{c}{'s2' if s == 2 else ''}"
+        return f"({c}-{c})" if kind == ("res",) else text
+
+    return "-".join(one(*stage) for stage in stages)
 
 
 def builder(name: str):

@@ -4,6 +4,7 @@ validation accuracy and the instruction limit."""
 import importlib.util
 from types import SimpleNamespace
 
+import pytest
 from conftest import ROOT
 
 spec = importlib.util.spec_from_file_location("hw_student", ROOT / "benchmarks" / "hw_student.py")
@@ -41,6 +42,22 @@ def test_a_sep_stage_is_a_depthwise_then_a_pointwise_conv():
     assert count_macs(m) == macs
     kinds = [layer.__class__.__name__ for layer in m.layers]
     assert kinds.count("DepthwiseConv2D") == 1 and kinds.count("Conv2D") == 6  # 5 + the head
+
+
+def test_a_res_stage_is_two_convs_added_to_their_input():
+    from kdq_tf.models.students import count_macs
+
+    info = SimpleNamespace(input_shape=(28, 28, 1), num_classes=10)
+    stages = hw.CANDIDATES["resC"][0]
+    assert hw.layer_string(stages) == "16-40s2-56s2-(56-56)"
+    m = hw.build(stages, info)
+    # wideC's MACs: the pair is two 3x3 56->56 convs at 7x7; the ADD has no MACs
+    macs = 28 * 28 * 9 * 16 + 14 * 14 * 9 * 16 * 40 + 7 * 7 * 9 * (40 * 56 + 2 * 56 * 56) + 560
+    assert count_macs(m) == macs
+    add = m.get_layer("b4_add")
+    assert [t.name.split("/")[0] for t in add.input] == ["b3_relu", "b4_b_bn"]  # the shortcut
+    with pytest.raises(ValueError, match="keeps its input's shape"):
+        hw.build(((16, 1), (32, 1, "res")), info)
 
 
 def _run(val, test, instr, exact=True):
