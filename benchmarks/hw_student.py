@@ -114,7 +114,7 @@ CANDIDATES = {
         ((16, 1), (40, 2), (56, 2), (56, 1, "res")),
         "wideC with an identity shortcut around its last two 7x7 convs, as resnet8's stacks "
         "have (resnet8 was the best zoo student on validation at the search benchmark's budget "
-        "B); the ADD costs a few instructions per element of a 7x7x56 map",
+        "B). Measured: its ADD takes 0.22 M instructions, 81 per element of the 7x7x56 map",
     ),
 }
 

@@ -87,6 +87,8 @@ def fast_cnn(input_shape, num_classes: int) -> keras.Model:
       at the high-resolution stage (14x14 here: 7.4 M instructions down to 1.7 M), and plain
       3x3 convs stay at the 7x7 stage, where they are cheap and carry most of the capacity;
     - the head pools with AVERAGE_POOL_2D, not MEAN (0.02 M instructions against 0.41 M);
+    - a residual shortcut is not free: an int8 ADD takes about 81 instructions per element
+      (0.22 M over a 7x7x56 map, as much as 120k MACs of 3x3 conv; hw_student's resC);
     - channel counts are multiples of 8, which CMSIS-NN's kernels handle in whole blocks.
     """
     inputs = keras.Input(input_shape, name="image")
