@@ -11,6 +11,7 @@ rows) live only in benchmarks/results/<name>.md, which each block links.
 """
 
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -219,7 +220,7 @@ def search_section(res: dict) -> str:
     return "\n\n".join(lines)
 
 
-def device_section(res: dict) -> str:
+def device_section(res: dict, hw_student: dict | None = None) -> str:
     """One row per zoo student: instructions per inference on each core with CMSIS-NN (the M4
     also with the reference kernels), the M4 image's flash and RAM, and whether every build was
     bit-exact; then the profile's one-line summary."""
@@ -257,7 +258,46 @@ def device_section(res: dict) -> str:
             f"({100 * (top['share'] or 0):.1f}%{per_mac}); table and chart: "
             f"[benchmarks/results/profile_{p['model']}.md](benchmarks/results/profile_{p['model']}.md)."
         )
+    hw = hw_sentence(hw_student) if hw_student else None
+    if hw:  # the same paragraph: the README keeps to its 200 lines
+        tail = [" ".join([*tail, hw])]
     return "\n".join(rows) + ("\n\n" + "\n".join(tail) if tail else "")
+
+
+def hw_sentence(hw: dict) -> str | None:
+    """benchmarks/hw_student.py's result in a sentence: the chosen student's instructions and
+    its int8 test accuracy against small_cnn's, and on the confirmation's fresh seeds."""
+    fin, name = hw.get("final"), hw.get("chosen")
+    if not fin or fin.get("student") != name:
+        return None
+
+    def acc(student, seeds):
+        runs = sorted(
+            (int(k.split("/seed")[1]), r["test_accuracy"])
+            for k, r in hw["runs"].items()
+            if k.split("/")[0] == student
+        )
+        v = [a for s, a in runs if s in seeds]
+        std = statistics.stdev(v) if len(v) > 1 else 0.0  # the benchmarks' std (ddof 1)
+        return f"{100 * statistics.mean(v):.2f} ± {100 * std:.2f}% (n={len(v)})"
+
+    instr = {k.split("/")[0]: r["image"]["instructions"] for k, r in hw["runs"].items()}
+    first = range(fin["seeds"])
+    text = (
+        f"A hardware-aware student, {name}, chosen on validation among candidates built by the "
+        f"profile's rules, takes {instr[name] / 1e6:.2f} M instructions on the M4 with CMSIS-NN "
+        f"({instr[name] / instr['small_cnn']:.2f}x small_cnn's) at {acc(name, first)} int8 test "
+        f"accuracy against small_cnn's {acc('small_cnn', first)} on the same schedule "
+        f"({fin['gap_pts']:+.2f} pt)"
+    )
+    conf = hw.get("confirm")
+    if conf and conf.get("student") == name:
+        seeds = conf["seeds"]
+        text += (
+            f"; on fresh seeds {seeds[0]}-{seeds[-1]}, which no choice read: "
+            f"{acc(name, seeds)} against {acc('small_cnn', seeds)} ({conf['gap_pts']:+.2f} pt)"
+        )
+    return text + ": [benchmarks/results/hw_student.md](benchmarks/results/hw_student.md)."
 
 
 def replace_block(text: str, key: str, body: str, note: str) -> str:
@@ -280,8 +320,13 @@ def main(name: str = "full") -> None:
         f"`benchmarks/results/{name}.json`; all tables: "
         f"[benchmarks/results/{name}.md](benchmarks/results/{name}.md)._"
     )
-    if name == "device_zoo":
-        readme.write_text(replace_block(readme.read_text(), "device", device_section(res), note))
+    if name == "device_zoo":  # with benchmarks/hw_student.py's student, where it has run
+        hw_path = results / "hw_student.json"
+        hw = json.loads(hw_path.read_text()) if hw_path.is_file() else None
+        if hw and hw_sentence(hw):
+            note = note.replace("`;", "` and `benchmarks/results/hw_student.json`;", 1)
+        body = device_section(res, hw)
+        readme.write_text(replace_block(readme.read_text(), "device", body, note))
         return
     if name == "search":
         readme.write_text(replace_block(readme.read_text(), "search", search_section(res), note))

@@ -161,3 +161,35 @@ def test_the_savings_are_grouped_by_the_resolution_each_operator_writes():
     assert [c.strip() for c in rows["head"]][-2:] == ["0.45 M", "6%"]
     assert [c.strip() for c in rows["all operators"]][-2:] == ["7.05 M", ""]
     assert list(rows) == ["28x28", "14x14", "7x7", "head", "all operators"]  # largest maps first
+
+
+def test_the_readme_sentence_reads_the_final_and_the_fresh_seeds():
+    spec = importlib.util.spec_from_file_location("readme", ROOT / "benchmarks" / "readme_table.py")
+    readme = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(readme)
+    acc = {"deep7": (0.93, 0.932, 0.934, 0.92, 0.94), "small_cnn": (0.93, 0.93, 0.93, 0.94, 0.94)}
+    runs = {
+        f"{name}/seed{i}": _run(0.9, a, 11_000_000 if name == "deep7" else 20_000_000)
+        for name, values in acc.items()
+        for i, a in enumerate(values)
+    }
+    hw = {
+        "chosen": "deep7",
+        "runs": runs,
+        "final": {"student": "deep7", "seeds": 3, "gap_pts": 0.2},
+    }
+    text = readme.hw_sentence(hw)
+    # seeds 0-2: deep7 93.20 ± 0.20 (stdev of 93.0, 93.2, 93.4), small_cnn 93.00 ± 0.00
+    assert "takes 11.00 M instructions on the M4 with CMSIS-NN (0.55x small_cnn's)" in text
+    assert (
+        "at 93.20 ± 0.20% (n=3) int8 test accuracy against small_cnn's 93.00 ± 0.00% (n=3)" in text
+    )
+    assert "fresh" not in text
+    hw["confirm"] = {"student": "deep7", "seeds": [3, 4], "gap_pts": -1.0}
+    # seeds 3-4: deep7 93.00 ± 1.41 (stdev of 92, 94), small_cnn 94.00 ± 0.00
+    assert (
+        "on fresh seeds 3-4, which no choice read: 93.00 ± 1.41% (n=2) against "
+        "94.00 ± 0.00% (n=2) (-1.00 pt)" in readme.hw_sentence(hw)
+    )
+    hw["final"]["student"] = "searchC"  # a final of another choice: no sentence
+    assert readme.hw_sentence(hw) is None
