@@ -1,7 +1,8 @@
 """A hardware-aware student for the Cortex-M4 with CMSIS-NN (issue "Close to the metal").
 
-    python benchmarks/hw_student.py --phase screen --resume  # each candidate, 2 seeds, val only
-    python benchmarks/hw_student.py --phase final --resume   # the chosen one and small_cnn
+    python benchmarks/hw_student.py --phase screen --resume   # 2 seeds each, 3 for contenders
+    python benchmarks/hw_student.py --phase final --resume    # the chosen one and small_cnn
+    python benchmarks/hw_student.py --phase confirm --resume  # both again, on fresh seeds
 
 The target: at most 0.6x small_cnn's instructions per inference on the M4 with CMSIS-NN
 (11.4 M), and int8 test accuracy within 0.2 pt of small_cnn's, mean of 3 seeds, both distilled
