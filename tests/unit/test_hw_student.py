@@ -193,3 +193,33 @@ def test_the_readme_sentence_reads_the_final_and_the_fresh_seeds():
     )
     hw["final"]["student"] = "searchC"  # a final of another choice: no sentence
     assert readme.hw_sentence(hw) is None
+
+
+def test_confirm_runs_fresh_seeds_in_pairs_and_gaps_only_over_them(monkeypatch):
+    limit = hw.LIMIT * hw.BASELINE_INSTRUCTIONS
+    base = hw.BASELINE
+    test = {("deep7", 2): 0.93, (base, 2): 0.92, ("deep7", 3): 0.95, (base, 3): 0.93}
+    ran = []
+
+    def fake_run(a, res, sched, name, seed):
+        ran.append((name, seed))
+        res["runs"][f"{name}/seed{seed}"] = _run(0.9, test[name, seed], limit - 1)
+
+    monkeypatch.setattr(hw, "run_one", fake_run)
+    monkeypatch.setattr(hw, "_save", lambda res: None)
+    res = {
+        "chosen": "deep7",
+        "runs": {  # seeds 0-1, the final's: deep7 at 90%, small_cnn at 94%
+            **{f"deep7/seed{i}": _run(0.9, 0.90, limit - 1) for i in range(2)},
+            **{f"{base}/seed{i}": _run(0.9, 0.94, limit - 1) for i in range(2)},
+        },
+    }
+    hw.confirm(SimpleNamespace(seeds=2), res, None)
+    # with --seeds 2 the fresh seeds are 2 and 3, each run by both before the next
+    assert ran == [("deep7", 2), (base, 2), ("deep7", 3), (base, 3)]
+    c = res["confirm"]
+    assert c["student"] == "deep7" and c["seeds"] == [2, 3]
+    # fresh: deep7 (93 + 95) / 2 = 94.0 against (92 + 93) / 2 = 92.5
+    assert c["gap_pts"] == pytest.approx(1.5)
+    # every seed: deep7 (90 + 90 + 93 + 95) / 4 = 92.0 against (94 + 94 + 92 + 93) / 4 = 93.25
+    assert c["gap_all_pts"] == pytest.approx(-1.25)
