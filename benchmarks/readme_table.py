@@ -11,7 +11,6 @@ rows) live only in benchmarks/results/<name>.md, which each block links.
 """
 
 import json
-import statistics
 import sys
 from pathlib import Path
 
@@ -271,23 +270,15 @@ def hw_sentence(hw: dict) -> str | None:
     if not fin or fin.get("student") != name:
         return None
 
-    def acc(student, seeds):
-        runs = sorted(
-            (int(k.split("/seed")[1]), r["test_accuracy"])
-            for k, r in hw["runs"].items()
-            if k.split("/")[0] == student
-        )
-        v = [a for s, a in runs if s in seeds]
-        std = statistics.stdev(v) if len(v) > 1 else 0.0  # the benchmarks' std (ddof 1)
-        return f"{100 * statistics.mean(v):.2f} ± {100 * std:.2f}% (n={len(v)})"
+    def acc(t: dict) -> str:  # hw_student.py's stats of a student's test accuracy
+        return f"{100 * t['mean']:.2f} ± {100 * t['std']:.2f}% (n={t['n']})"
 
     instr = {k.split("/")[0]: r["image"]["instructions"] for k, r in hw["runs"].items()}
-    first = range(fin["seeds"])
     text = (
         f"A hardware-aware student, {name}, chosen on validation among candidates built by the "
         f"profile's rules, takes {instr[name] / 1e6:.2f} M instructions on the M4 with CMSIS-NN "
-        f"({instr[name] / instr['small_cnn']:.2f}x small_cnn's) at {acc(name, first)} int8 test "
-        f"accuracy against small_cnn's {acc('small_cnn', first)} on the same schedule "
+        f"({instr[name] / instr['small_cnn']:.2f}x small_cnn's) at {acc(fin['test'][name])} int8 "
+        f"test accuracy against small_cnn's {acc(fin['test']['small_cnn'])} on the same schedule "
         f"({fin['gap_pts']:+.2f} pt)"
     )
     conf = hw.get("confirm")
@@ -295,7 +286,8 @@ def hw_sentence(hw: dict) -> str | None:
         seeds = conf["seeds"]
         text += (
             f"; on fresh seeds {seeds[0]}-{seeds[-1]}, which no choice read: "
-            f"{acc(name, seeds)} against {acc('small_cnn', seeds)} ({conf['gap_pts']:+.2f} pt)"
+            f"{acc(conf['test'][name])} against {acc(conf['test']['small_cnn'])} "
+            f"({conf['gap_pts']:+.2f} pt)"
         )
     return text + ": [benchmarks/results/hw_student.md](benchmarks/results/hw_student.md)."
 

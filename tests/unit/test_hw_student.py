@@ -173,26 +173,30 @@ def test_the_readme_sentence_reads_the_final_and_the_fresh_seeds():
         for name, values in acc.items()
         for i, a in enumerate(values)
     }
-    hw = {
+
+    def test(seeds):  # what hw_student.py stores with its final and its confirmation
+        return {n: hw._stats(hw._runs_of({"runs": runs}, n, seeds), "test_accuracy") for n in acc}
+
+    res = {
         "chosen": "deep7",
         "runs": runs,
-        "final": {"student": "deep7", "seeds": 3, "gap_pts": 0.2},
+        "final": {"student": "deep7", "seeds": 3, "test": test(range(3)), "gap_pts": 0.2},
     }
-    text = readme.hw_sentence(hw)
+    text = readme.hw_sentence(res)
     # seeds 0-2: deep7 93.20 ± 0.20 (stdev of 93.0, 93.2, 93.4), small_cnn 93.00 ± 0.00
     assert "takes 11.00 M instructions on the M4 with CMSIS-NN (0.55x small_cnn's)" in text
     assert (
         "at 93.20 ± 0.20% (n=3) int8 test accuracy against small_cnn's 93.00 ± 0.00% (n=3)" in text
     )
     assert "fresh" not in text
-    hw["confirm"] = {"student": "deep7", "seeds": [3, 4], "gap_pts": -1.0}
+    res["confirm"] = {"student": "deep7", "seeds": [3, 4], "test": test([3, 4]), "gap_pts": -1.0}
     # seeds 3-4: deep7 93.00 ± 1.41 (stdev of 92, 94), small_cnn 94.00 ± 0.00
     assert (
         "on fresh seeds 3-4, which no choice read: 93.00 ± 1.41% (n=2) against "
-        "94.00 ± 0.00% (n=2) (-1.00 pt)" in readme.hw_sentence(hw)
+        "94.00 ± 0.00% (n=2) (-1.00 pt)" in readme.hw_sentence(res)
     )
-    hw["final"]["student"] = "searchC"  # a final of another choice: no sentence
-    assert readme.hw_sentence(hw) is None
+    res["final"]["student"] = "searchC"  # a final of another choice: no sentence
+    assert readme.hw_sentence(res) is None
 
 
 def test_confirm_runs_fresh_seeds_in_pairs_and_gaps_only_over_them(monkeypatch):
