@@ -306,6 +306,7 @@ def main(argv=None) -> dict:
     res.setdefault("machine", machine())
     base = schedule(json.loads((RESULTS / "full.json").read_text()))
     res["schedule"] = res.get("chosen") or base
+    res["seeds"] = a.seeds
     res.setdefault("runs", {})
     parts = ("select", "sizes", "losses") if a.part == "all" else (a.part,)
 

@@ -4,6 +4,7 @@
     python benchmarks/readme_table.py flash    # "Smaller than int8" (benchmarks/flash.py)
     python benchmarks/readme_table.py search   # "What fits my device?" (benchmarks/search.py)
     python benchmarks/readme_table.py device_zoo  # "On the device" (benchmarks/device.py --zoo)
+    python benchmarks/readme_table.py kd_study  # "Does distillation help?" by size and soft loss
 
 The README blocks are generated from benchmarks/results/<name>.json/.md; no figure in them is
 typed by hand. They stay short: the long tables (settings, sweeps, guidance modes, per-seed
@@ -21,6 +22,7 @@ BLOCKS = {
     "flash": ("<!-- flash:begin -->", "<!-- flash:end -->"),
     "search": ("<!-- search:begin -->", "<!-- search:end -->"),
     "device": ("<!-- device:begin -->", "<!-- device:end -->"),
+    "kd_study": ("<!-- kd_study:begin -->", "<!-- kd_study:end -->"),
 }
 # The sections of <name>.md that the README's "Results" block shows; the others stay in the file.
 # (Its "On the device" table is one student on the M4; the README's device block has the zoo.)
@@ -292,6 +294,65 @@ def hw_sentence(hw: dict) -> str | None:
     return text + ": [benchmarks/results/hw_student.md](benchmarks/results/hw_student.md)."
 
 
+def kd_study_section(res: dict) -> str:
+    """benchmarks/kd_study.py's tables: the KD gain at each student size, the soft losses on
+    small_cnn, and the issue's targets; a row with fewer seeds than the study runs says so."""
+    s, summ, seeds = res["schedule"], res.get("summary", {}), res.get("seeds", 3)
+
+    def acc(ms: dict) -> str:
+        return f"{pct(ms['mean'])} ± {pct(ms['std'])}%" + (
+            f" (n={ms['n']} of {seeds}, not final)" if ms["n"] < seeds else ""
+        )
+
+    where = "chosen on validation" if res.get("chosen") else "make bench's"
+    lines = [
+        f"By student size, from the same teacher ({where} schedule: {s['epochs']} + "
+        f"{s['qat_epochs']} QAT epochs, T {s['temperature']:g}, lambda {s['lam']:g}, "
+        f"{s['views']} cached views; int8 test accuracy on LiteRT, {seeds} seeds; "
+        "[plot](benchmarks/results/kd_study_sizes.png)):",
+        "",
+        "| student | params | scratch + QAT | distilled + QAT | KD gain | two stds |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in summ.get("sizes", []):
+        verdict = "" if r["beats_noise"] else " (within the noise)" if r["gain_pts"] > 0 else ""
+        lines.append(
+            f"| {r['student']} | {r['params']:,} | {acc(r['scratch_int8'])} | "
+            f"{acc(r['distilled_int8'])} | {r['gain_pts']:+.2f} pt{verdict} | "
+            f"{r['two_stds_pts']:.2f} pt |"
+        )
+    if not summ.get("sizes"):
+        lines.append("| (no student has finished yet) | | | | | |")
+    tail = []
+    if summ.get("losses"):
+        tail.append(
+            "Soft loss on small_cnn: "
+            + ", ".join(
+                f"{r['loss'].upper()} {acc(r['distilled_int8'])}"
+                + (
+                    ""
+                    if r["loss"] == "kl" or r["vs_kl_pts"] is None
+                    else f" ({r['vs_kl_pts']:+.2f} pt)"
+                )
+                for r in summ["losses"]
+            )
+            + "."
+        )
+    targets = [r for r in summ.get("sizes", []) if "target" in r]
+    if targets:
+        tail.append(
+            "Targets (int8 test, mean of 3 seeds): "
+            + "; ".join(
+                f"{r['student']} {100 * r['target']:.1f}% "
+                f"{'met' if r['target_met'] else 'not met'} ({pct(r['distilled_int8']['mean'])}%"
+                + (", not final)" if r["distilled_int8"]["n"] < seeds else ")")
+                for r in targets
+            )
+            + "."
+        )
+    return "\n".join(lines) + ("\n\n" + " ".join(tail) if tail else "")
+
+
 def replace_block(text: str, key: str, body: str, note: str) -> str:
     begin, end = BLOCKS[key]
     if begin not in text or end not in text:
@@ -319,6 +380,10 @@ def main(name: str = "full") -> None:
             note = note.replace("`;", "` and `benchmarks/results/hw_student.json`;", 1)
         body = device_section(res, hw)
         readme.write_text(replace_block(readme.read_text(), "device", body, note))
+        return
+    if name == "kd_study":
+        body = kd_study_section(res)
+        readme.write_text(replace_block(readme.read_text(), "kd_study", body, note))
         return
     if name == "search":
         readme.write_text(replace_block(readme.read_text(), "search", search_section(res), note))
