@@ -3,6 +3,7 @@
     python benchmarks/kd_study.py --part select --resume   # patience: epochs x views, on val
     python benchmarks/kd_study.py --part sizes --resume    # ds_cnn, tiny_cnn, small_cnn
     python benchmarks/kd_study.py --part losses --resume   # small_cnn with kl, dist, dkd
+    python benchmarks/kd_study.py --part cost              # s/epoch: views, mixed views
     python benchmarks/kd_study.py --part report            # tables and plot from the results
 
 Every student is distilled from the stored fused teacher's logits and QAT-trained, then scored
@@ -202,6 +203,21 @@ def markdown(res: dict) -> str:
                 f"| {r['epochs']} | {r['views']} | {100 * r['distilled_qat_val']:.2f}%{star} |"
             )
         lines.append("")
+    if res.get("cost"):
+        c = res["cost"]
+        lines += [
+            f"## Cost per epoch ({c['samples']:,} images, small_cnn, median epoch of "
+            f"{c['epochs']}; one small CNN teacher)",
+            "",
+            "| guidance | s/epoch | against cached logits | one-time cache build s | cache bytes |",
+            "|---|---|---|---|---|",
+        ]
+        for r in c["rows"]:
+            lines.append(
+                f"| {r['guidance']} | {r['epoch_s']:.2f} | {r['ratio']:.2f}x | "
+                f"{r['cache_build_s']:.1f} | {r['cache_bytes']:,} |"
+            )
+        lines.append("")
     summ = res.get("summary", {})
     if summ.get("sizes"):
         lines += [
@@ -285,12 +301,86 @@ def select(a, res: dict, base: dict, save) -> dict:
     return {**base, "epochs": best["epochs"], "views": best["views"]}
 
 
+def cost(a) -> dict:
+    """Seconds per distillation epoch on a slice: cached logits, K cached views, and K cached
+    mixed views (function matching), each from the same small CNN teacher trained here.
+
+    The student's epoch does not depend on how good the teacher is, so a one-epoch teacher
+    serves; the teacher sets only the one-time cache build, reported beside it. Every run starts
+    afresh (a reused cache or checkpoint would time nothing). The median epoch after the first
+    (which traces the graph) is the figure.
+    """
+    import shutil
+    import statistics
+
+    from kdq_tf import load_config, run_distill, run_teacher
+    from kdq_tf._keras import keras
+
+    class Clock(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.times.append(time.perf_counter() - self.t0)
+
+    work = Path(a.work) / "cost"
+    common = ["data.dataset=fashion_mnist", f"data.limit={a.cost_limit}", "data.batch_size=128"]
+    teacher = work / "teacher"
+    if not (teacher / "teacher.keras").is_file():
+        shutil.rmtree(teacher, ignore_errors=True)
+        t = ["teacher.arch=cnn", "teacher.width=16", "teacher.epochs=1", f"run.out={teacher}"]
+        run_teacher(load_config(sets=common + t))
+    k, mix = a.cost_views, a.cost_mixup
+    plans = [
+        ("cached logits, no augmentation", []),
+        (f"cached, {k} views", [f"distill.views={k}"]),
+        (
+            f"cached, {k} mixed views (mixup {mix:g}, function matching)",
+            [f"distill.views={k}", f"data.mixup={mix}", "distill.lam=0"],
+        ),
+    ]
+    rows = []
+    for i, (label, extra) in enumerate(plans):
+        out = work / f"run{i}"
+        shutil.rmtree(out, ignore_errors=True)
+        clock = Clock()
+        clock.times = []
+        sets = common + [
+            f"run.out={out}",
+            f"teacher.path={teacher / 'teacher.keras'}",
+            "distill.guidance=cached-int8",
+            "distill.student=small_cnn",
+            f"distill.epochs={a.cost_epochs}",
+            "qat.enabled=false",
+            *extra,
+        ]
+        _, m = run_distill(load_config(sets=sets), callbacks=[clock])
+        rows.append(
+            {
+                "guidance": label,
+                "epoch_s": round(statistics.median(clock.times[1:] or clock.times), 2),
+                "cache_build_s": round(m["guidance"]["build_time_s"], 1),
+                "cache_bytes": m["guidance"]["cache_bytes"],
+            }
+        )
+        log.info("cost %s: %.2f s/epoch", label, rows[-1]["epoch_s"])
+    for r in rows:
+        r["ratio"] = round(r["epoch_s"] / rows[0]["epoch_s"], 2)
+    return {"samples": a.cost_limit, "epochs": a.cost_epochs, "rows": rows}
+
+
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--part", default="all", choices=("all", "select", "sizes", "losses", "report"))
+    p.add_argument(
+        "--part", default="all", choices=("all", "select", "sizes", "losses", "cost", "report")
+    )
     p.add_argument("--grid-epochs", type=int, nargs="+", default=[12, 48])
     p.add_argument("--grid-views", type=int, nargs="+", default=[0, 4])
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--cost-limit", type=int, default=6000, help="cost: images in the slice")
+    p.add_argument("--cost-epochs", type=int, default=4, help="cost: epochs per timed run")
+    p.add_argument("--cost-views", type=int, default=4, help="cost: K cached views")
+    p.add_argument("--cost-mixup", type=float, default=0.2, help="cost: mixup's Beta(a, a)")
     p.add_argument("--work", default=str(Path.home() / "kdq_runs" / "kd_study"))
     p.add_argument("--limit", type=int, help="a slice, for trying the script")
     p.add_argument("--resume", action="store_true")
@@ -317,6 +407,11 @@ def main(argv=None) -> dict:
         files.write_json(path, portable(res))
         files.write_text(RESULTS / f"{a.name}.md", markdown(res))
 
+    if a.part == "cost":
+        res["cost"] = cost(a)
+        save()
+        print(markdown(res))
+        return res
     if "select" in parts:
         res["chosen"] = res["schedule"] = select(a, res, base, save)
     for seed in range(a.seeds):

@@ -136,3 +136,15 @@ def test_the_readme_block_shows_each_size_and_loss_and_says_what_is_not_final():
     assert "ds_cnn" not in text  # no run yet: no row
     empty = readme.kd_study_section({"schedule": sched, "seeds": 3, "summary": {}})
     assert "make bench's schedule" in empty and "(no student has finished yet)" in empty
+
+
+def test_the_cost_table_gives_each_guidance_against_cached_logits():
+    rows = [
+        {"guidance": "cached logits", "epoch_s": 2.0, "ratio": 1.0, "cache_build_s": 1.0},
+        {"guidance": "cached, 4 mixed views", "epoch_s": 2.5, "ratio": 1.25, "cache_build_s": 4},
+    ]
+    for r in rows:
+        r["cache_bytes"] = 48_165
+    md = study.markdown({"cost": {"samples": 6000, "epochs": 4, "rows": rows}})
+    assert "## Cost per epoch (6,000 images, small_cnn, median epoch of 4;" in md
+    assert "| cached, 4 mixed views | 2.50 | 1.25x | 4.0 | 48,165 |" in md
