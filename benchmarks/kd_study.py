@@ -98,6 +98,8 @@ def run_one(
         lam=sched["lam"],
     )
     out = Path(a.work) / f"{student}_{loss}_{tag(sched)}" / f"seed{seed}"
+    # "seconds" is this process's share: a run resumed from checkpoints took longer in all
+    resumed = (out / "ckpt").is_dir()
     m = KD.distill_run(
         s,
         out,
@@ -119,6 +121,8 @@ def run_one(
         if twin:
             rec["scratch_int8"] = KD.int8_accuracy(out / "baseline_qat.h5", data)["accuracy"]
     rec["seconds"] = round(time.perf_counter() - t0, 1)
+    if resumed:
+        rec["resumed"] = True
     return rec
 
 
