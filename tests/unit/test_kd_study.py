@@ -126,7 +126,7 @@ def test_the_readme_block_shows_each_size_and_loss_and_says_what_is_not_final():
     res = {"schedule": sched, "chosen": sched, "seeds": 3}
     res["summary"] = study.summarize(runs, "e48v4")
     text = readme.kd_study_section(res)
-    assert "chosen on validation schedule: 48 + 2 QAT epochs, T 2, lambda 0.5, 4 cached" in text
+    assert "(chosen on validation schedule: 48 + 2 QAT epochs, T 2, lambda 0.5, 4 cached" in text
     assert "| small_cnn | 97,474 | 92.00 ± 0.00% | 93.70 ± 0.20% | +1.70 pt | 0.20 pt |" in text
     # tiny_cnn: gain 0.2 against stds 0.14 + 0 (n=2), and its rows say they are partial
     assert "| tiny_cnn | 50,000 | 92.50 ± 0.00% (n=2 of 3, not final) |" in text
