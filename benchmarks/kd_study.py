@@ -52,10 +52,11 @@ TARGETS = {"small_cnn": 0.936, "tiny_cnn": 0.925}
 
 
 def plan(parts) -> list[tuple[str, str, bool]]:
-    """(student, soft loss, with its scratch twin) of every model the parts need, once each."""
+    """(student, soft loss, with its scratch twin) of every model the parts need, once each,
+    the students with a target first: a session that ends mid-seed has spent its hours on them."""
     out = []
     if "sizes" in parts:
-        out += [(s, "kl", True) for s in SIZES]
+        out += [(s, "kl", True) for s in sorted(SIZES, key=lambda s: s not in TARGETS)]
     if "losses" in parts:
         out += [("small_cnn", loss, loss == "kl") for loss in LOSSES]
     return list(dict.fromkeys(out))
