@@ -97,7 +97,7 @@ def test_select_picks_the_best_validation_schedule_without_test(monkeypatch):
         return {"distilled_qat_val": val[sched["epochs"], sched["views"]], "params": 1}
 
     monkeypatch.setattr(study, "run_one", fake_run)
-    a = SimpleNamespace(grid_epochs=[12, 48], grid_views=[0, 4])
+    a = SimpleNamespace(grid_epochs=[12, 48], grid_views=[0, 4], select_margin=0.15)
     base = {"epochs": 12, "views": 0, "qat_epochs": 2, "temperature": 2.0}
     res = {}
     chosen = study.select(a, res, base, lambda: None)
@@ -148,3 +148,16 @@ def test_the_cost_table_gives_each_guidance_against_cached_logits():
     md = study.markdown({"cost": {"samples": 6000, "epochs": 4, "rows": rows}})
     assert "## Cost per epoch (6,000 images, small_cnn, median epoch of 4;" in md
     assert "| cached, 4 mixed views | 2.50 | 1.25x | 4.0 | 48,165 |" in md
+
+
+def test_a_longer_schedule_must_beat_a_shorter_one_by_more_than_the_margin():
+    def row(e, v, val):
+        return {"epochs": e, "views": v, "distilled_qat_val": val}
+
+    rows = [row(12, 0, 0.9372), row(48, 0, 0.9408), row(48, 4, 0.9420), row(96, 4, 0.9425)]
+    # 96/4 is best, 48/4 0.05 pt and 48/0 0.17 pt below: 48/4 is the cheapest within 0.15
+    assert study.choose(rows, 0.15) == {"epochs": 48, "views": 4}
+    assert study.choose(rows, 0.2) == {"epochs": 48, "views": 0}
+    assert study.choose(rows, 0.0) == {"epochs": 96, "views": 4}
+    # a tie in epochs goes to fewer views
+    assert study.choose([row(48, 4, 0.94), row(48, 0, 0.94)], 0.0) == {"epochs": 48, "views": 0}
