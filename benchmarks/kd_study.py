@@ -340,6 +340,10 @@ def cost(a) -> dict:
     from kdq_tf._keras import keras
 
     class Clock(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.times: list[float] = []
+
         def on_epoch_begin(self, epoch, logs=None):
             self.t0 = time.perf_counter()
 
@@ -367,7 +371,6 @@ def cost(a) -> dict:
         out = work / f"run{i}"
         shutil.rmtree(out, ignore_errors=True)
         clock = Clock()
-        clock.times = []
         sets = common + [
             f"run.out={out}",
             f"teacher.path={teacher / 'teacher.keras'}",
