@@ -85,7 +85,8 @@ def kd_section(res: dict) -> str:
                 k: round(v, 4) if isinstance(v, float) else v for k, v in tg.items() if k != "holds"
             }
             lines.append(f"Not reached: `{name}` ({json.dumps(measured)}).")
-    return lines[0] + "\n\n" + " ".join(lines[1:])  # two paragraphs: the README keeps to 200
+    # two paragraphs at most: the README keeps to its 200 lines
+    return "\n\n".join([lines[0], " ".join(lines[1:])] if lines[1:] else lines)
 
 
 def headline(md: str) -> str:
@@ -309,7 +310,13 @@ def kd_study_section(res: dict) -> str:
         "|---|---|---|---|---|---|",
     ]
     for r in summ.get("sizes", []):
-        verdict = "" if r["beats_noise"] else " (within the noise)" if r["gain_pts"] > 0 else ""
+        verdict = (
+            " (no gain)"
+            if r["gain_pts"] <= 0
+            else ""
+            if r["beats_noise"]
+            else " (within the noise)"
+        )
         lines.append(
             f"| {r['student']} | {r['params']:,} | {acc(r['scratch_int8'])} | "
             f"{acc(r['distilled_int8'])} | {r['gain_pts']:+.2f} pt{verdict} | "

@@ -134,6 +134,8 @@ def test_the_readme_block_shows_each_size_and_loss_and_says_what_is_not_final():
     assert "KL 93.70 ± 0.20%, DIST 93.50 ± 0.00% (-0.20 pt)." in text
     assert "tiny_cnn 92.5% met (92.70%, not final); small_cnn 93.6% met (93.70%)." in text
     assert "ds_cnn" not in text  # no run yet: no row
+    res["summary"]["sizes"][0]["gain_pts"] = -0.1  # as summarize would mark a loss
+    assert "| -0.10 pt (no gain) |" in readme.kd_study_section(res)
     empty = readme.kd_study_section({"schedule": sched, "seeds": 3, "summary": {}})
     assert "make bench's schedule" in empty and "(no student has finished yet)" in empty
 
