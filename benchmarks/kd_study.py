@@ -439,11 +439,8 @@ def main(argv=None) -> dict:
         files.write_json(path, portable(res))
         files.write_text(RESULTS / f"{a.name}.md", markdown(res))
 
-    if a.part == "cost":
+    if "cost" in parts:
         res["cost"] = cost(a)
-        save()
-        print(markdown(res))
-        return res
     if "select" in parts:
         res["select_margin_pts"] = a.select_margin
         res["chosen"] = res["schedule"] = select(a, res, base, save)

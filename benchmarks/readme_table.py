@@ -34,6 +34,11 @@ def pct(x: float) -> str:
     return f"{100 * x:.2f}"
 
 
+def pct_ms(ms: dict) -> str:
+    """A mean and std of shares, as the results files print them ("93.12 ± 0.19%")."""
+    return f"{pct(ms['mean'])} ± {pct(ms['std'])}%"
+
+
 def kd_section(res: dict) -> str:
     """Plain statements, each computed from the results: where distillation helps and where not."""
     s, t = res["summary"], res["teacher"]["teacher"]
@@ -197,7 +202,7 @@ def search_section(res: dict) -> str:
             def acc(name):
                 t = rows[name]["test_accuracy"]
                 shown = name.removeprefix("found:")
-                return f"`{shown}` {pct(t['mean'])} ± {pct(t['std'])}% (n={t['n']})"
+                return f"`{shown}` {pct_ms(t)} (n={t['n']})"
 
             versus = (
                 f"the found {acc(c['found'])}, which is the best zoo student that fits"
@@ -274,7 +279,7 @@ def hw_sentence(hw: dict) -> str | None:
         return None
 
     def acc(t: dict) -> str:  # hw_student.py's stats of a student's test accuracy
-        return f"{100 * t['mean']:.2f} ± {100 * t['std']:.2f}% (n={t['n']})"
+        return f"{pct_ms(t)} (n={t['n']})"
 
     instr = {k.split("/")[0]: r["image"]["instructions"] for k, r in hw["runs"].items()}
     text = (
@@ -301,9 +306,7 @@ def kd_study_section(res: dict) -> str:
     s, summ, seeds = res["schedule"], res.get("summary", {}), res.get("seeds", 3)
 
     def acc(ms: dict) -> str:
-        return f"{pct(ms['mean'])} ± {pct(ms['std'])}%" + (
-            f" (n={ms['n']} of {seeds}, not final)" if ms["n"] < seeds else ""
-        )
+        return pct_ms(ms) + (f" (n={ms['n']} of {seeds}, not final)" if ms["n"] < seeds else "")
 
     lines = [
         "| student | params | scratch + QAT | distilled + QAT | KD gain | two stds |",
