@@ -1,6 +1,7 @@
 """benchmarks/kd_study.py's plan and tables, on hand-made run records."""
 
 import importlib.util
+import os
 
 import pytest
 from conftest import ROOT
@@ -163,3 +164,43 @@ def test_a_longer_schedule_must_beat_a_shorter_one_by_more_than_the_margin():
     assert study.choose(rows, 0.0) == {"epochs": 96, "views": 4}
     # a tie in epochs goes to fewer views
     assert study.choose([row(48, 4, 0.94), row(48, 0, 0.94)], 0.0) == {"epochs": 48, "views": 0}
+
+
+FAKE_WORK = """
+import os
+
+def work(a, sched, student, loss, seed, twin):
+    if student == "broken":
+        raise ValueError("no such student")
+    return {"distilled_int8": 0.9, "seconds": 0.0, "jobs": a.jobs, "seed": seed,
+            "threads": os.environ["TF_NUM_INTRAOP_THREADS"], "pid": os.getpid()}
+"""
+
+
+def test_runs_side_by_side_are_each_recorded_and_a_failed_one_fails_the_study(
+    tmp_path, monkeypatch
+):
+    (tmp_path / "fake_work.py").write_text(FAKE_WORK)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    # in_parallel sets these for its workers: restored after the test, for the tests after it
+    for var in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
+        monkeypatch.setenv(var, "unset")
+    import fake_work
+
+    a = study.parse(["--jobs", "2", "--work", str(tmp_path / "work")])
+    sched = {"epochs": 2, "views": 0}
+    todo = [(f"s{i}", "tiny_cnn", "kl", i, True) for i in range(3)]
+    todo.insert(1, ("bad", "broken", "kl", 9, True))
+    got = {}
+    with pytest.raises(SystemExit, match="1 run"):
+        study.in_parallel(a, sched, todo, got.__setitem__, work=fake_work.work)
+    assert sorted(got) == ["s0", "s1", "s2"]  # the failed run did not stop the others
+    assert [got[k]["seed"] for k in ("s0", "s1", "s2")] == [0, 1, 2]
+    assert {r["threads"] for r in got.values()} == {str(max(1, os.cpu_count() // 2))}
+    assert all(r["pid"] != os.getpid() for r in got.values())  # each in a worker process
+
+
+def test_jobs_must_be_one_or_more(capsys):
+    with pytest.raises(SystemExit) as e:
+        study.parse(["--jobs", "0"])
+    assert e.value.code == 2 and "--jobs: got 0" in capsys.readouterr().err
