@@ -88,7 +88,7 @@ search-tools:
 # Two pytest workers, each file on one of them (module fixtures are built once): much of the
 # suite waits on subprocesses, TensorFlow imports, compilers and QEMU rather than computing.
 test: data firmware-tools search-tools lint
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -rs -n 2 --dist loadfile
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

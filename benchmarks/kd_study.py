@@ -415,9 +415,10 @@ def in_parallel(a, sched: dict, todo: list, record, work=_worker) -> None:
     """The runs of `todo` on a.jobs worker processes of one TF thread each, in plan order.
 
     Why: these students are too small for TF to keep two cores busy in one process. On the
-    2-core machine, a small_cnn train step took 85 ms with TF's default threads and 92 ms on one
-    thread, so two single-thread runs side by side do about 1.8x the work per hour (tiny_cnn:
-    about 1.2x). A run's "seconds" then counts time shared with another run ("jobs": 2)."""
+    2-core machine, a small_cnn train step on synthetic batches took 85 ms with TF's default
+    threads and 92 ms on one thread (tiny_cnn 30 and 49 ms); real runs, with their input
+    pipelines, did 1.1-1.35x the epochs per hour side by side (docs/benchmarks.md). A run's
+    "seconds" then counts time shared with another run ("jobs": 2)."""
     import concurrent.futures as cf
     import multiprocessing as mp
 
