@@ -412,7 +412,8 @@ def _worker(a, sched: dict, student: str, loss: str, seed: int, twin: bool) -> d
 
 
 def in_parallel(a, sched: dict, todo: list, record, work=_worker) -> None:
-    """The runs of `todo` on a.jobs worker processes of one TF thread each, in plan order.
+    """The runs of `todo` on a.jobs worker processes, in plan order, each process with
+    cores // a.jobs TF threads (one each for 2 jobs on 2 cores).
 
     Why: these students are too small for TF to keep two cores busy in one process. On the
     2-core machine, a small_cnn train step on synthetic batches took 85 ms with TF's default
@@ -439,10 +440,12 @@ def in_parallel(a, sched: dict, todo: list, record, work=_worker) -> None:
             if run_log.is_file():
                 sys.stderr.write(f"----- {key}: {run_log.name} -----\n" + run_log.read_text())
             try:
-                record(key, fut.result())
+                r = fut.result()
             except Exception as e:  # the other runs go on; the exit status says it failed
                 log.error("%s failed: %s: %s", key, type(e).__name__, e)
                 failed.append(key)
+                continue
+            record(key, r)
     if failed:
         raise SystemExit(f"kd_study: {len(failed)} run(s) failed: {', '.join(failed)}")
 
