@@ -153,7 +153,8 @@ def summarize(runs: dict, sched_tag: str) -> dict:
             "distilled_int8": kd,
             "gain_pts": round(100 * gain, 2),
             "two_stds_pts": round(100 * noise, 2),
-            "beats_noise": gain > noise,
+            # one seed has no spread to beat: None until a second seed of both exists
+            "beats_noise": gain > noise if min(kd["n"], scratch["n"]) > 1 else None,
         }
         if student in TARGETS:
             row["target"] = TARGETS[student]
@@ -175,10 +176,14 @@ def summarize(runs: dict, sched_tag: str) -> dict:
 def _verdict(row: dict) -> str:
     if row["gain_pts"] <= 0:
         return " (no gain)"
+    if row["beats_noise"] is None:
+        return " (one seed: no spread yet)"
     return "" if row["beats_noise"] else " (gain within the noise)"
 
 
 def _pct(ms: dict) -> str:
+    if ms["n"] == 1:  # no spread to give
+        return f"{100 * ms['mean']:.2f}% (n=1)"
     return f"{100 * ms['mean']:.2f} ± {100 * ms['std']:.2f}% (n={ms['n']})"
 
 
@@ -247,10 +252,13 @@ def markdown(res: dict) -> str:
             )
         for r in summ["sizes"]:
             if "target" in r:
-                lines.append(
-                    f"\n{r['student']}: target {100 * r['target']:.1f}% "
-                    f"{'met' if r['target_met'] else 'not met'}."
+                n, seeds = r["distilled_int8"]["n"], res.get("seeds", 3)
+                verdict = (
+                    ("met" if r["target_met"] else "not met")
+                    if n >= seeds
+                    else f"not decided yet ({n} of {seeds} seeds)"
                 )
+                lines.append(f"\n{r['student']}: target {100 * r['target']:.1f}% {verdict}.")
         lines.append("")
     if summ.get("losses"):
         lines += [

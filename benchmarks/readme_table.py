@@ -306,31 +306,33 @@ def kd_study_section(res: dict) -> str:
     s, summ, seeds = res["schedule"], res.get("summary", {}), res.get("seeds", 3)
 
     def acc(ms: dict) -> str:
-        return pct_ms(ms) + (f" (n={ms['n']} of {seeds}, not final)" if ms["n"] < seeds else "")
+        if ms["n"] >= seeds:
+            return pct_ms(ms)
+        return (pct_ms(ms) if ms["n"] > 1 else f"{pct(ms['mean'])}%") + (
+            f" (n={ms['n']} of {seeds}, not final)"
+        )
 
     lines = [
         "| student | params | scratch + QAT | distilled + QAT | KD gain | two stds |",
         "|---|---|---|---|---|---|",
     ]
     for r in summ.get("sizes", []):
-        verdict = (
-            " (no gain)"
-            if r["gain_pts"] <= 0
-            else ""
-            if r["beats_noise"]
-            else " (within the noise)"
-        )
+        verdict = ""  # beats the noise, or one seed (the last column says so)
+        if r["gain_pts"] <= 0:
+            verdict = " (no gain)"
+        elif r["beats_noise"] is False:
+            verdict = " (within the noise)"
+        noise = "one seed" if r["beats_noise"] is None else f"{r['two_stds_pts']:.2f} pt"
         lines.append(
             f"| {r['student']} | {r['params']:,} | {acc(r['scratch_int8'])} | "
-            f"{acc(r['distilled_int8'])} | {r['gain_pts']:+.2f} pt{verdict} | "
-            f"{r['two_stds_pts']:.2f} pt |"
+            f"{acc(r['distilled_int8'])} | {r['gain_pts']:+.2f} pt{verdict} | {noise} |"
         )
     if not summ.get("sizes"):
         lines.append("| (no student has finished yet) | | | | | |")
-    where = "chosen on validation" if res.get("chosen") else "make bench's"
+    where = "the schedule chosen on validation" if res.get("chosen") else "make bench's schedule"
     tail = [
         f"Int8 test accuracy on LiteRT, {seeds} seeds, each student distilled from the same "
-        f"teacher and trained alone ({where} schedule: {s['epochs']} + {s['qat_epochs']} QAT "
+        f"teacher and trained alone ({where}: {s['epochs']} + {s['qat_epochs']} QAT "
         f"epochs, T {s['temperature']:g}, lambda {s['lam']:g}, {s['views']} cached views; "
         "[plot](benchmarks/results/kd_study_sizes.png))."
     ]
@@ -354,8 +356,13 @@ def kd_study_section(res: dict) -> str:
             "Targets (int8 test, mean of 3 seeds): "
             + "; ".join(
                 f"{r['student']} {100 * r['target']:.1f}% "
-                f"{'met' if r['target_met'] else 'not met'} ({pct(r['distilled_int8']['mean'])}%"
-                + (", not final)" if r["distilled_int8"]["n"] < seeds else ")")
+                + (
+                    f"{'met' if r['target_met'] else 'not met'} "
+                    f"({pct(r['distilled_int8']['mean'])}%)"
+                    if r["distilled_int8"]["n"] >= seeds
+                    else f"not decided yet ({pct(r['distilled_int8']['mean'])}% so far, "
+                    f"{r['distilled_int8']['n']} of {seeds} seeds)"
+                )
                 for r in targets
             )
             + "."
