@@ -431,9 +431,11 @@ def in_parallel(a, sched: dict, todo: list, record, work=_worker) -> None:
     import concurrent.futures as cf
     import multiprocessing as mp
 
-    # set before the workers start, so that TensorFlow reads them when it loads there
+    # set before the workers start, so that TensorFlow reads them when it loads there. The
+    # inter-op pool keeps its default: with one thread there, dropping the last epoch's input
+    # iterator (its parallel map still running) stalled each scratch-twin epoch by 14-34 s.
     threads = str(max(1, (os.cpu_count() or 1) // a.jobs))
-    for var in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
+    for var in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS"):
         os.environ[var] = threads
     failed = []
     with cf.ProcessPoolExecutor(a.jobs, mp_context=mp.get_context("spawn")) as pool:
