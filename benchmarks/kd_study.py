@@ -498,7 +498,12 @@ def main(argv=None) -> dict:
     a = parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     path = RESULTS / f"{a.name}.json"
-    res = json.loads(path.read_text()) if a.resume and path.is_file() else {}
+    if a.part == "report" and not path.is_file():
+        raise SystemExit(f"kd_study: --part report needs {path.name} in the results; run a part")
+    # the report part redraws from the results, so it reads them even without --resume
+    res = (
+        json.loads(path.read_text()) if (a.resume or a.part == "report") and path.is_file() else {}
+    )
     res.setdefault("machine", machine())
     base = schedule(json.loads((RESULTS / "full.json").read_text()))
     res["schedule"] = res.get("chosen") or base

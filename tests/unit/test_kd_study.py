@@ -1,6 +1,7 @@
 """benchmarks/kd_study.py's plan and tables, on hand-made run records."""
 
 import importlib.util
+import json
 import os
 
 import pytest
@@ -223,3 +224,21 @@ def test_jobs_must_be_one_or_more(capsys):
     with pytest.raises(SystemExit) as e:
         study.parse(["--jobs", "0"])
     assert e.value.code == 2 and "--jobs: got 0" in capsys.readouterr().err
+
+
+def test_report_redraws_from_the_results_and_never_starts_them_over(tmp_path, monkeypatch):
+    monkeypatch.setattr(study, "RESULTS", tmp_path)
+    monkeypatch.setattr(study, "plot", lambda res, path: None)  # no matplotlib needed here
+    with pytest.raises(SystemExit, match="--part report needs"):
+        study.main(["--part", "report", "--name", "k"])
+    assert not list(tmp_path.iterdir())  # nothing written
+    full = {
+        "settings": {"epochs": 12, "qat_epochs": 2, "lr": 0.002, "batch_size": 128},
+        "sweep": {"best": {"temperature": 2.0, "lam": 0.5, "views": 0}},
+    }
+    (tmp_path / "full.json").write_text(json.dumps(full))
+    runs = {"tiny_cnn/kl/e12v0/seed0": rec(0.93, 0.92, 49_722)}
+    (tmp_path / "k.json").write_text(json.dumps({"runs": runs}))
+    res = study.main(["--part", "report", "--name", "k"])  # without --resume
+    assert res["runs"] == runs and res["summary"]["sizes"][0]["student"] == "tiny_cnn"
+    assert json.loads((tmp_path / "k.json").read_text())["runs"] == runs
