@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import kd_runs as KD  # noqa: E402 - a sibling script
 from bench import machine, portable  # noqa: E402
+from readme_table import TWIN_VIEWS  # noqa: E402
 
 from kdq_tf import files  # noqa: E402
 
@@ -195,7 +196,8 @@ def markdown(res: dict) -> str:
         "",
         f"Teacher: `{LOGITS.relative_to(ROOT)}` (CNN-48 + ResNet50, fused). Schedule ({source}): "
         f"{s.get('epochs')} epochs + {s.get('qat_epochs')} QAT, T {s.get('temperature')}, "
-        f"lambda {s.get('lam')}, {s.get('views')} cached views; int8 test accuracy on LiteRT.",
+        f"lambda {s.get('lam')}, {s.get('views')} cached views; int8 test accuracy on LiteRT."
+        + (" " + TWIN_VIEWS.format(k=s["views"]) if s.get("views") else ""),
         "",
     ]
     if res.get("select"):

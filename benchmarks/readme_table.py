@@ -300,6 +300,13 @@ def hw_sentence(hw: dict) -> str | None:
     return text + ": [benchmarks/results/hw_student.md](benchmarks/results/hw_student.md)."
 
 
+# The asymmetry a reader of the KD gain at K cached views needs to know.
+TWIN_VIEWS = (
+    "The scratch twin trains on fresh draws of the views' augmentation every epoch, the "
+    "distilled student on the {k} cached views (the teacher's logits exist for those only)."
+)
+
+
 def kd_study_section(res: dict) -> str:
     """benchmarks/kd_study.py's tables: the KD gain at each student size, the soft losses on
     small_cnn, and the issue's targets; a row with fewer seeds than the study runs says so."""
@@ -336,6 +343,8 @@ def kd_study_section(res: dict) -> str:
         f"epochs, T {s['temperature']:g}, lambda {s['lam']:g}, {s['views']} cached views; "
         "[plot](benchmarks/results/kd_study_sizes.png))."
     ]
+    if s["views"]:
+        tail.append(TWIN_VIEWS.format(k=s["views"]))
     if summ.get("losses"):
         tail.append(
             "Soft loss on small_cnn: "

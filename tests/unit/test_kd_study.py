@@ -142,6 +142,7 @@ def test_the_readme_block_shows_each_size_and_loss_and_says_what_is_not_final():
         "small_cnn 93.6% met (93.70%)." in text
     )
     assert "ds_cnn" not in text  # no run yet: no row
+    assert "the distilled student on the 4 cached views" in text  # the twin's fresh draws
     res["summary"]["sizes"][0]["gain_pts"] = -0.1  # as summarize would mark a loss
     assert "| -0.10 pt (no gain) |" in readme.kd_study_section(res)
     # one seed: no spread, so no ± and no verdict on the noise
