@@ -433,9 +433,8 @@ def in_parallel(a, sched: dict, todo: list, record, work=_worker) -> None:
     import concurrent.futures as cf
     import multiprocessing as mp
 
-    # set before the workers start, so that TensorFlow reads them when it loads there. The
-    # inter-op pool keeps its default: with one thread there, dropping the last epoch's input
-    # iterator (its parallel map still running) stalled each scratch-twin epoch by 14-34 s.
+    # set before the workers start, so that TensorFlow reads them when it loads there (the
+    # inter-op pool keeps its default size)
     threads = str(max(1, (os.cpu_count() or 1) // a.jobs))
     for var in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS"):
         os.environ[var] = threads

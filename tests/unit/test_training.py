@@ -5,9 +5,9 @@ import csv
 import numpy as np
 import pytest
 
-from kdq_tf._keras import keras
+from kdq_tf._keras import keras, tf
 from kdq_tf.errors import KdqError
-from kdq_tf.training import Phase, fit_phases
+from kdq_tf.training import Phase, fit_phases, one_iterator
 
 
 class Interrupt(keras.callbacks.Callback):
@@ -119,3 +119,44 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     out = fit_phases(model2, phases, ds, None, run_dir=tmp_path, stage="s", resume=True)
     assert out["epochs"] == {"train": 3}
     assert all(np.isfinite(w).all() for w in model2.get_weights())
+
+
+def _shuffled_and_augmented():
+    """Reshuffled every pass, with a fresh random draw per sample and pass (as an augmentation
+    seed is drawn), and a last partial batch: 10 samples in batches of 4."""
+    x = np.arange(10, dtype="float32")
+    noise = tf.data.Dataset.random(seed=5, rerandomize_each_iteration=True)
+    ds = tf.data.Dataset.from_tensor_slices(x).shuffle(10, seed=3, reshuffle_each_iteration=True)
+    ds = tf.data.Dataset.zip((ds, noise)).map(
+        lambda v, r: v + tf.cast(r % 1000, tf.float32) / 1000, num_parallel_calls=2
+    )
+    return ds.batch(4).prefetch(2)
+
+
+def test_one_iterator_yields_the_batches_of_a_new_iterator_every_pass():
+    ds = _shuffled_and_augmented()  # Keras made a new iterator of it every epoch
+    fresh = [[b.numpy().tolist() for b in ds] for _ in range(3)]
+    assert [len(p) for p in fresh] == [3, 3, 3] and fresh[0] != fresh[1]  # reshuffled
+    endless, steps = one_iterator(_shuffled_and_augmented())
+    assert steps == 3  # 4 + 4 + 2
+    it = iter(endless)
+    assert [[next(it).numpy().tolist() for _ in range(steps)] for _ in range(3)] == fresh
+    forever = _shuffled_and_augmented().repeat()
+    assert one_iterator(forever) == (forever, None)  # endless already: the caller's steps
+
+
+class BatchesPerEpoch(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        self.counts = getattr(self, "counts", []) + [0]
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.counts[-1] += 1
+
+
+def test_a_finite_dataset_trains_one_pass_an_epoch(tmp_path):
+    model, ds, phases = _setup()  # 64 samples in batches of 16
+    seen = BatchesPerEpoch()
+    out = fit_phases(
+        model, phases, ds, None, run_dir=tmp_path, stage="s", resume=False, callbacks=[seen]
+    )
+    assert seen.counts == [4, 4, 4, 4] and out["epochs"] == {"train": 4}
