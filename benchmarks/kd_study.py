@@ -428,7 +428,7 @@ def in_parallel(a, sched: dict, todo: list, record, work=_worker) -> None:
     Why: these students are too small for TF to keep two cores busy in one process. On the
     2-core machine, a small_cnn train step on synthetic batches took 85 ms with TF's default
     threads and 92 ms on one thread (tiny_cnn 30 and 49 ms); real runs, with their input
-    pipelines, did 1.1-1.35x the epochs per hour side by side (docs/benchmarks.md). A run's
+    pipelines, did about 1.1-1.3x the epochs per hour side by side (docs/benchmarks.md). A run's
     "seconds" then counts time shared with another run ("jobs": 2)."""
     import concurrent.futures as cf
     import multiprocessing as mp
