@@ -89,10 +89,13 @@ def distill_run(
     erase: float = 0.0,
     guidance="cached",
     sets=(),
+    twin_only=False,
     **kw,
 ) -> dict:
-    """One `kdq_tf distill` run in `out` (resumable); `sets`: more config settings."""
+    """One `kdq_tf distill` run in `out` (resumable); `sets`: more config settings.
+    `twin_only`: the scratch twin alone (kdq_tf.pipeline.run_twin), without distillation."""
     from kdq_tf import load_config, run_distill
+    from kdq_tf.pipeline import run_twin
 
     sets = [*student_sets(a, **kw), *sets] + [
         f"run.out={out}",
@@ -105,7 +108,7 @@ def distill_run(
         f"data.erase={erase}",
         f"distill.guidance={guidance}",
     ]
-    _, m = run_distill(load_config(sets=sets))
+    _, m = (run_twin if twin_only else run_distill)(load_config(sets=sets))
     return m
 
 

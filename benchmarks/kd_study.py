@@ -20,9 +20,13 @@ only; the cheapest schedule within --select-margin of the best becomes the sched
 here is tuned on the test split. DIST and DKD keep the coefficients of their papers (kdq_tf's
 defaults).
 
-Runs go seed by seed; each is recorded in the results file as it finishes, so --resume skips
-what is there even on a machine where the work folder is gone. small_cnn's KL runs serve both
-parts. Progress goes to stderr: redirect it to a log file and commit it with the results.
+Runs go seed by seed; a student and its twin are two runs (kdq_tf.pipeline.run_twin), which
+--jobs 2 trains side by side. Each is recorded in the results file as it finishes, so --resume
+skips what is there even on a machine where the work folder is gone; a run cut off mid-way
+resumes from its checkpoints only where that folder survived, so --start-within MIN keeps runs
+from starting when they could not finish before the session ends, and --students picks the
+runs that fit. small_cnn's KL runs serve both parts. Progress goes to stderr: redirect it to a
+log file and commit it with the results.
 
 Results: benchmarks/results/kd_study.json, .md and kd_study_sizes.png.
 """
@@ -85,11 +89,21 @@ def schedule(full: dict) -> dict:
     }
 
 
+def run_dir(a, sched: dict, student: str, loss: str, seed: int, twin: bool) -> Path:
+    """A run's work folder; the twin has its own, the same for every soft loss."""
+    name = f"{student}_twin_{tag(sched)}" if twin else f"{student}_{loss}_{tag(sched)}"
+    return Path(a.work) / name / f"seed{seed}"
+
+
 def run_one(
     a, sched: dict, student: str, loss: str, seed: int, twin: bool, test: bool = True
 ) -> dict:
-    """One distilled + QAT student (and its twin); int8 accuracy on the test split only when
-    `test` (the selection part never looks at it)."""
+    """One distilled + QAT student, or (`twin`) its scratch twin alone; int8 accuracy on the
+    test split only when `test` (the selection part never looks at it).
+
+    A student and its twin are two runs, so that two workers train them side by side and each
+    finishes in about half the hours of the pair: a session that ends kills what is unfinished.
+    """
     from kdq_tf import load_config
     from kdq_tf.data.dataset import load_dataset
 
@@ -102,7 +116,7 @@ def run_one(
         temperature=sched["temperature"],
         lam=sched["lam"],
     )
-    out = Path(a.work) / f"{student}_{loss}_{tag(sched)}" / f"seed{seed}"
+    out = run_dir(a, sched, student, loss, seed, twin)
     # "seconds" is this process's share: a run resumed from checkpoints took longer in all
     resumed = (out / "ckpt").is_dir()
     m = KD.distill_run(
@@ -114,21 +128,43 @@ def run_one(
         qat=True,
         baseline=twin,
         sets=[f"distill.soft_loss={loss}"],
+        twin_only=twin,
     )
-    rec = {
-        "distilled_val": m["student"]["val_accuracy"],
-        "distilled_qat_val": m["student_qat"]["val_accuracy"],
-        "params": m["student_qat"]["params"],
-    }
+    if twin:
+        rec = {
+            "scratch_val": m["baseline"]["val_accuracy"],
+            "scratch_qat_val": m["baseline_qat"]["val_accuracy"],
+        }
+    else:
+        rec = {
+            "distilled_val": m["student"]["val_accuracy"],
+            "distilled_qat_val": m["student_qat"]["val_accuracy"],
+            "params": m["student_qat"]["params"],
+        }
     if test:
         data = load_dataset(load_config(sets=KD.student_sets(s) + [f"run.seed={seed}"]).data, seed)
-        rec["distilled_int8"] = KD.int8_accuracy(out / "student_qat.h5", data)["accuracy"]
-        if twin:
-            rec["scratch_int8"] = KD.int8_accuracy(out / "baseline_qat.h5", data)["accuracy"]
-    rec["seconds"] = round(time.perf_counter() - t0, 1)
+        model = "baseline_qat.h5" if twin else "student_qat.h5"
+        acc = KD.int8_accuracy(out / model, data)["accuracy"]
+        rec["scratch_int8" if twin else "distilled_int8"] = acc
+    rec["twin_seconds" if twin else "seconds"] = round(time.perf_counter() - t0, 1)
     if resumed:
-        rec["resumed"] = True
+        rec["twin_resumed" if twin else "resumed"] = True
     return rec
+
+
+def pending(runs: dict, plan_rows, seeds: int, sched_tag: str) -> list[tuple]:
+    """(key, student, loss, seed, twin) of each run not in `runs` yet, seed by seed: a record
+    holds a student's "distilled_int8" and, where it has a twin, the twin's "scratch_int8"."""
+    out = []
+    for seed in range(seeds):
+        for student, loss, with_twin in plan_rows:
+            key = f"{student}/{loss}/{sched_tag}/seed{seed}"
+            have = runs.get(key, {})
+            if "distilled_int8" not in have:
+                out.append((key, student, loss, seed, False))
+            if with_twin and "scratch_int8" not in have:
+                out.append((key, student, loss, seed, True))
+    return out
 
 
 def summarize(runs: dict, sched_tag: str) -> dict:
@@ -141,7 +177,9 @@ def summarize(runs: dict, sched_tag: str) -> dict:
             by.setdefault((student, loss), []).append(r)
     sizes = []
     for student in SIZES:
-        rs = [r for r in by.get((student, "kl"), []) if "scratch_int8" in r]
+        rs = [
+            r for r in by.get((student, "kl"), []) if {"scratch_int8", "distilled_int8"} <= set(r)
+        ]
         if not rs:
             continue
         kd = KD.mean_std([r["distilled_int8"] for r in rs])
@@ -163,7 +201,7 @@ def summarize(runs: dict, sched_tag: str) -> dict:
         sizes.append(row)
     losses = []
     for loss in LOSSES:
-        rs = by.get(("small_cnn", loss), [])
+        rs = [r for r in by.get(("small_cnn", loss), []) if "distilled_int8" in r]
         if rs:
             losses.append(
                 {"loss": loss, "distilled_int8": KD.mean_std([r["distilled_int8"] for r in rs])}
@@ -409,7 +447,7 @@ def cost(a) -> dict:
 def _worker(a, sched: dict, student: str, loss: str, seed: int, twin: bool) -> dict:
     """run_one in a worker process, its output (Keras' progress, TF's logging) to the run's
     own log file: two runs' epoch lines interleaved in one log would be unreadable."""
-    out = Path(a.work) / f"{student}_{loss}_{tag(sched)}" / f"seed{seed}"
+    out = run_dir(a, sched, student, loss, seed, twin)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "run.log", "a") as f:
         sys.stdout.flush(), sys.stderr.flush()
@@ -438,27 +476,45 @@ def in_parallel(a, sched: dict, todo: list, record, work=_worker) -> None:
     threads = str(max(1, (os.cpu_count() or 1) // a.jobs))
     for var in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS"):
         os.environ[var] = threads
-    failed = []
+    failed, queue = [], list(todo)
     with cf.ProcessPoolExecutor(a.jobs, mp_context=mp.get_context("spawn")) as pool:
-        futures = {
-            pool.submit(work, a, sched, student, loss, seed, twin): (key, student, loss, seed)
-            for key, student, loss, seed, twin in todo
-        }
         log.info("%d runs on %d workers; each writes <work>/<run>/seedN/run.log", len(todo), a.jobs)
-        for fut in cf.as_completed(futures):
-            key, student, loss, seed = futures[fut]
-            run_log = Path(a.work) / f"{student}_{loss}_{tag(sched)}" / f"seed{seed}" / "run.log"
-            if run_log.is_file():
-                sys.stderr.write(f"----- {key}: {run_log.name} -----\n" + run_log.read_text())
-            try:
-                r = fut.result()
-            except Exception as e:  # the other runs go on; the exit status says it failed
-                log.error("%s failed: %s: %s", key, type(e).__name__, e)
-                failed.append(key)
-                continue
-            record(key, r)
+        running: dict = {}
+        while queue or running:
+            # submitted one by one, so that none starts after --start-within
+            while queue and len(running) < a.jobs and may_start(a):
+                key, student, loss, seed, twin = job = queue.pop(0)
+                running[pool.submit(work, a, sched, student, loss, seed, twin)] = job
+            if not running:
+                break
+            done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+            for fut in done:
+                key, student, loss, seed, twin = running.pop(fut)
+                name = f"{key}{' twin' if twin else ''}"
+                run_log = run_dir(a, sched, student, loss, seed, twin) / "run.log"
+                if run_log.is_file():
+                    sys.stderr.write(f"----- {name}: {run_log.name} -----\n" + run_log.read_text())
+                try:
+                    r = fut.result()
+                except Exception as e:  # the other runs go on; the exit status says it failed
+                    log.error("%s failed: %s: %s", name, type(e).__name__, e)
+                    failed.append(name)
+                    continue
+                record(key, r)
+    left(queue)
     if failed:
         raise SystemExit(f"kd_study: {len(failed)} run(s) failed: {', '.join(failed)}")
+
+
+def may_start(a) -> bool:
+    """False once --start-within has passed: a run that cannot finish before the machine goes
+    back would be lost, checkpoints and all."""
+    return time.monotonic() < getattr(a, "start_by", float("inf"))
+
+
+def left(queue: list) -> None:
+    if queue:
+        log.info("%d runs not started (--start-within); --resume runs them", len(queue))
 
 
 def parse(argv):
@@ -489,9 +545,25 @@ def parse(argv):
         default=1,
         help="runs side by side, each in its own process with cores/jobs TF threads",
     )
+    p.add_argument(
+        "--students",
+        nargs="+",
+        choices=SIZES,
+        default=list(SIZES),
+        help="only these students' runs (to fit what is left into a session)",
+    )
+    p.add_argument(
+        "--start-within",
+        type=float,
+        metavar="MIN",
+        help="start no run after MIN minutes from now (those left wait for a --resume)",
+    )
     a = p.parse_args(argv)
     if a.jobs < 1:
         p.error(f"--jobs: got {a.jobs}; give 1 or more runs side by side")
+    if a.start_within is not None and a.start_within <= 0:
+        p.error(f"--start-within: got {a.start_within:g}; give minutes > 0")
+    a.start_by = time.monotonic() + 60 * a.start_within if a.start_within else float("inf")
     return a
 
 
@@ -524,27 +596,23 @@ def main(argv=None) -> dict:
     if "select" in parts:
         res["select_margin_pts"] = a.select_margin
         res["chosen"] = res["schedule"] = select(a, res, base, save)
-    todo = [
-        (f"{student}/{loss}/{tag(res['schedule'])}/seed{seed}", student, loss, seed, twin)
-        for seed in range(a.seeds)
-        for student, loss, twin in plan(parts)
-    ]
-    todo = [t for t in todo if t[0] not in res["runs"]]
+    rows = [r for r in plan(parts) if r[0] in a.students]
+    todo = pending(res["runs"], rows, a.seeds, tag(res["schedule"]))
 
     def record(key, r):
-        res["runs"][key] = r
+        res["runs"][key] = r = {**res["runs"].get(key, {}), **r}  # a student, then its twin
         log.info(
-            "%s: distilled int8 %.2f%%%s (%.0f s)",
+            "%s: distilled int8 %s, scratch int8 %s",
             key,
-            100 * r["distilled_int8"],
-            f", scratch int8 {100 * r['scratch_int8']:.2f}%" if "scratch_int8" in r else "",
-            r["seconds"],
+            *(f"{100 * r[k]:.2f}%" if k in r else "-" for k in ("distilled_int8", "scratch_int8")),
         )
         save()
 
     if a.jobs == 1:
-        for key, student, loss, seed, twin in todo:
+        while todo and may_start(a):
+            key, student, loss, seed, twin = todo.pop(0)
             record(key, run_one(a, res["schedule"], student, loss, seed, twin))
+        left(todo)
     else:
         in_parallel(a, res["schedule"], todo, record)
     save()

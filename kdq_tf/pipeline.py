@@ -102,13 +102,8 @@ def _run_distill(cfg: Config, data, callbacks: list) -> tuple[RunDir, dict]:
     )
     student = stages.distill_stage(cfg, run, data, student, teacher, guidance, callbacks)
 
-    # 4. Baseline: hard labels only, same student, seed, epochs and augmentation: that of the
-    #    K views when the student trains on views (random draws of it), else the data's.
-    twin_aug = (
-        guidance.view_aug
-        if guidance.views
-        else (cfg.data.augment and guidance.train_logits is None)
-    )
+    # 4. Baseline: hard labels only, same student, seed, epochs and augmentation.
+    twin_aug = _twin_augment(cfg, guidance)
     if d.baseline and not _done(cfg, run, "baseline"):
         run.update_metrics("baseline", stages.baseline_stage(cfg, run, data, twin_aug))
 
@@ -126,6 +121,41 @@ def _run_distill(cfg: Config, data, callbacks: list) -> tuple[RunDir, dict]:
 
     write_report(run)
     return run, run.metrics()
+
+
+def run_twin(cfg: Config, data=None) -> tuple[RunDir, dict]:
+    """The scratch twin of `kdq_tf distill --baseline` alone, in its own run dir.
+
+    Same student, seed, epochs, schedule, augmentation and QAT as that run's twin, without the
+    distillation: a study can then train a student and its twin side by side, in two processes,
+    and each finishes in half the time of the pair. Writes baseline.keras, baseline_qat.h5
+    (with QAT), metrics.json and report.md.
+    """
+    if data is None:
+        data = load_dataset(cfg.data, seed=cfg.run.seed)
+    with distributed(cfg) as cfg:
+        d = cfg.distill
+        mode = G.resolve_mode(d.guidance, cfg.data.augment, d.views)
+        if cfg.teacher.logits:  # read for the views' augmentation; no logit reaches the twin
+            aug = _twin_augment(cfg, G.from_file(cfg.teacher.logits, data, mode, d.views))
+        else:  # build_guidance makes views with the data's augmentation
+            aug = data.augmentation() if d.views else cfg.data.augment and mode == "online"
+        stages.checked_student(cfg, data.info)
+        run = prepare_run_dir(cfg)
+        if not _done(cfg, run, "baseline"):
+            run.update_metrics("baseline", stages.baseline_stage(cfg, run, data, aug))
+        if cfg.qat.enabled and not _done(cfg, run, "baseline_qat"):
+            run.update_metrics("baseline_qat", stages.baseline_qat_stage(cfg, run, data, aug))
+        write_report(run)
+        return run, run.metrics()
+
+
+def _twin_augment(cfg: Config, guidance):
+    """The twin's augmentation: that of the K views when the student trains on views (random
+    draws of it), the data's when the student sees augmented images online, else none."""
+    if guidance.views:
+        return guidance.view_aug
+    return cfg.data.augment and guidance.train_logits is None
 
 
 def _done(cfg: Config, run: RunDir, stage: str) -> bool:

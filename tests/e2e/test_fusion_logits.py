@@ -103,6 +103,7 @@ def test_saved_logits_train_a_student_with_views(setup):
         "2",
         "--seed",
         "3",
+        "--baseline",
         "--out",
         out,
     )
@@ -112,3 +113,19 @@ def test_saved_logits_train_a_student_with_views(setup):
     assert m["teacher"]["accuracy"] == pytest.approx((t.test.argmax(-1) == y_test).mean())
     assert not (out / "teacher.keras").exists()  # no teacher model was needed
     assert m["student"]["epochs_run"] == {"train": 2}
+
+    # The twin alone (kd_study trains it beside its student) is that run's twin: the views'
+    # augmentation from the file, the same seed and schedule, so the same weights.
+    from kdq_tf import load_config
+    from kdq_tf.pipeline import run_twin
+    from kdq_tf.runs import load_student
+
+    sets = ["distill.views=2", "distill.epochs=2", "run.seed=3", f"run.out={d / 'twin'}"]
+    _, alone = run_twin(
+        load_config(sets=[f"data.dataset=npz:{npz}", f"teacher.logits={logits}", *sets])
+    )
+    assert set(alone) == {"baseline"}  # no teacher, no student
+    assert alone["baseline"]["val_accuracy"] == m["baseline"]["val_accuracy"]
+    w_pair, w_alone = (load_student(p / "baseline.keras").get_weights() for p in (out, d / "twin"))
+    for a, b in zip(w_pair, w_alone, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

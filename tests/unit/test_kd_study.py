@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+from types import SimpleNamespace
 
 import pytest
 from conftest import ROOT
@@ -243,3 +244,65 @@ def test_report_redraws_from_the_results_and_never_starts_them_over(tmp_path, mo
     res = study.main(["--part", "report", "--name", "k"])  # without --resume
     assert res["runs"] == runs and res["summary"]["sizes"][0]["student"] == "tiny_cnn"
     assert json.loads((tmp_path / "k.json").read_text())["runs"] == runs
+
+
+def test_a_student_and_its_twin_are_two_runs_recorded_as_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(study, "RESULTS", tmp_path)
+    monkeypatch.setattr(study, "plot", lambda res, path: None)
+    full = {
+        "settings": {"epochs": 12, "qat_epochs": 2, "lr": 0.002, "batch_size": 128},
+        "sweep": {"best": {"temperature": 2.0, "lam": 0.5, "views": 0}},
+    }
+    (tmp_path / "full.json").write_text(json.dumps(full))
+    calls = []
+
+    def fake_run(a, sched, student, loss, seed, twin, test=True):
+        calls.append((student, loss, seed, twin))
+        return {"scratch_int8": 0.92} if twin else {"distilled_int8": 0.93, "params": 7}
+
+    monkeypatch.setattr(study, "run_one", fake_run)
+    argv = ["--part", "sizes", "--name", "k", "--students", "tiny_cnn", "--work", str(tmp_path)]
+    res = study.main(argv)
+    assert calls == [("tiny_cnn", "kl", s, twin) for s in range(3) for twin in (False, True)]
+    key = "tiny_cnn/kl/e12v0/seed0"
+    assert res["runs"][key] == {"distilled_int8": 0.93, "params": 7, "scratch_int8": 0.92}
+    assert res["summary"]["sizes"][0]["gain_pts"] == pytest.approx(1.0)
+
+    # a student recorded without its twin: --resume trains the twin alone, and a record that
+    # lacks its twin is in no table until then
+    runs = {key: {"distilled_int8": 0.93, "params": 7}}
+    (tmp_path / "k.json").write_text(json.dumps({"runs": runs}))
+    assert study.summarize(runs, "e12v0")["sizes"] == []
+    calls.clear()
+    study.main([*argv, "--resume", "--seeds", "1"])
+    assert calls == [("tiny_cnn", "kl", 0, True)]
+
+    # past --start-within nothing starts, and nothing recorded is lost
+    monkeypatch.setattr(study, "may_start", lambda a: False)
+    calls.clear()
+    res = study.main([*argv, "--resume", "--students", "ds_cnn"])
+    assert calls == [] and key in res["runs"]
+
+
+def test_pending_gives_only_what_a_record_lacks():
+    rows = study.plan(["losses"])
+    runs = {
+        "small_cnn/kl/e12v4/seed0": rec(0.93, 0.92),  # both done
+        "small_cnn/kl/e12v4/seed1": rec(0.93),  # the twin left
+        "small_cnn/dist/e12v4/seed0": rec(0.93),  # DIST has no twin
+    }
+    got = [(k, twin) for k, *_, twin in study.pending(runs, rows, 2, "e12v4")]
+    assert got == [
+        ("small_cnn/dkd/e12v4/seed0", False),
+        ("small_cnn/kl/e12v4/seed1", True),
+        ("small_cnn/dist/e12v4/seed1", False),
+        ("small_cnn/dkd/e12v4/seed1", False),
+    ]
+
+
+def test_start_within_must_be_positive_minutes(capsys):
+    with pytest.raises(SystemExit) as e:
+        study.parse(["--start-within", "0"])
+    assert e.value.code == 2 and "--start-within: got 0" in capsys.readouterr().err
+    assert study.may_start(study.parse(["--start-within", "5"]))
+    assert not study.may_start(SimpleNamespace(start_by=0.0))
