@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import kd_runs as KD  # noqa: E402 - a sibling script
 from bench import machine, portable  # noqa: E402
-from readme_table import TWIN_VIEWS  # noqa: E402
+from readme_table import TARGET_VERDICT, TWIN_VIEWS  # noqa: E402
 
 from kdq_tf import files  # noqa: E402
 
@@ -167,9 +167,10 @@ def pending(runs: dict, plan_rows, seeds: int, sched_tag: str) -> list[tuple]:
     return out
 
 
-def summarize(runs: dict, sched_tag: str) -> dict:
+def summarize(runs: dict, sched_tag: str, seeds: int = 3) -> dict:
     """The sizes table (KD gain per student) and the losses table (small_cnn), from the runs
-    recorded as "student/loss/<tag>/seedN" at the schedule `sched_tag`."""
+    recorded as "student/loss/<tag>/seedN" at the schedule `sched_tag`. A target is met or not
+    only once all `seeds` seeds are in ("target_met" None before: a mean of fewer may move)."""
     by: dict[tuple, list] = {}
     for key, r in runs.items():
         student, loss, t, _ = key.split("/")
@@ -197,7 +198,7 @@ def summarize(runs: dict, sched_tag: str) -> dict:
         }
         if student in TARGETS:
             row["target"] = TARGETS[student]
-            row["target_met"] = kd["mean"] >= TARGETS[student]
+            row["target_met"] = kd["mean"] >= TARGETS[student] if kd["n"] >= seeds else None
         sizes.append(row)
     losses = []
     for loss in LOSSES:
@@ -293,10 +294,8 @@ def markdown(res: dict) -> str:
         for r in summ["sizes"]:
             if "target" in r:
                 n, seeds = r["distilled_int8"]["n"], res.get("seeds", 3)
-                verdict = (
-                    ("met" if r["target_met"] else "not met")
-                    if n >= seeds
-                    else f"not decided yet ({n} of {seeds} seeds)"
+                verdict = TARGET_VERDICT.get(
+                    r["target_met"], f"not decided yet ({n} of {seeds} seeds)"
                 )
                 lines.append(f"\n{r['student']}: target {100 * r['target']:.1f}% {verdict}.")
         lines.append("")
@@ -585,7 +584,7 @@ def main(argv=None) -> dict:
     parts = ("select", "sizes", "losses") if a.part == "all" else (a.part,)
 
     def save():
-        res["summary"] = summarize(res["runs"], tag(res["schedule"]))
+        res["summary"] = summarize(res["runs"], tag(res["schedule"]), a.seeds)
         res["plot"] = plot(res, RESULTS / f"{a.name}_sizes.png")
         res["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         files.write_json(path, portable(res))
