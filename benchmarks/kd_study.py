@@ -126,7 +126,6 @@ def run_one(
         seed=seed,
         views=sched["views"],
         qat=True,
-        baseline=twin,
         sets=[f"distill.soft_loss={loss}"],
         twin_only=twin,
     )
@@ -508,7 +507,7 @@ def in_parallel(a, sched: dict, todo: list, record, work=_worker) -> None:
 def may_start(a) -> bool:
     """False once --start-within has passed: a run that cannot finish before the machine goes
     back would be lost, checkpoints and all."""
-    return time.monotonic() < getattr(a, "start_by", float("inf"))
+    return time.monotonic() < a.start_by
 
 
 def left(queue: list) -> None:

@@ -300,9 +300,9 @@ def hw_sentence(hw: dict) -> str | None:
     return text + ": [benchmarks/results/hw_student.md](benchmarks/results/hw_student.md)."
 
 
-# The asymmetry a reader of the KD gain at K cached views needs to know.
 # kd_study's "target_met": None until every seed is in
 TARGET_VERDICT = {True: "met", False: "not met"}
+# The asymmetry a reader of the KD gain at K cached views needs to know.
 TWIN_VIEWS = (
     "The scratch twin trains on fresh draws of the views' augmentation every epoch, the "
     "distilled student on the {k} cached views (the teacher's logits exist for those only)."
