@@ -476,7 +476,7 @@ def in_parallel(a, sched: dict, todo: list, record, work=_worker) -> None:
         os.environ[var] = threads
     failed, queue = [], list(todo)
     with cf.ProcessPoolExecutor(a.jobs, mp_context=mp.get_context("spawn")) as pool:
-        log.info("%d runs on %d workers; each writes <work>/<run>/seedN/run.log", len(todo), a.jobs)
+        log.info("%d runs on %d workers; each logs to its work folder's run.log", len(todo), a.jobs)
         running: dict = {}
         while queue or running:
             # submitted one by one, so that none starts after --start-within
