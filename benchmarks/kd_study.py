@@ -190,7 +190,8 @@ def summarize(runs: dict, sched_tag: str, seeds: int = 3) -> dict:
             "params": rs[0]["params"],
             "scratch_int8": scratch,
             "distilled_int8": kd,
-            "gain_pts": round(100 * gain, 2),
+            # + 0.0: a gain that rounds to zero from below reads "+0.00", not "-0.00"
+            "gain_pts": round(100 * gain, 2) + 0.0,
             "two_stds_pts": round(100 * noise, 2),
             # one seed has no spread to beat: None until a second seed of both exists
             "beats_noise": gain > noise if min(kd["n"], scratch["n"]) > 1 else None,

@@ -87,6 +87,9 @@ def test_kd_gain_against_two_stds_and_losses_against_kl():
     assert "tiny_cnn: target 92.5% not met." in md
     # runs without a twin do not enter the KD-gain table
     assert study.summarize({"small_cnn/dist/e12v0/seed0": rec(0.9)}, "e12v0")["sizes"] == []
+    # a gain that rounds to zero from below reads as none, not as "-0.00"
+    tie = {"tiny_cnn/kl/e12v0/seed0": rec(0.93255, 0.9326, 50_000)}
+    assert f"{study.summarize(tie, 'e12v0')['sizes'][0]['gain_pts']:+.2f}" == "+0.00"
 
 
 def test_select_picks_the_best_validation_schedule_without_test(monkeypatch):
