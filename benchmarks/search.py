@@ -533,7 +533,8 @@ def compare(res: dict) -> dict:
             gain = mine["test_accuracy"]["mean"] - best["test_accuracy"]["mean"]
             noise = mine["test_accuracy"]["std"] + best["test_accuracy"]["std"]
             verdict = {
-                "gain_pts": round(100 * gain, 2),
+                # + 0.0: a gain that rounds to zero from below reads "+0.00", not "-0.00"
+                "gain_pts": round(100 * gain, 2) + 0.0,
                 "two_stds_pts": round(100 * noise, 2),
                 "at_least_as_accurate": gain >= 0,
                 "beats": gain >= 0.003 and gain > noise,

@@ -100,6 +100,21 @@ def test_a_found_zoo_student_is_compared_as_itself():
     assert not b["verdict"]["beats"]
 
 
+def test_a_gain_that_rounds_to_zero_from_below_reads_plus_zero():
+    img = image(100, 30, 10)
+    res = {
+        "search": {"A": search(("g", 0.9))},
+        "final": {
+            **{f"zoo_small/seed{i}": run(0.91004, img) for i in range(3)},
+            **{f"found:g/seed{i}": run(0.91, img) for i in range(3)},
+        },
+    }
+    v = bench.compare(res)["A"]["verdict"]
+    # 0.91 - 0.91004 is -0.004 pt: not at least as accurate, but it prints as no change
+    assert not v["at_least_as_accurate"]
+    assert f"{v['gain_pts']:+.2f}" == "+0.00"
+
+
 def test_a_lut_model_fits_through_whichever_image_meets_the_budget():
     """A LUT model's fused image is lean in RAM, its DECODE variant in instructions: at C
     (12 M instructions) only the DECODE variant fits, at A (40 KiB RAM) only the fused one; a
