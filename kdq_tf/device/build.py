@@ -182,6 +182,7 @@ def build(fw_dir: str | Path, opts: BuildOptions) -> dict:
         f"KERNELS={opts.kernels}",
         f"TFLM_DIR={root}",
         f"TFLM_OBJDIR={cache}",
+        "TFLM_CACHE_KEYED=1",  # object_cache's key covers the tree's bytes, not its timestamps
         f"PROFILE={int(opts.profile)}",
     ]
     log.info(

@@ -165,18 +165,27 @@ def check_tree(
     return root
 
 
-def tree_identity(root: Path) -> str:
-    """A short hash naming the tree's content: its MANIFEST.txt when it has one, else its file list.
+# What a compile reads from the tree; anything else there (docs, licences, a .git) cannot change
+# an object file.
+_SOURCE_SUFFIXES = {".c", ".cc", ".cpp", ".h", ".hpp", ".inc"}
 
-    Object caches are keyed by this and the compile flags, so two trees never share objects.
+
+def tree_identity(root: Path) -> str:
+    """A short hash of the tree's path and the bytes of every source and header in it.
+
+    Object caches are keyed by this and the compile flags, so the objects in one cache are
+    current by construction: a tree laid out again (new timestamps, same bytes) reuses them, and
+    an edited header, which the firmware Makefile's rules do not track, gets a cache of its own.
+    The path is part of it because TFLM's error macros compile `__FILE__` into the objects.
+    Hashing a create_tflm_tree.py tree (about 700 files, 11 MB) takes about 0.1 s.
     """
     h = hashlib.sha256(str(root).encode())
-    manifest = root / "MANIFEST.txt"
-    if manifest.is_file():
-        h.update(manifest.read_bytes())
-    else:
-        for p in sorted(root.rglob("*")):
-            if p.is_file():
-                st = p.stat()
-                h.update(f"{p.relative_to(root)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for f in sorted(filenames):
+            if os.path.splitext(f)[1] in _SOURCE_SUFFIXES:
+                path = Path(dirpath) / f
+                data = path.read_bytes()
+                h.update(f"{path.relative_to(root)}\0{len(data)}\0".encode())
+                h.update(data)
     return h.hexdigest()[:16]

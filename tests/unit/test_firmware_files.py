@@ -1,6 +1,7 @@
 """Firmware sources and parsers against independent truth: gcc-compiled bytes, hand-written
 output."""
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from kdq_tf.device import carray, tflm_tree
+from kdq_tf.device.project import render_template
 from kdq_tf.device.run import arena_advice, map_shares, parse_output
 from kdq_tf.errors import KdqError
 
@@ -89,11 +91,73 @@ def test_kernel_files_follow_tflm_names():
         tflm_tree.kernel_files(["CUSTOM:MyOp"])
 
 
-def test_tree_identity_changes_with_the_manifest(tmp_path):
-    (tmp_path / "MANIFEST.txt").write_text("tflite-micro abc\n")
-    a = tflm_tree.tree_identity(tmp_path)
-    (tmp_path / "MANIFEST.txt").write_text("tflite-micro def\n")
-    assert tflm_tree.tree_identity(tmp_path) != a
+def _write(path: Path, text: str = "") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_tree_identity_follows_the_sources_bytes_not_their_timestamps(tmp_path):
+    tree = tmp_path / "tflm"
+    header = _write(tree / "tensorflow/lite/micro/a.h", "#define A 1\n")
+    _write(tree / "tensorflow/lite/micro/a.cc", "int a;\n")
+    _write(tree / "MANIFEST.txt", "tflite-micro abc\n")
+    a = tflm_tree.tree_identity(tree)
+    for p in tree.rglob("*"):  # laid out again: same bytes, new timestamps
+        os.utime(p, (p.stat().st_atime + 3600, p.stat().st_mtime + 3600))
+    _write(tree / "MANIFEST.txt", "tflite-micro def\n")  # not compiled: no new objects
+    _write(tree / ".git/HEAD", "ref: x\n")
+    assert tflm_tree.tree_identity(tree) == a
+    header.write_text("#define A 2\n")  # a header the Makefile's rules do not track
+    assert tflm_tree.tree_identity(tree) != a
+    header.write_text("#define A 1\n")
+    assert tflm_tree.tree_identity(tree) == a
+    shutil.copytree(tree, tmp_path / "other")  # __FILE__ differs: objects are not shared
+    assert tflm_tree.tree_identity(tmp_path / "other") != a
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
+def test_a_keyed_cache_reuses_objects_older_than_their_sources(tmp_path):
+    """The firmware Makefile asked what it would do (make -n), on a tree of empty sources whose
+    timestamps are newer than the cached objects: with TFLM_CACHE_KEYED=1 (kdq_tf firmware build)
+    it compiles only the application; without it, every TFLM source again."""
+    fw, tree, cache = tmp_path / "fw", tmp_path / "tflm", tmp_path / "cache"
+    for name, text in render_template("m").items():
+        _write(fw / name, text)
+    _write(fw / "model_data.cc")  # export's part of the application
+    _write(fw / "tflm_sources.mk", tflm_tree.sources_mk(["CONV_2D"]))
+    t, k = "tensorflow/lite", "tensorflow/lite/micro/kernels"
+    sources = [
+        f"{t}/micro/micro_interpreter.cc",
+        f"{t}/kernels/internal/reference/portable_tensor_utils.cc",
+        f"{t}/kernels/kernel_util.cc",
+        "tensorflow/compiler/mlir/lite/core/api/error_reporter.cc",
+        "tensorflow/compiler/mlir/lite/schema/schema_utils.cc",
+        f"{k}/kernel_util.cc",
+        f"{k}/micro_tensor_utils.cc",
+        f"{k}/conv.cc",
+    ]
+    for s in sources:
+        _write(tree / s)
+        old = _write(cache / f"{s}.o").stat().st_mtime - 3600
+        os.utime(cache / f"{s}.o", (old, old))
+
+    def dry_run(*extra):
+        return subprocess.run(
+            ["make", "-n", "-C", str(fw), f"TFLM_DIR={tree}", f"TFLM_OBJDIR={cache}", *extra],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+
+    keyed = dry_run("TFLM_CACHE_KEYED=1")
+    assert "-c main.cc" in keyed and f"-c {tree}/" not in keyed  # links the cached objects
+    assert all(f"{cache}/{s}.o" in keyed for s in sources)
+    plain = dry_run()
+    assert all(f"-c {tree}/{s} -o {cache}/{s}.o" in plain for s in sources)
+    (cache / sources[0]).with_suffix(".cc.o").unlink()  # a missing object is compiled either way
+    keyed = dry_run("TFLM_CACHE_KEYED=1")
+    assert keyed.count(f"-c {tree}/") == 1 and f"-c {tree}/{sources[0]} " in keyed
 
 
 def test_map_shares_sum_by_origin(tmp_path):
